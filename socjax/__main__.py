@@ -1,0 +1,5 @@
+import sys
+
+from socjax.cli import main
+
+sys.exit(main())

@@ -1,0 +1,141 @@
+"""`socjax` command line (also `python -m socjax`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from socjax.config import PRESETS, ConfigError, TrackedWeight, validate, with_overrides
+
+DESCRIPTION = """\
+socjax: per-example SGD on MNIST with a 784-700-476-10 MLP, as in "Self-organized criticality in
+neural networks" (Katsnelson, Vanchurin, Westerhout, arXiv:2107.03402), compiled with JAX."""
+
+TRAIN_EPILOG = """\
+presets (flags override them):
+  smoke   2,000 embedded examples, 1 + 1 epochs: seconds, for tests
+  quick   10,000 embedded examples, 30 epochs to equilibrate + 3 recorded: minutes on a CPU
+  paper   full MNIST, 3000 epochs to equilibrate + 200 recorded (the paper's protocol)
+runs: every combination of the seeds, --lr values and --l2 values is one run; all runs train at
+once (vmapped) and every saved array has a leading run axis, in config.json's "runs" order.
+"""
+
+
+def _tracked_weight(text: str) -> TrackedWeight:
+    try:
+        layer, row, col = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYER:ROW:COL, got {text!r}") from None
+    return TrackedWeight(layer, row, col)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="socjax", description=DESCRIPTION)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train the MLP by per-example SGD and record weight trajectories",
+        description="Train the paper's MLP by per-example SGD and write a run directory.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="starting configuration (default: quick)")
+    t.add_argument("--out", required=True, help="run directory to create; must not hold a run")
+    t.add_argument("--epochs", type=_positive_int,
+                   help="total epochs (equilibration + recorded); default from the preset")
+    t.add_argument("--record-epochs", type=int,
+                   help="how many of the last epochs record trajectories (default: the preset's, "
+                        "at most --epochs)")
+    t.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds (default 1)")
+    t.add_argument("--seed", type=int, default=0, help="first seed; seeds are SEED..SEED+N-1 (default 0)")
+    t.add_argument("--lr", type=float, nargs="+", help="learning rate(s); several values sweep (default 2e-3)")
+    t.add_argument("--l2", type=float, nargs="+", help="L2 coefficient(s); several values sweep (default 5e-4)")
+    t.add_argument("--track", type=int, help="number of weights to record, half from w1, half from w2 (default 16)")
+    t.add_argument("--track-weights", type=_tracked_weight, nargs="+", metavar="L:R:C",
+                   help="record these weights instead: layer (1-based), row, column of w (fan_in, fan_out)")
+    t.add_argument("--stride", type=_positive_int,
+                   help="record every K-th step; must divide the steps per epoch (default 1)")
+    src = t.add_mutually_exclusive_group()
+    src.add_argument("--data-dir", help="directory with the four MNIST IDX .gz files (checked by SHA-256)")
+    src.add_argument("--dataset", choices=["mnist", "mnist-mini"],
+                     help="mnist: full MNIST via tensorflow-datasets (downloads once); mnist-mini: the "
+                          "embedded 10,000/2,000 subset (default from the preset)")
+    t.add_argument("--train-limit", type=_positive_int, help="use only the first N training examples")
+    t.add_argument("--hidden", type=_positive_int, nargs="+", help="hidden layer widths (default 700 476)")
+    t.add_argument("--loss", choices=["mse", "xent"], help="mse: eq. (10), the default; xent: cross-entropy")
+    t.add_argument("--init", choices=["torch", "glorot"], help="parameter init (default torch)")
+    t.add_argument("--chunk-epochs", type=_positive_int,
+                   help="epochs per compiled call; results are written after each (default 1)")
+    t.add_argument("--save-order", action="store_true", help="write order.npy, the example of every step")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def train_config(args: argparse.Namespace):
+    """The RunConfig a `train` command line asks for (validated)."""
+    base = PRESETS[args.preset]
+    if args.epochs is not None:
+        record = base.epochs_record if args.record_epochs is None else args.record_epochs
+        if args.record_epochs is None:
+            record = min(record, args.epochs)
+        if not 0 <= record <= args.epochs:
+            raise ConfigError(f"--record-epochs must be in 0..{args.epochs}, got {record}")
+        equilibrate = args.epochs - record
+    elif args.record_epochs is not None:
+        equilibrate, record = base.epochs_equilibrate, args.record_epochs
+    else:
+        equilibrate, record = base.epochs_equilibrate, base.epochs_record
+    cfg = with_overrides(
+        base,
+        epochs_equilibrate=equilibrate,
+        epochs_record=record,
+        seeds=tuple(range(args.seed, args.seed + args.seeds)),
+        lr=tuple(args.lr) if args.lr else None,
+        l2=tuple(args.l2) if args.l2 else None,
+        track=args.track,
+        track_weights=tuple(args.track_weights) if args.track_weights else None,
+        stride=args.stride,
+        data_dir=args.data_dir,
+        dataset=args.dataset,
+        train_limit=args.train_limit,
+        sizes=(base.model.sizes[0], *args.hidden, base.model.sizes[-1]) if args.hidden else None,
+        loss=args.loss,
+        init=args.init,
+        chunk_epochs=args.chunk_epochs,
+        save_order=args.save_order or None,
+    )
+    if args.data_dir is not None:
+        cfg = with_overrides(cfg, dataset="mnist")
+    validate(cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            cfg = train_config(args)
+            from socjax import runner  # imports jax: only once the input is known to be good
+
+            out = runner.run(cfg, args.out, progress=not args.no_progress)
+            print(f"wrote {out}")
+    except ConfigError as e:
+        print(f"socjax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

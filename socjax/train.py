@@ -1,0 +1,208 @@
+"""Per-example SGD as one compiled `lax.scan`, vmapped over runs (seeds and hyperparameter sweeps).
+
+The contract, for one run:
+
+    state, out = train_chunk(state, hyper, data, spec=..., num_epochs=E)
+
+runs E epochs. Epoch e (global, counted in `state.epoch`) visits the training examples in the order
+`permutation(fold_in(state.key, e), N)`, one SGD step per example:
+
+    w <- w - lr * (dL/dw + l2 * w)          L = eq. (10) on one example; l2 on weights (and biases)
+
+`out.trajectory[t, k]` is tracked weight k after step (t + 1) * stride of the chunk, and
+`out.metrics` holds per-epoch train loss/accuracy (mean over the epoch's steps, each taken before
+its update, so no extra pass is spent) and test loss/accuracy (frozen parameters, end of epoch).
+
+`make_train_chunk` returns this function jitted and vmapped over runs: every leaf of `state` and
+`hyper` gains a leading run axis; `data` is shared and passed as an argument (never closed over).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from socjax import model
+from socjax.config import ModelConfig, TrackedWeight
+from socjax.data import Dataset
+
+
+class Hyper(NamedTuple):
+    """Traced hyperparameters of one run (vmapped for sweeps). lr: (), l2: () float32."""
+
+    lr: jax.Array
+    l2: jax.Array
+
+
+class TrainState(NamedTuple):
+    """What a run carries between steps and chunks.
+
+    params: model.Params; opt_state: optax state of `make_optimizer`;
+    key: typed PRNG key for the example order; epoch: () int32, epochs completed.
+    """
+
+    params: model.Params
+    opt_state: optax.OptState
+    key: jax.Array
+    epoch: jax.Array
+
+
+class EpochMetrics(NamedTuple):
+    """Per epoch, each (E,) float32: train loss/accuracy (running, over the epoch's SGD steps) and
+    test loss/accuracy (frozen parameters at the end of the epoch). Loss is the data loss, no L2."""
+
+    train_loss: jax.Array
+    train_acc: jax.Array
+    test_loss: jax.Array
+    test_acc: jax.Array
+
+
+class ChunkOutput(NamedTuple):
+    """metrics: EpochMetrics of (E,); trajectory: (E * N // stride, K) float32, or None when not
+    recording; order: (E, N) int32 example index of every step, or None unless save_order."""
+
+    metrics: EpochMetrics
+    trajectory: jax.Array | None
+    order: jax.Array | None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Static (hashable) part of training: anything that fixes a shape or a loop length."""
+
+    model: ModelConfig
+    tracked: tuple[TrackedWeight, ...] = ()
+    stride: int = 1
+    record: bool = False
+    save_order: bool = False
+
+
+def make_optimizer(hyper: Hyper, cfg: ModelConfig) -> optax.GradientTransformation:
+    """Plain SGD with decoupled L2: updates = -lr * (grad + l2 * w), l2 masked per `cfg`.
+
+    Identical in exact arithmetic to SGD on the loss with (l2/2) sum(w^2) added (test_sgd.py).
+    """
+    return optax.chain(
+        optax.add_decayed_weights(hyper.l2, mask=model.decay_mask(cfg)),
+        optax.sgd(hyper.lr),
+    )
+
+
+def init_state(key: jax.Array, cfg: ModelConfig) -> TrainState:
+    """A run's initial state from its root key (typed, from jax.random.key(seed))."""
+    init_key, order_key = jax.random.split(key)
+    params = model.init(init_key, cfg)
+    # sgd/add_decayed_weights states hold no hyperparameters, so any Hyper builds the same state.
+    opt_state = make_optimizer(Hyper(1.0, 0.0), cfg).init(params)
+    return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32))
+
+
+def init_runs(seeds, cfg: ModelConfig) -> TrainState:
+    """Initial states of several runs, stacked on a leading axis: one per seed in `seeds`."""
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+    return jax.jit(jax.vmap(init_state, in_axes=(0, None)), static_argnums=1)(keys, cfg)
+
+
+def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
+    """The example order of a global epoch: (n,) int32, a permutation of 0..n-1."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)
+
+
+def sgd_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
+    """One SGD step on one example x: (784,). Returns (params, opt_state, loss, correct), where
+    loss is the data loss of eq. (10) and correct whether argmax(out) == label, both before the step."""
+
+    def objective(p):
+        out = model.apply(p, x)
+        return model.data_loss(out, label, cfg.loss), out
+
+    (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = make_optimizer(hyper, cfg).update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return params, opt_state, loss, (jnp.argmax(out) == label)
+
+
+def tracked_values(params: model.Params, tracked: tuple[TrackedWeight, ...]) -> jax.Array:
+    """Values of the tracked weights: (K,) float32, in the order of `tracked`."""
+    if not tracked:
+        return jnp.zeros((0,), jnp.float32)
+    values = []
+    for layer in sorted({t.layer for t in tracked}):
+        idx = [i for i, t in enumerate(tracked) if t.layer == layer]
+        rows = np.array([tracked[i].row for i in idx])
+        cols = np.array([tracked[i].col for i in idx])
+        values.append((idx, params[layer - 1].w[rows, cols]))
+    flat = jnp.concatenate([v for _, v in values])
+    order = np.argsort(np.concatenate([np.array(i) for i, _ in values]))
+    return flat[order]
+
+
+def evaluate(params: model.Params, x: jax.Array, y: jax.Array, loss: str):
+    """Mean data loss and accuracy over a set: x (M, 784), y (M,). Returns two () float32."""
+    out = jax.vmap(model.apply, in_axes=(None, 0))(params, x)
+    losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, y, loss)
+    return jnp.mean(losses), jnp.mean(jnp.argmax(out, axis=-1) == y)
+
+
+def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSpec, num_epochs: int):
+    """Run `num_epochs` epochs of one run. See the module docstring for the contract."""
+    n = data.train_x.shape[0]
+    if n % spec.stride:
+        raise ValueError(f"stride {spec.stride} must divide the steps per epoch {n}")
+    cfg = spec.model
+
+    def step(carry, i):
+        params, opt_state = carry
+        params, opt_state, loss, correct = sgd_step(
+            params, opt_state, data.train_x[i], data.train_y[i], hyper, cfg
+        )
+        return (params, opt_state), (loss, correct)
+
+    def block(carry, idx):  # idx: (stride,) example indices; records after the last step
+        carry, stats = jax.lax.scan(step, carry, idx)
+        tracked = tracked_values(carry[0], spec.tracked) if spec.record else None
+        return carry, (stats, tracked)
+
+    def epoch(state: TrainState, _):
+        order = epoch_order(state.key, state.epoch, n)
+        (params, opt_state), ((loss, correct), tracked) = jax.lax.scan(
+            block, (state.params, state.opt_state), order.reshape(n // spec.stride, spec.stride)
+        )
+        test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg.loss)
+        metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
+        state = TrainState(params, opt_state, state.key, state.epoch + 1)
+        return state, (metrics, tracked, order if spec.save_order else None)
+
+    state, (metrics, tracked, order) = jax.lax.scan(epoch, state, None, length=num_epochs)
+    if tracked is not None:
+        tracked = tracked.reshape(num_epochs * (n // spec.stride), -1)
+    return state, ChunkOutput(metrics, tracked, order)
+
+
+def make_train_chunk(spec: TrainSpec, num_epochs: int):
+    """`train_chunk` jitted and vmapped over runs: (state[R], hyper[R], data) -> (state[R], out[R]).
+
+    The input state's buffers are donated (updated in place); do not reuse them after the call.
+    """
+
+    def chunk(state, hyper, data):
+        return train_chunk(state, hyper, data, spec=spec, num_epochs=num_epochs)
+
+    return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=0)
+
+
+def select_tracked(sizes: tuple[int, ...], count: int, seed: int) -> tuple[TrackedWeight, ...]:
+    """`count` distinct weights drawn uniformly at random: count // 2 from w1, the rest from w2
+    (DEFAULT: an even split, so both layers are represented). Sorted by (layer, row, col)."""
+    key1, key2 = jax.random.split(jax.random.key(seed))
+    out = []
+    for layer, k, c in ((1, key1, count // 2), (2, key2, count - count // 2)):
+        fan_in, fan_out = sizes[layer - 1], sizes[layer]
+        flat = np.asarray(jax.random.choice(k, fan_in * fan_out, (c,), replace=False))
+        out += [TrackedWeight(layer, int(f // fan_out), int(f % fan_out)) for f in flat]
+    return tuple(sorted(out, key=lambda t: (t.layer, t.row, t.col)))
