@@ -39,8 +39,15 @@ def _positive_int(text: str) -> int:
     return v
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `socjax: error: ... (see --help)`, exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"socjax: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="socjax", description=DESCRIPTION)
+    p = _Parser(prog="socjax", description=DESCRIPTION)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser(

@@ -1,0 +1,30 @@
+"""Shared fixtures. Tests are offline: real MNIST comes from ../shared/data/mnist."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+# Strict numerics, as in equinox's test config: implicit rank promotion is an error.
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("SOCJAX_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"real MNIST not found at {MNIST_DIR}; set SOCJAX_MNIST_DIR")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mini():
+    """The embedded subset, decoded: a socjax.data.Dataset."""
+    from socjax import data
+
+    return data.decode(data.load_embedded())

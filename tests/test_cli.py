@@ -1,0 +1,152 @@
+"""The `socjax` command line: a real smoke run and the run-directory format; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from socjax import cli, rundir, train
+from socjax.config import RunConfig
+
+
+def socjax(*args, cwd=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "socjax", *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    res = socjax("train", "--preset", "smoke", "--seeds", "2", "--save-order", "--no-progress", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_smoke_run_writes_the_documented_files(smoke_run):
+    cfg_json = rundir.load_config(smoke_run)
+    cfg = RunConfig.from_json(cfg_json["config"])
+    layout = cfg_json["trajectory"]
+    n, runs = layout["steps_per_epoch"], 2
+    assert cfg.seeds == (0, 1) and cfg.preset == "smoke" and n == 2000
+    assert cfg_json["environment"]["backend"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
+    assert layout == dict(first_step=n + 1, stride=1, steps=n, steps_per_epoch=n, num_train=n, num_test=2000, num_runs=runs)
+
+    tracked = rundir.load_tracked(smoke_run)
+    assert len(tracked) == 16
+    for name in ("init", "final"):
+        p = rundir.load_params(smoke_run, name)
+        assert {k: v.shape for k, v in p.items()} == {
+            "w1": (runs, 784, 700), "b1": (runs, 700), "w2": (runs, 700, 476),
+            "b2": (runs, 476), "w3": (runs, 476, 10), "b3": (runs, 10)}
+    traj = rundir.load_trajectory(smoke_run)
+    assert isinstance(traj, np.memmap) and traj.dtype == np.float32 and traj.shape == (runs, n, 16)
+    # the last recorded step is the last step: the trajectory ends at params_final's values
+    final = rundir.load_params(smoke_run, "final")
+    for k, t in enumerate(tracked):
+        np.testing.assert_array_equal(traj[:, -1, k], final[f"w{t.layer}"][:, t.row, t.col])
+    # ...and starts one SGD step away from the end of the equilibration epoch (|dw| ~ lr * |grad|)
+    assert np.all(np.isfinite(traj)) and np.all(np.abs(np.diff(traj, axis=1)) < 0.05)
+
+    order = rundir.load_order(smoke_run)
+    assert order.shape == (runs, 2 * n) and order.dtype == np.int32
+    for r in range(runs):
+        for e in range(2):
+            np.testing.assert_array_equal(np.sort(order[r, e * n : (e + 1) * n]), np.arange(n))
+    assert not np.array_equal(order[0], order[1])
+
+    m = rundir.load_metrics(smoke_run)
+    assert m["epoch"] == [1, 2]
+    assert np.array(m["test_acc"]).shape == (2, runs)
+    assert np.all(np.array(m["test_acc"])[-1] > 0.3)  # chance is 0.1; measured 0.73 after 2 epochs
+
+
+def test_smoke_run_reproduces_the_library_call(smoke_run):
+    """The CLI's first epoch equals the trainer called directly with the same config."""
+    import jax
+
+    from socjax import data
+
+    cfg = RunConfig.from_json(rundir.load_config(smoke_run)["config"])
+    ds = jax.device_put(data.decode(data.load_embedded(), 255.0, cfg.train_limit))
+    spec = train.TrainSpec(cfg.model, rundir.load_tracked(smoke_run), 1, False)
+    state = train.init_runs(cfg.seeds, cfg.model)
+    init = rundir.load_params(smoke_run, "init")
+    np.testing.assert_array_equal(init["w1"], state.params[0].w)
+    hyper = train.Hyper(np.full(2, 2e-3, np.float32), np.full(2, 5e-4, np.float32))
+    _, out = train.make_train_chunk(spec, 1)(state, hyper, ds)
+    m = rundir.load_metrics(smoke_run)
+    np.testing.assert_array_equal(np.asarray(out.metrics.test_loss)[:, 0], np.float32(m["test_loss"][0]))
+
+
+def test_help_explains_every_flag():
+    res = socjax("--help")
+    assert res.returncode == 0 and "train" in res.stdout
+    res = socjax("train", "--help")
+    assert res.returncode == 0
+    for flag in ("--preset", "--epochs", "--seeds", "--lr", "--l2", "--track", "--stride", "--data-dir",
+                 "--dataset", "--save-order", "--out"):
+        assert flag in res.stdout
+
+
+def main(argv) -> int:
+    """cli.main's exit status, whether it returns it or argparse exits with it."""
+    try:
+        return cli.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.fixture
+def no_compile(monkeypatch):
+    """Fail the test if anything reaches the compiled trainer."""
+    def refuse(*a, **k):
+        raise AssertionError("compiled despite bad input")
+    monkeypatch.setattr(train, "make_train_chunk", refuse)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--lr", "-0.1"], "learning rate must be positive"),
+    (["--lr", "0"], "learning rate must be positive"),
+    (["--l2", "-1"], "l2 must be non-negative"),
+    (["--hidden", "0"], "must be >= 1"),
+    (["--stride", "3"], "stride 3 must divide the number of steps per epoch (2000)"),
+    (["--epochs", "2", "--record-epochs", "3"], "--record-epochs must be in 0..2"),
+    (["--track-weights", "1:784:0"], "w1 has shape (784, 700)"),
+    (["--data-dir", "/nonexistent/mnist"], "data directory not found"),
+])
+def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, capsys, no_compile):
+    out = tmp_path / "r"
+    assert main(["train", "--preset", "smoke", "--no-progress", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("socjax: error:") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_corrupt_data_dir_refused(mnist_dir, tmp_path, capsys, no_compile):
+    import shutil
+
+    bad = tmp_path / "mnist"
+    shutil.copytree(mnist_dir, bad)
+    (bad / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b garbage")
+    code = main(["train", "--preset", "smoke", "--data-dir", str(bad), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train-images-idx3-ubyte.gz" in err and err.count("\n") == 1
+
+
+def test_existing_run_is_not_overwritten(smoke_run, capsys, no_compile):
+    before = {p.name: p.read_bytes() for p in smoke_run.iterdir() if p.suffix == ".json"}
+    code = main(["train", "--preset", "smoke", "--out", str(smoke_run)])
+    err = capsys.readouterr().err
+    assert code == 2 and "already holds a run" in err and err.count("\n") == 1
+    assert before == {p.name: p.read_bytes() for p in smoke_run.iterdir() if p.suffix == ".json"}
+
+
+def test_config_json_round_trips(smoke_run):
+    d = json.loads((smoke_run / "config.json").read_text())["config"]
+    assert json.loads(json.dumps(RunConfig.from_json(d).to_json())) == d
