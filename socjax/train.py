@@ -128,18 +128,15 @@ def sgd_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
 
 
 def tracked_values(params: model.Params, tracked: tuple[TrackedWeight, ...]) -> jax.Array:
-    """Values of the tracked weights: (K,) float32, in the order of `tracked`."""
-    if not tracked:
-        return jnp.zeros((0,), jnp.float32)
-    values = []
-    for layer in sorted({t.layer for t in tracked}):
-        idx = [i for i, t in enumerate(tracked) if t.layer == layer]
-        rows = np.array([tracked[i].row for i in idx])
-        cols = np.array([tracked[i].col for i in idx])
-        values.append((idx, params[layer - 1].w[rows, cols]))
-    flat = jnp.concatenate([v for _, v in values])
-    order = np.argsort(np.concatenate([np.array(i) for i, _ in values]))
-    return flat[order]
+    """Values of the tracked weights: (K,) float32, in the order of `tracked` (one gather per layer)."""
+    layers = np.array([t.layer for t in tracked], int)
+    rows = np.array([t.row for t in tracked], int)
+    cols = np.array([t.col for t in tracked], int)
+    values = jnp.zeros((len(tracked),), jnp.float32)
+    for layer in np.unique(layers):
+        sel = np.flatnonzero(layers == layer)
+        values = values.at[sel].set(params[layer - 1].w[rows[sel], cols[sel]])
+    return values
 
 
 def evaluate(params: model.Params, x: jax.Array, y: jax.Array, loss: str):
