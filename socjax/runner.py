@@ -77,6 +77,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True) -> Path:
 
     compiled = {}
     bar = _progress(cfg.epochs, progress)
+    bar.set_description("compiling")  # the first chunk's steps/s includes compilation
     epoch, t_last = 0, time.perf_counter()
 
     def write(first_epoch: int, record: bool, num_epochs: int, result: train.ChunkOutput):
@@ -95,6 +96,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True) -> Path:
             order.flush()
         rundir.write_json(out / rundir.METRICS, metrics)
         now = time.perf_counter()
+        bar.set_description("training")
         bar.update(num_epochs)
         bar.set_postfix(
             steps_per_s=f"{num_runs * num_epochs * n / (now - t_last):,.0f}",
