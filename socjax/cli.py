@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from socjax.config import PRESETS, ConfigError, TrackedWeight, validate, with_overrides
 
@@ -13,7 +14,7 @@ neural networks" (Katsnelson, Vanchurin, Westerhout, arXiv:2107.03402), compiled
 
 TRAIN_EPILOG = """\
 presets (flags override them):
-  smoke   2,000 embedded examples, 1 + 1 epochs: seconds, for tests
+  smoke   2,000 embedded examples, 1 + 2 epochs: seconds, for tests
   quick   10,000 embedded examples, 30 epochs to equilibrate + 3 recorded: minutes on a CPU
   paper   full MNIST, 3000 epochs to equilibrate + 200 recorded (the paper's protocol)
 runs: every combination of the seeds, --lr values and --l2 values is one run; all runs train at
@@ -57,6 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_train_args(t)
+
+    a = sub.add_parser(
+        "analyze",
+        help="analyse a run directory: analysis.json and the four figures",
+        description="Analyse a run directory: fits of the increments and spectra of the recorded "
+                    "weights, neuron distributions; writes DIR/analysis.json, DIR/fig1..4 and DIR/report.md.",
+    )
+    a.add_argument("run", metavar="DIR", help="run directory (from socjax train)")
+    _add_analysis_args(a)
+
+    r = sub.add_parser(
+        "reproduce",
+        help="train, analyse and write report.md: the whole reproduction in one command",
+        description="Train (as socjax train), analyse (as socjax analyze) and write DIR/report.md, "
+                    "the paper's claims against this run's numbers.",
+        epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_train_args(r)
+    _add_analysis_args(r, data_dir=False)
+    return p
+
+
+def _add_analysis_args(a: argparse.ArgumentParser, data_dir: bool = True) -> None:
+    a.add_argument("--segment", type=_positive_int,
+                   help="Welch segment length in recorded steps (default: largest power of 2 <= steps/8, at most 2**18)")
+    a.add_argument("--window", choices=["hann", "boxcar"], default="hann", help="Welch window (default hann)")
+    if data_dir:
+        a.add_argument("--data-dir", help="MNIST IDX files for Fig. 1, if not the run's own data source")
+    if not any(o.dest == "no_progress" for o in a._actions):
+        a.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="starting configuration (default: quick)")
     t.add_argument("--out", required=True, help="run directory to create; must not hold a run")
@@ -87,7 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs per compiled call; results are written after each (default 1)")
     t.add_argument("--save-order", action="store_true", help="write order.npy, the example of every step")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return p
 
 
 def train_config(args: argparse.Namespace):
@@ -129,15 +164,30 @@ def train_config(args: argparse.Namespace):
     return cfg
 
 
+def _analyze(run, args, data_dir):
+    from socjax import analyze, report
+
+    result = analyze.analyze(run, data_dir=data_dir, segment=args.segment, window=args.window,
+                             progress=not args.no_progress)
+    path = report.write(run, result)
+    print(f"wrote {Path(run) / analyze.ANALYSIS}, the figures and {path}")
+    for w in result["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
+        if args.command in ("train", "reproduce"):
             cfg = train_config(args)
             from socjax import runner  # imports jax: only once the input is known to be good
 
             out = runner.run(cfg, args.out, progress=not args.no_progress)
             print(f"wrote {out}")
+            if args.command == "reproduce":
+                _analyze(out, args, data_dir=None)
+        elif args.command == "analyze":
+            _analyze(args.run, args, data_dir=args.data_dir)
     except ConfigError as e:
         print(f"socjax: error: {e}", file=sys.stderr)
         return 2

@@ -108,9 +108,10 @@ class RunConfig:
 
 
 PRESETS: dict[str, RunConfig] = {
-    # Seconds: the paper's network on 2,000 embedded examples, 2 epochs. For tests and CI.
+    # Seconds: the paper's network on 2,000 embedded examples, 1 + 2 epochs (4,000 recorded steps:
+    # enough for a spectrum with 512-step segments). For tests and CI.
     "smoke": RunConfig(
-        dataset="mnist-mini", train_limit=2000, epochs_equilibrate=1, epochs_record=1, preset="smoke"
+        dataset="mnist-mini", train_limit=2000, epochs_equilibrate=1, epochs_record=2, preset="smoke"
     ),
     # A few minutes on a 2-core CPU: the 10,000 embedded examples. The increment distribution and
     # spectrum take shape within a few epochs; bimodal layer-2 neurons need many more steps, so

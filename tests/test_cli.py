@@ -34,7 +34,7 @@ def test_smoke_run_writes_the_documented_files(smoke_run):
     n, runs = layout["steps_per_epoch"], 2
     assert cfg.seeds == (0, 1) and cfg.preset == "smoke" and n == 2000
     assert cfg_json["environment"]["backend"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
-    assert layout == dict(first_step=n + 1, stride=1, steps=n, steps_per_epoch=n, num_train=n, num_test=2000, num_runs=runs)
+    assert layout == dict(first_step=n + 1, stride=1, steps=2 * n, steps_per_epoch=n, num_train=n, num_test=2000, num_runs=runs)
 
     tracked = rundir.load_tracked(smoke_run)
     assert len(tracked) == 16
@@ -44,7 +44,7 @@ def test_smoke_run_writes_the_documented_files(smoke_run):
             "w1": (runs, 784, 700), "b1": (runs, 700), "w2": (runs, 700, 476),
             "b2": (runs, 476), "w3": (runs, 476, 10), "b3": (runs, 10)}
     traj = rundir.load_trajectory(smoke_run)
-    assert isinstance(traj, np.memmap) and traj.dtype == np.float32 and traj.shape == (runs, n, 16)
+    assert isinstance(traj, np.memmap) and traj.dtype == np.float32 and traj.shape == (runs, 2 * n, 16)
     # the last recorded step is the last step: the trajectory ends at params_final's values
     final = rundir.load_params(smoke_run, "final")
     for k, t in enumerate(tracked):
@@ -53,15 +53,15 @@ def test_smoke_run_writes_the_documented_files(smoke_run):
     assert np.all(np.isfinite(traj)) and np.all(np.abs(np.diff(traj, axis=1)) < 0.05)
 
     order = rundir.load_order(smoke_run)
-    assert order.shape == (runs, 2 * n) and order.dtype == np.int32
+    assert order.shape == (runs, 3 * n) and order.dtype == np.int32
     for r in range(runs):
-        for e in range(2):
+        for e in range(3):
             np.testing.assert_array_equal(np.sort(order[r, e * n : (e + 1) * n]), np.arange(n))
     assert not np.array_equal(order[0], order[1])
 
     m = rundir.load_metrics(smoke_run)
-    assert m["epoch"] == [1, 2]
-    assert np.array(m["test_acc"]).shape == (2, runs)
+    assert m["epoch"] == [1, 2, 3]
+    assert np.array(m["test_acc"]).shape == (3, runs)
     assert np.all(np.array(m["test_acc"])[-1] > 0.3)  # chance is 0.1; measured 0.73 after 2 epochs
 
 

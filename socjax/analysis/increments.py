@@ -1,0 +1,235 @@
+"""Local fluctuations dw = w(t+1) - w(t) of the recorded weights (the paper's Figs. 2 and 3).
+
+`stream` makes one pass over a trajectory (R, T, K), in chunks of rows, so a trajectory larger
+than memory (an np.memmap) streams through in bounded memory. For every series (run r, weight k)
+it counts the increments, identifies the pure weight-decay ones, and histograms |dw| of the rest
+on a log grid (`LogHist`), separately for `blocks` consecutive stretches of time.
+
+Pure weight decay (the paper's "peak at very small fluctuations"): a step whose gradient term is
+zero moves w to w * (1 - lr * l2) exactly, up to float32 rounding. An increment over `stride`
+steps is classified as pure decay when |w(t+1) - w(t) (1 - lr l2)^stride| <= (stride + 1) ulp(w(t)):
+within the rounding of the decay itself. A gradient step smaller than that is below float32
+resolution and indistinguishable from decay in the trajectory. Decay increments are counted and
+kept out of every fit.
+
+`analyze` turns the streamed statistics into the fits of analysis.json: pooled over all series
+(each |dw| divided by its series' median non-decay |dw|, rounded to the grid so pooling is an
+exact shift of whole bins) and per series (raw units).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats as sps
+
+from socjax.analysis import powerlaw, tails
+from socjax.analysis.loghist import Grid, LogHist, accumulate
+
+
+@dataclass
+class IncrementStats:
+    """Streamed statistics of S series. hist: LogHist with counts (S, blocks, bins) of non-decay
+    |dw|; n: (S,) increments; n_decay: (S,) pure-decay increments; n_zero: (S,) exact zeros that
+    are not decay (a weight that does not move at all); n_nonfinite: (S,) NaN/inf increments;
+    moments: (S, 4) sums of dw^1..dw^4 over the histogrammed increments (float64)."""
+
+    hist: LogHist
+    n: np.ndarray
+    n_decay: np.ndarray
+    n_zero: np.ndarray
+    n_nonfinite: np.ndarray
+    moments: np.ndarray
+
+
+@partial(jax.jit, static_argnames=("grid", "stride"))
+def _chunk(w, q, *, grid: Grid, stride: int):
+    """Statistics of the increments of one chunk. w: (Tc + 1, S) float32 consecutive rows;
+    q: (S,) float64 decay factor per recorded interval."""
+    prev, nxt = w[:-1], w[1:]
+    dw = nxt - prev
+    finite = jnp.isfinite(dw)
+    ulp = jnp.spacing(jnp.abs(prev)).astype(jnp.float64)
+    resid = nxt.astype(jnp.float64) - prev.astype(jnp.float64) * q[None, :]
+    decay = finite & (jnp.abs(resid) <= (stride + 1) * ulp)
+    valid = finite & ~decay & (dw != 0)
+    s = w.shape[1]
+    series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape)
+    counts, offsets, under, over = accumulate(
+        jnp.abs(dw).ravel(), series.ravel(), valid.ravel(), grid=grid, num_series=s
+    )
+    d = jnp.where(valid, dw, 0.0).astype(jnp.float64)
+    moments = jnp.stack([jnp.sum(d**k, axis=0) for k in (1, 2, 3, 4)], axis=1)
+    zero = finite & ~decay & (dw == 0)
+    return counts, offsets, under, over, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
+
+
+def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8,
+           chunk_rows: int = 1 << 20, progress=None) -> IncrementStats:
+    """Statistics of the increments of trajectory (R, T, K) (an array or np.memmap).
+
+    lr, l2: (R,) per run (None: no decay identification); series s = r * K + k.
+    `progress(rows)` is called after each chunk, if given.
+    """
+    num_runs, steps, k = trajectory.shape
+    s = num_runs * k
+    if steps < 2:
+        raise ValueError(f"a trajectory of {steps} recorded steps has no increments")
+    if lr is None or l2 is None:
+        q = np.full(s, np.nan)  # nothing matches NaN: no increment is classified as decay
+    else:
+        q = np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
+    nb = grid.num_bins
+    counts = np.zeros((s, blocks, nb))
+    offsets = np.zeros((s, blocks, nb))
+    under, over = np.zeros((s, blocks)), np.zeros((s, blocks))
+    n_decay, n_zero, n_nonfinite, moments = np.zeros(s), np.zeros(s), np.zeros(s), np.zeros((s, 4))
+    bounds = np.linspace(0, steps - 1, blocks + 1).round().astype(int)  # increment indices
+    with jax.enable_x64(True):
+        qj = jnp.asarray(q)
+        for b in range(blocks):
+            for t0 in range(bounds[b], bounds[b + 1], chunk_rows):
+                t1 = min(t0 + chunk_rows, bounds[b + 1])
+                rows = np.asarray(trajectory[:, t0 : t1 + 1, :], np.float32)  # (R, Tc+1, K)
+                rows = rows.transpose(1, 0, 2).reshape(t1 + 1 - t0, s)
+                c, o, u, v, nd, nz, nf, m = jax.device_get(_chunk(rows, qj, grid=grid, stride=stride))
+                counts[:, b] += c
+                offsets[:, b] += o
+                under[:, b] += u
+                over[:, b] += v
+                n_decay += nd
+                n_zero += nz
+                n_nonfinite += nf
+                moments += m
+                if progress is not None:
+                    progress(t1 - t0)
+    hist = LogHist(grid, counts, offsets, under, over)
+    return IncrementStats(hist, np.full(s, steps - 1.0), n_decay, n_zero, n_nonfinite, moments)
+
+
+def _kurtosis(m: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Excess kurtosis from sums of dw^1..dw^4 over n samples."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = m[..., 0] / n
+        var = m[..., 1] / n - mu**2
+        c4 = m[..., 3] / n - 4 * mu * m[..., 2] / n + 6 * mu**2 * m[..., 1] / n - 3 * mu**4
+        return c4 / var**2 - 3.0
+
+
+def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float = 0.1) -> dict:
+    """Every fit of one distribution of |dw| given per-time-block histograms (blocks, bins)."""
+    h = h_blocks.sum(0)
+    total = float(h.counts.sum())
+    out: dict = dict(n=int(total))
+    sel = powerlaw.select_range(h, min_count=min_count)
+    if sel is None:
+        out["powerlaw"] = None
+        out["note"] = f"no range of at least one decade holds {min_count} samples"
+        return out
+    i, j = sel
+    pl = powerlaw.fit(h, i, j)
+    # batch means over time blocks: increments are autocorrelated, so the Fisher stderr (which
+    # assumes independence) can be too small; the spread of per-block exponents is not
+    blocks = h_blocks.counts.shape[0]
+    alphas = np.array([powerlaw.fit_range(_block(h_blocks, b), i, j)[0][0] for b in range(blocks)])
+    ok = np.isfinite(alphas) & (h_blocks.counts[:, i:j].sum(1) >= min_count / blocks)
+    se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
+    se = max(pl.stderr, se_bm) if np.isfinite(se_bm) else pl.stderr
+    tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
+    x, slope = powerlaw.local_slope(h)
+    lo, hi, width = powerlaw.scale_invariant_range(x, slope, pl.exponent, pl.xmin, pl.xmax, slope_tol)
+    crossover = hi if np.isfinite(hi) else pl.xmax
+    favoured = (pl.loglik_ratio_vs_exponential > 0 and pl.p_vs_exponential < 0.05
+                and not (pl.loglik_ratio_vs_lognormal < 0 and pl.p_vs_lognormal < 0.05))
+    out["powerlaw"] = dict(
+        pl.to_json(),
+        stderr_batch_means=se_bm,
+        blocks=int(ok.sum()),
+        ci95=[pl.exponent - tq * se, pl.exponent + tq * se],
+        scale_invariant_lo=lo,
+        scale_invariant_hi=hi,
+        scale_invariant_decades=width,
+        slope_tolerance=slope_tol,
+        likelihood_favours=bool(favoured),
+        is_power_law=bool(width >= 1.0 and favoured),
+    )
+    out["crossover"] = float(crossover)
+    edges = h.grid.edges()
+    c_index = int(np.searchsorted(edges, crossover * (1 - 1e-12)))
+    tail = tails.fit(h, c_index)
+    out["tail"] = tail.to_json() if tail is not None else None
+    out["gaussian"] = dict(sigma=tail.gaussian["sigma"], xmin=tail.xmin) if tail is not None else None
+    out["local_slope"] = dict(x=[float(v) for v in x], slope=[None if np.isnan(v) else float(v) for v in slope])
+    return out
+
+
+def _block(h: LogHist, b: int) -> LogHist:
+    return LogHist(h.grid, h.counts[b], h.offsets[b], h.under[b], h.over[b])
+
+
+def scales(st: IncrementStats) -> np.ndarray:
+    """Per series: the index of the grid edge at its median non-decay |dw| (pooling unit)."""
+    return st.hist.sum(1).quantile(0.5)
+
+
+def pooled(st: IncrementStats, ref_index: int | None = None) -> LogHist:
+    """All series' histograms (blocks, bins), each divided by its median |dw| rounded to the grid:
+    the median edge of every series is moved to ref_index (default: the edge of x = 1)."""
+    g = st.hist.grid
+    ref = int(round(-g.lo * g.bins_per_decade)) if ref_index is None else ref_index
+    med = scales(st)
+    total = None
+    for s in range(st.hist.counts.shape[0]):
+        one = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
+        if one.counts.sum() == 0:
+            continue
+        shifted = one.shifted(int(med[s] - ref))
+        total = shifted if total is None else total + shifted
+    return total
+
+
+def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> dict:
+    """analysis.json's "increments" (pooled, dimensionless) and per-series entries (raw units).
+
+    series: one dict per series (run, layer, row, col), in series order.
+    """
+    g = st.hist.grid
+    edges = g.edges()
+    med = scales(st)
+    n_fluct = st.n - st.n_decay - st.n_zero - st.n_nonfinite
+    kurt = _kurtosis(st.moments, n_fluct)
+    per_series = []
+    for s, info in enumerate(series):
+        hb = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
+        entry = dict(info, n=int(st.n[s]), decay_fraction=float(st.n_decay[s] / st.n[s]),
+                     zero_fraction=float(st.n_zero[s] / st.n[s]),
+                     nonfinite=int(st.n_nonfinite[s]), median_abs_dw=float(edges[med[s]]),
+                     excess_kurtosis=float(kurt[s]))
+        if hb.counts.sum() >= min_count:
+            entry.update(fit_distribution(hb, min_count))
+        else:
+            entry["powerlaw"] = None
+            entry["note"] = f"fewer than {min_count} non-decay increments"
+        per_series.append(entry)
+    pool = pooled(st)
+    ref = 10.0 ** 0  # pooled units: |dw| / (series median)
+    scaled_moments = st.moments / (edges[med][:, None] / ref) ** np.arange(1, 5)
+    pooled_kurt = float(_kurtosis(scaled_moments.sum(0), float(n_fluct.sum())))
+    out = dict(
+        units="|dw| divided by each series' median non-decay |dw|",
+        decay_fraction=float(st.n_decay.sum() / st.n.sum()),
+        zero_fraction=float(st.n_zero.sum() / st.n.sum()),
+        nonfinite=int(st.n_nonfinite.sum()),
+        excess_kurtosis=pooled_kurt,
+        decay_rule="|w(t+1) - w(t) (1 - lr l2)^stride| <= (stride + 1) ulp(w(t))",
+    )
+    if pool is not None:
+        out.update(fit_distribution(pool, min_count))
+    else:
+        out["powerlaw"] = None
+        out["note"] = "no non-decay increments"
+    return out, per_series, pool

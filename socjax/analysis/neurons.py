@@ -1,0 +1,97 @@
+"""Neuron-state distributions p(x|q) of a frozen network (the paper's Fig. 1).
+
+For hidden layer `layer` (1-based; the paper's Fig. 1 uses layer 2), the pre-activation z and the
+output relu(z) of every neuron over a set of images. With ReLU the output piles up at exactly 0
+for every negative z, so bimodality is judged on the pre-activation z (the report says so).
+
+Two bimodality measures per neuron, both on z:
+- modes: local maxima of a Gaussian kernel density estimate (Silverman's bandwidth, 512 grid
+  points over the data's range) that reach at least 10% of the highest maximum; bimodal when >= 2.
+- Sarle's coefficient b = (g^2 + 1) / (k + 3 (n-1)^2 / ((n-2)(n-3))), g the skewness and k the
+  excess kurtosis; b > 5/9 (the value of a uniform density) suggests bimodality.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from socjax import model
+
+SARLE_THRESHOLD = 5.0 / 9.0
+GRID_POINTS = 512
+MODE_FLOOR = 0.1
+
+
+def preactivations(params: model.Params, x: jax.Array, layer: int) -> jax.Array:
+    """z of hidden layer `layer` (1-based) for images x: (M, 784) -> (M, width)."""
+
+    def one(xi):
+        h = xi
+        for i, lyr in enumerate(params[:layer]):
+            z = h @ lyr.w + lyr.b
+            h = jax.nn.relu(z)
+        return z
+
+    return jax.vmap(one)(x)
+
+
+@jax.jit
+def kde_modes(z: jax.Array):
+    """Per neuron (columns of z: (M, N)): number of modes of a Gaussian KDE, the KDE grid (N, G)
+    and density (N, G)."""
+    m = z.shape[0]
+    lo, hi = z.min(0), z.max(0)
+    span = jnp.maximum(hi - lo, 1e-12)
+    grid = lo[:, None] + span[:, None] * jnp.linspace(-0.05, 1.05, GRID_POINTS)[None, :]
+    sd = z.std(0)
+    iqr = jnp.percentile(z, 75, axis=0) - jnp.percentile(z, 25, axis=0)
+    bw = 0.9 * jnp.minimum(sd, jnp.where(iqr > 0, iqr / 1.34, sd)) * m ** (-0.2)
+    bw = jnp.maximum(bw, 1e-3 * span)
+
+    def density(col, g, h):
+        return jnp.mean(jnp.exp(-0.5 * ((g[:, None] - col[None, :]) / h) ** 2), axis=1) / (h * jnp.sqrt(2 * jnp.pi))
+
+    dens = jax.vmap(density, in_axes=(1, 0, 0))(z, grid, bw)
+    peak = (dens[:, 1:-1] > dens[:, :-2]) & (dens[:, 1:-1] >= dens[:, 2:])
+    tall = dens[:, 1:-1] >= MODE_FLOOR * dens.max(1, keepdims=True)
+    return jnp.sum(peak & tall, axis=1), grid, dens
+
+
+def sarle(z: np.ndarray) -> np.ndarray:
+    """Sarle's bimodality coefficient per column of z: (M, N) -> (N,)."""
+    z = np.asarray(z, np.float64)
+    n = z.shape[0]
+    c = z - z.mean(0)
+    m2 = (c**2).mean(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = (c**3).mean(0) / m2**1.5
+        k = (c**4).mean(0) / m2**2 - 3.0
+        return (g**2 + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+
+
+def analyze(params: model.Params, x: np.ndarray, layer: int = 2) -> tuple[dict, np.ndarray, tuple]:
+    """Bimodality of every neuron of hidden `layer` over images x (M, 784).
+
+    Returns (summary dict for analysis.json, z (M, N), (modes, kde grid, kde density))."""
+    if not 1 <= layer < len(params):
+        raise ValueError(f"layer {layer} is not a hidden layer of a {len(params)}-layer network")
+    z = jax.jit(partial(preactivations, layer=layer))(params, jnp.asarray(x))
+    modes, grid, dens = (np.asarray(a) for a in kde_modes(z))
+    b = sarle(np.asarray(z))
+    dead = np.asarray(z).max(0) <= 0
+    summary = dict(
+        layer=layer,
+        images=int(x.shape[0]),
+        neurons=int(z.shape[1]),
+        plotted_quantity="pre-activation z (output = relu(z))",
+        fraction_bimodal_kde=float(np.mean(modes >= 2)),
+        fraction_bimodal_sarle=float(np.mean(b > SARLE_THRESHOLD)),
+        fraction_never_active=float(np.mean(dead)),
+        kde_rule=f"Gaussian KDE, Silverman bandwidth, modes >= {MODE_FLOOR:.0%} of the highest",
+        sarle_threshold=SARLE_THRESHOLD,
+    )
+    return summary, np.asarray(z), (modes, grid, dens, b)

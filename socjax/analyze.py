@@ -1,0 +1,190 @@
+"""`socjax analyze DIR`: read a run directory, write DIR/analysis.json and the four figures.
+
+Needs trajectory.npy, tracked.json and config.json (at least {"trajectory": {"stride": k}};
+with "config": {"runs": [{"lr": ..., "l2": ...}, ...]} pure weight-decay steps are identified).
+With params_final.npz and the run's data, Fig. 1 (neuron distributions) is made too.
+Problems in the data (NaN, constant series, too short for a spectrum) are flagged in
+analysis.json's "warnings" and in the affected entries, never turned into silent numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from socjax import rundir
+from socjax.analysis import increments, neurons, spectrum
+from socjax.config import ConfigError
+
+ANALYSIS = "analysis.json"
+FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
+
+
+class AnalysisError(ConfigError):
+    """A run directory that cannot be analysed; the message says why, in one line."""
+
+
+def _clean(obj):
+    """JSON-safe copy: NaN/inf -> None, NumPy scalars -> Python."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def load_inputs(run: Path):
+    """(config dict, tracked, trajectory memmap, stride, lr, l2), validated."""
+    if not run.is_dir():
+        raise AnalysisError(f"{run}: run directory not found")
+    cfgd = rundir.load_config(run)
+    try:
+        tracked = rundir.load_tracked(run)
+    except (json.JSONDecodeError, TypeError, KeyError) as e:
+        raise AnalysisError(f"{run / rundir.TRACKED}: malformed ({e})") from None
+    try:
+        traj = rundir.load_trajectory(run)
+    except ValueError as e:
+        raise AnalysisError(f"{run / rundir.TRAJECTORY}: not a readable .npy ({e})") from None
+    if traj.ndim != 3 or traj.shape[2] != len(tracked):
+        raise AnalysisError(
+            f"{run / rundir.TRAJECTORY}: shape {traj.shape}, expected (runs, steps, {len(tracked)} tracked weights)"
+        )
+    if traj.shape[1] < 2:
+        raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps, no increments to analyse")
+    if traj.dtype.kind != "f":
+        raise AnalysisError(f"{run / rundir.TRAJECTORY}: dtype {traj.dtype}, expected floating point")
+    layout = cfgd.get("trajectory", {})
+    stride = int(layout.get("stride", 1))
+    runs = cfgd.get("config", {}).get("runs")
+    lr = l2 = None
+    if runs is not None:
+        if len(runs) != traj.shape[0]:
+            raise AnalysisError(f"config.json lists {len(runs)} runs, trajectory.npy holds {traj.shape[0]}")
+        lr = [r["lr"] for r in runs]
+        l2 = [r["l2"] for r in runs]
+    return cfgd, tracked, traj, stride, lr, l2
+
+
+def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
+            window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
+    """Analyse a run directory; writes analysis.json (and figures) into it; returns the dict."""
+    run = Path(run)
+    cfgd, tracked, traj, stride, lr, l2 = load_inputs(run)
+    num_runs, steps, k = traj.shape
+    warnings: list[str] = []
+    if lr is None:
+        warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
+    runs_cfg = cfgd.get("config", {}).get("runs") or [{} for _ in range(num_runs)]
+    series = [dict(run=r, seed=runs_cfg[r].get("seed"), layer=t.layer, row=t.row, col=t.col)
+              for r in range(num_runs) for t in tracked]
+
+    from tqdm.auto import tqdm
+
+    with tqdm(total=2 * steps, unit="step", desc="analysing", disable=not progress, dynamic_ncols=True) as bar:
+        st = increments.stream(traj, lr, l2, stride, progress=bar.update)
+        inc, per_series, pool = increments.analyze(st, series)
+        if st.n_nonfinite.sum():
+            bad = sorted({series[s]["run"] for s in np.flatnonzero(st.n_nonfinite)})
+            warnings.append(f"non-finite values in the trajectory of runs {bad}: those increments are excluded")
+        flat = np.flatnonzero(st.n_decay + st.n_zero + st.n_nonfinite >= st.n)
+        for s in flat:
+            warnings.append(f"series {series[s]} is constant or pure decay: no fluctuations to fit")
+        spec: dict
+        try:
+            seg = segment or spectrum.default_segment(steps)
+            f, psd, n_seg = spectrum.welch(traj, stride, seg, window, progress=bar.update)
+            usable = np.all(np.isfinite(psd), axis=1) & np.all(psd[:, 1:] > 0, axis=1)
+            if not usable.all():
+                warnings.append(f"{int((~usable).sum())} series have non-finite or zero power (NaN or constant): "
+                                "left out of the spectrum")
+            if not usable.any():
+                raise ValueError("no series has a usable spectrum")
+            spec = dict(segment=seg, window=window, overlap=0.5, segments=n_seg, stride=stride,
+                        units="P(f): (weight units)^2 per (cycle/step); f: cycles per SGD step")
+            spec.update(spectrum.fit_bands(f, psd[usable], seg, stride))
+        except ValueError as e:
+            spec = dict(error=str(e))
+            f = psd = None
+            warnings.append(f"spectrum: {e}")
+    for s, entry in enumerate(per_series):
+        if "a_low" in spec:
+            usable_idx = np.flatnonzero(usable)
+            pos = np.searchsorted(usable_idx, s)
+            if pos < len(usable_idx) and usable_idx[pos] == s:
+                entry["spectrum"] = {name: spec["per_series"][name][pos] for name in ("a_low", "a_high")}
+    spec.pop("per_series", None)
+
+    neuron_summary, neuron_data = _neurons(run, cfgd, data_dir, warnings)
+    result = _clean(dict(
+        run=str(run.resolve()),
+        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=cfgd.get("trajectory", {}).get("first_step")),
+        warnings=warnings,
+        increments=inc,
+        spectrum=spec,
+        neurons=neuron_summary,
+        per_weight=per_series,
+        test_loss=_test_loss(run),
+    ))
+    rundir.write_json(run / ANALYSIS, result)
+    if figures:
+        from socjax import plots
+
+        plots.all_figures(run, result, pool, f, psd if f is None else psd[usable], neuron_data)
+    return result
+
+
+def _test_loss(run: Path):
+    """Overfitting check from metrics.json: first, minimum and last mean test loss."""
+    try:
+        m = rundir.load_metrics(run)
+    except (rundir.RunDirError, json.JSONDecodeError):
+        return None
+    loss = np.mean(np.array(m["test_loss"], dtype=float), axis=1)
+    if loss.size == 0:
+        return None
+    return dict(epochs=len(loss), first=float(loss[0]), min=float(loss.min()), min_epoch=int(np.argmin(loss)) + 1,
+                last=float(loss[-1]))
+
+
+def _neurons(run: Path, cfgd: dict, data_dir: str | None, warnings: list[str]):
+    """Fig. 1 data: bimodality of layer-2 neurons of run 0 over the run's test images."""
+    if not (run / rundir.PARAMS_FINAL).exists():
+        return dict(skipped="no params_final.npz"), None
+    cfg = cfgd.get("config")
+    if cfg is None:
+        return dict(skipped="config.json has no model configuration"), None
+    from socjax import data, model
+
+    try:
+        raw, source = data.load_raw(cfg.get("dataset", "mnist-mini"), data_dir or cfg.get("data_dir"))
+    except ConfigError as e:
+        warnings.append(f"neurons skipped: {e}")
+        return dict(skipped=str(e)), None
+    ds = data.decode(raw, cfg.get("pixel_scale", 255.0))
+    named = rundir.load_params(run, "final")
+    num_layers = len(cfg["model"]["sizes"]) - 1
+    if num_layers < 3:
+        return dict(skipped="the network has fewer than two hidden layers"), None
+    per_run = []
+    first = None
+    for r in range(named["w1"].shape[0]):
+        params = model.from_named({k: v[r] for k, v in named.items()}, num_layers)
+        summary, z, extra = neurons.analyze(params, ds.test_x, layer=2)
+        per_run.append(dict(run=r, fraction_bimodal_kde=summary["fraction_bimodal_kde"],
+                            fraction_bimodal_sarle=summary["fraction_bimodal_sarle"]))
+        if first is None:
+            first = (summary, z, extra)
+    summary = dict(first[0], data_source=source, per_run=per_run,
+                   fraction_bimodal_kde=float(np.mean([p["fraction_bimodal_kde"] for p in per_run])),
+                   fraction_bimodal_sarle=float(np.mean([p["fraction_bimodal_sarle"] for p in per_run])))
+    return summary, (first[1], first[2])

@@ -1,0 +1,176 @@
+"""The four figures, drawn like the paper's, with the fits over the data.
+
+Each figure is FIGSIZE inches at DPI, so every PNG is 1200 x 450 pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import special  # noqa: E402
+
+FIGSIZE = (12, 4.5)
+DPI = 100
+PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+DISPLAY_BINS_PER_DECADE = 20
+
+
+def _save(fig, path: Path):
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def fig1_neurons(path: Path, summary: dict, z: np.ndarray, extra, count: int = 6, seed: int = 0):
+    """Histograms of the pre-activation of `count` random layer-2 neurons over the test images."""
+    modes, grid, dens, sarle = extra
+    rng = np.random.default_rng(seed)
+    alive = np.flatnonzero(z.max(0) > 0)
+    pick = np.sort(rng.choice(alive if alive.size >= count else np.arange(z.shape[1]), count, replace=False))
+    fig, axes = plt.subplots(1, count, figsize=FIGSIZE, sharey=False)
+    for ax, n in zip(axes, pick):
+        ax.hist(z[:, n], bins=60, density=True, color="0.75", label="pre-activation z")
+        ax.plot(grid[n], dens[n], "C0", lw=1.2, label="KDE")
+        ax.axvline(0, color="C3", lw=0.8, ls="--", label="ReLU: output = 0 left of here")
+        ax.set_title(f"neuron {n}: {modes[n]} mode{'s' if modes[n] != 1 else ''}\nSarle b = {sarle[n]:.2f}", fontsize=9)
+        ax.set_xlabel("z (layer-2 pre-activation)")
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("density over test images")
+    axes[0].legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"Fig. 1: p(x|q), layer 2 of run 0 — bimodal (KDE): {summary['fraction_bimodal_kde']:.0%} of "
+                 f"{summary['neurons']} neurons, Sarle b > 5/9: {summary['fraction_bimodal_sarle']:.0%}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _display(pool, bins_per_decade: int = DISPLAY_BINS_PER_DECADE):
+    """The pooled histogram summed over time blocks, on a coarser grid for display (fits use the fine one)."""
+    h = pool.sum(0) if pool.counts.ndim == 2 else pool
+    return h.rebinned(h.grid.bins_per_decade // bins_per_decade)
+
+
+def _pl_density(pl: dict, total: float, x):
+    a, lo, hi = pl["exponent"], pl["xmin"], pl["xmax"]
+    c = (1 - a) / (hi ** (1 - a) - lo ** (1 - a)) if abs(a - 1) > 1e-9 else 1 / np.log(hi / lo)
+    return pl["n"] / total * c * x ** (-a)
+
+
+def _tail_density(tail: dict, total: float, x, tau, beta):
+    c = tail["xmin"]
+    z = tau / beta * special.gamma(1 / beta) * special.gammaincc(1 / beta, (c / tau) ** beta)
+    return tail["n"] / total * np.exp(-((x / tau) ** beta)) / z
+
+
+def fig2_increments(path: Path, inc: dict, pool, per_series_hists=None):
+    """(a) density of |dw| (pooled, scaled) on log-log axes; (b) its local slope."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
+    x, p = _display(pool).density()
+    ok = p > 0
+    a.loglog(x[ok], p[ok], ".", ms=2, color="k", label="pooled, non-decay steps")
+    pl = inc.get("powerlaw")
+    if pl:
+        xs = np.geomspace(pl["xmin"], pl["xmax"], 50)
+        a.loglog(xs, _pl_density(pl, inc["n"], xs), "C3", lw=2,
+                 label=f"power law, exponent {pl['exponent']:.3f} ± {(pl['ci95'][1] - pl['ci95'][0]) / 2:.3f}")
+    a.set_xlabel("|dw| / median |dw| of its series")
+    a.set_ylabel("probability density")
+    a.set_title(f"Fig. 2: local fluctuations; pure weight-decay steps: {inc['decay_fraction']:.1%} (left out)", fontsize=10)
+    a.legend(fontsize=8)
+    ls = inc.get("local_slope")
+    if ls:
+        xs, sl = np.array(ls["x"]), np.array([np.nan if v is None else v for v in ls["slope"]])
+        b.semilogx(xs, sl, "k.-", ms=3, lw=0.8, label="local slope d log p / d log |dw|")
+        if pl:
+            b.axhspan(-pl["exponent"] - pl["slope_tolerance"], -pl["exponent"] + pl["slope_tolerance"], color="C3", alpha=0.2,
+                      label=f"-exponent ± {pl['slope_tolerance']}")
+            if pl.get("scale_invariant_lo") is not None:
+                b.axvspan(pl["scale_invariant_lo"], pl["scale_invariant_hi"], color="C2", alpha=0.15,
+                          label=f"within the band: {pl['scale_invariant_decades']:.2f} decades")
+        b.set_xlabel("|dw| / median |dw|")
+        b.set_ylabel("local slope")
+        b.legend(fontsize=8)
+        b.set_title("a power law has a constant local slope", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def fig3_regimes(path: Path, inc: dict, pool):
+    """(a) the intermediate range, log-log, with the power law; (b) the tail, log p vs dw^2."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
+    x, p = _display(pool).density()
+    ok = p > 0
+    pl, tail = inc.get("powerlaw"), inc.get("tail")
+    if pl:
+        sel = ok & (x >= pl["xmin"] / 3) & (x <= pl["xmax"] * 3)
+        a.loglog(x[sel], p[sel], ".", ms=3, color="k", label="data")
+        xs = np.geomspace(pl["xmin"], pl["xmax"], 50)
+        a.loglog(xs, _pl_density(pl, inc["n"], xs), "C3", lw=2,
+                 label=f"exponent {pl['exponent']:.3f}, KS {pl['ks']:.3g}\n"
+                       f"LR vs exp {pl['loglik_ratio_vs_exponential']:.3g} (p={pl['p_vs_exponential']:.2g})\n"
+                       f"LR vs lognormal {pl['loglik_ratio_vs_lognormal']:.3g} (p={pl['p_vs_lognormal']:.2g})")
+        a.set_title("Fig. 3a: intermediate |dw|, log-log (straight line = power law)", fontsize=10)
+        a.legend(fontsize=8)
+    a.set_xlabel("|dw| / median |dw|")
+    a.set_ylabel("probability density")
+    if tail:
+        sel = ok & (x >= tail["xmin"])
+        b.semilogy(x[sel] ** 2, p[sel], ".", ms=3, color="k", label="data")
+        xs = np.linspace(tail["xmin"], x[sel].max() if sel.any() else tail["xmax"], 200)
+        g, e, s = tail["gaussian"], tail["exponential"], tail["stretched"]
+        b.semilogy(xs**2, _tail_density(tail, inc["n"], xs, g["sigma"] * np.sqrt(2), 2.0), "C0", label=f"Gaussian, sigma {g['sigma']:.3g}")
+        b.semilogy(xs**2, _tail_density(tail, inc["n"], xs, e["scale"], 1.0), "C1", label=f"exponential, scale {e['scale']:.3g}")
+        b.semilogy(xs**2, _tail_density(tail, inc["n"], xs, s["tau"], s["beta"]), "C2--",
+                   label=f"stretched, beta {s['beta']:.2f}")
+        b.set_title(f"Fig. 3b: |dw| beyond the crossover {inc['crossover']:.3g}; best (AIC): {tail['winner']}", fontsize=10)
+        b.legend(fontsize=8)
+        b.set_ylim(max(p[sel].min() / 10, 1e-300) if sel.any() else None)
+    b.set_xlabel("(|dw| / median |dw|)^2   (straight line = Gaussian)")
+    b.set_ylabel("probability density")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def fig4_spectrum(path: Path, spec: dict, f, psd, stride: int):
+    """f^2 P(f) on log-log axes: mean over series, 16-84% spread, fits in both bands."""
+    fig, ax = plt.subplots(1, 1, figsize=FIGSIZE)
+    ff, pp = f[1:], psd[:, 1:]
+    y = ff**2 * pp
+    mean = 10 ** np.mean(np.log10(y), axis=0)
+    lo, hi = np.percentile(y, [16, 84], axis=0)
+    ax.fill_between(ff, lo, hi, color="0.85", label="16-84% over series")
+    ax.loglog(ff, mean, "k", lw=1, label=f"geometric mean of {psd.shape[0]} series")
+    for name, color in (("a_low", "C0"), ("a_high", "C3")):
+        fit = spec.get(name)
+        if not fit:
+            continue
+        band = fit["band"]
+        sel = (ff >= band[0]) & (ff <= band[1])
+        logp = np.log10(10 ** np.mean(np.log10(pp[:, sel]), axis=0))
+        icpt = np.mean(logp + fit["value"] * np.log10(ff[sel]))
+        xs = np.geomspace(*band, 20)
+        ax.loglog(xs, xs**2 * 10**icpt * xs ** (-fit["value"]), color=color, lw=2.5,
+                  label=f"{name} = {fit['value']:.3f} [{fit['ci95'][0]:.3f}, {fit['ci95'][1]:.3f}], band {band[0]:.2g}-{band[1]:.2g}")
+    nyq = 0.5 / stride
+    ax.axvspan(spec.get("f_top", 0.05), nyq, color="C1", alpha=0.1, label="discrete-time upturn (not physics), not fitted")
+    ax.set_xlabel("f (cycles per SGD step)")
+    ax.set_ylabel("f^2 P(f)")
+    ax.set_title("Fig. 4: power spectrum; flat = 1/f^2, rising = 1/f^a with a < 2", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def all_figures(run: Path, result: dict, pool, f, psd, neuron_data):
+    """Write every figure the result has data for into the run directory."""
+    inc = result["increments"]
+    if neuron_data is not None:
+        fig1_neurons(run / "fig1_neurons.png", result["neurons"], *neuron_data)
+    if pool is not None:
+        fig2_increments(run / "fig2_increments.png", inc, pool)
+        fig3_regimes(run / "fig3_regimes.png", inc, pool)
+    if f is not None and "a_low" in result["spectrum"]:
+        fig4_spectrum(run / "fig4_spectrum.png", result["spectrum"], f, psd, result["trajectory"]["stride"])

@@ -1,0 +1,153 @@
+"""The analysis pipeline on real trainer output and on run directories, good and bad."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from socjax import analyze, data, train
+from socjax.analysis import increments, loghist
+from socjax.config import ModelConfig, TrackedWeight
+
+from test_cli import main, socjax
+
+LR, L2 = 2e-3, 5e-4
+
+
+@pytest.fixture(scope="module")
+def recorded(mini):
+    """A small network trained step by step in Python: the tracked weights after every step and
+    the exact gradient of each at every step (the ground truth for pure weight decay)."""
+    cfg = ModelConfig(sizes=(784, 32, 16, 10))
+    tracked = tuple(TrackedWeight(1, r, c) for r, c in ((150, 3), (400, 7), (10, 0), (600, 31))) + (
+        TrackedWeight(2, 5, 5), TrackedWeight(2, 20, 9))
+    state = train.init_state(jax.random.key(0), cfg)
+    hyper = train.Hyper(jnp.float32(LR), jnp.float32(L2))
+    step = jax.jit(lambda p, o, x, y: train.sgd_step(p, o, x, y, hyper, cfg))
+    grad = jax.jit(jax.grad(lambda p, x, y: train.model.data_loss(train.model.apply(p, x), y, "mse")))
+    params, opt = state.params, state.opt_state
+    values = [np.asarray(train.tracked_values(params, tracked))]
+    grads = []
+    for i in range(1500):
+        x, y = mini.train_x[i], mini.train_y[i]
+        g = grad(params, x, y)
+        grads.append([float(g[t.layer - 1].w[t.row, t.col]) for t in tracked])
+        params, opt, _, _ = step(params, opt, x, y)
+        values.append(np.asarray(train.tracked_values(params, tracked)))
+    return np.array(values, np.float32)[None], np.array(grads)
+
+
+def test_pure_decay_steps_are_exactly_the_zero_gradient_steps(recorded):
+    traj, grads = recorded
+    st = increments.stream(traj, [LR], [L2], stride=1, blocks=1)
+    w = traj[0].astype(np.float64)
+    resid = np.abs(w[1:] - w[:-1] * (1 - LR * L2))
+    classified = resid <= 2 * np.spacing(np.abs(traj[0, :-1])).astype(np.float64)
+    truth = grads == 0
+    assert truth.mean() > 0.3  # blank pixels and inactive neurons: decay is common
+    np.testing.assert_array_equal(classified, truth)
+    np.testing.assert_array_equal(st.n_decay, truth.sum(0))
+
+
+def test_streamed_histogram_equals_numpy_and_is_chunk_independent(recorded):
+    traj, _ = recorded
+    whole = increments.stream(traj, [LR], [L2], stride=1, blocks=3)
+    chunked = increments.stream(traj, [LR], [L2], stride=1, blocks=3, chunk_rows=37)
+    for a, b in zip((whole.hist.counts, whole.n_decay, whole.moments), (chunked.hist.counts, chunked.n_decay, chunked.moments)):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+    dw = np.diff(traj[0].astype(np.float32), axis=0)
+    w = traj[0, :-1].astype(np.float64)
+    keep = ~(np.abs(traj[0, 1:] - w * (1 - LR * L2)) <= 2 * np.spacing(np.abs(traj[0, :-1]))) & (dw != 0)
+    for k in range(traj.shape[2]):
+        ref = loghist.from_samples(np.abs(dw[keep[:, k], k]))
+        np.testing.assert_array_equal(whole.hist.counts[k].sum(0), ref.counts)
+        np.testing.assert_allclose(whole.hist.offsets[k].sum(0), ref.offsets, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(whole.moments[k, 1], (dw[keep[:, k], k].astype(np.float64) ** 2).sum(), rtol=1e-6)
+
+
+def write_minimal_run(path, traj, stride=1, runs=None):
+    path.mkdir()
+    np.save(path / "trajectory.npy", traj.astype(np.float32))
+    (path / "tracked.json").write_text(json.dumps([dict(layer=1, row=k, col=0) for k in range(traj.shape[2])]))
+    cfg = {"trajectory": {"stride": stride, "first_step": 1}}
+    if runs is not None:
+        cfg["config"] = {"runs": runs}
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def png_size(path):
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_minimal_run_directory(tmp_path):
+    """Only trajectory.npy, tracked.json and a minimal config.json: increments and spectrum, no Fig. 1."""
+    rng = np.random.default_rng(0)
+    steps = rng.standard_t(3, size=(2, 20_000, 3)) * 1e-4
+    run = tmp_path / "run"
+    write_minimal_run(run, np.cumsum(steps, axis=1) + 0.1)
+    res = analyze.analyze(run, progress=False)
+    assert res["neurons"]["skipped"] == "no params_final.npz"
+    assert any("weight-decay" in w for w in res["warnings"])
+    assert len(res["per_weight"]) == 6 and res["increments"]["decay_fraction"] == 0
+    assert 1.8 < res["spectrum"]["a_high"]["value"] < 2.2  # a random walk
+    for name in analyze.FIGURES[1:]:
+        assert png_size(run / name) == (1200, 450)
+    assert not (run / "fig1_neurons.png").exists()
+    json.loads((run / "analysis.json").read_text())  # strict JSON: no NaN
+
+
+def test_bad_run_directories(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    assert main(["analyze", str(bad), "--no-progress"]) == 2
+    assert "malformed JSON" in capsys.readouterr().err
+    short = tmp_path / "short"
+    write_minimal_run(short, np.zeros((1, 1, 2)))
+    assert main(["analyze", str(short), "--no-progress"]) == 2
+    assert "no increments" in capsys.readouterr().err
+
+
+def test_short_constant_and_nan_trajectories_are_flagged(tmp_path):
+    rng = np.random.default_rng(1)
+    traj = np.cumsum(rng.normal(size=(1, 300, 3)) * 1e-4, axis=1) + 0.1
+    traj[0, :, 1] = 0.25  # constant
+    traj[0, 100:110, 2] = np.nan
+    run = tmp_path / "run"
+    write_minimal_run(run, traj, runs=[dict(seed=0, lr=LR, l2=L2)])
+    res = analyze.analyze(run, progress=False)
+    text = " ".join(res["warnings"])
+    assert "too short for a spectrum" in text
+    assert "constant or pure decay" in text and "non-finite values" in text
+    assert res["spectrum"].get("error")
+    assert res["per_weight"][1]["powerlaw"] is None
+
+
+def test_reproduce_smoke_writes_every_file(tmp_path):
+    out = tmp_path / "r"
+    res = socjax("reproduce", "--preset", "smoke", "--no-progress", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    for name in ("analysis.json", "report.md", *analyze.FIGURES):
+        assert (out / name).stat().st_size > 0, name
+    for name in analyze.FIGURES:
+        assert png_size(out / name) == (1200, 450)
+    a = json.loads((out / "analysis.json").read_text())
+    pl = a["increments"]["powerlaw"]
+    for key in ("exponent", "stderr", "xmin", "xmax", "n", "ks", "loglik_ratio_vs_exponential",
+                "loglik_ratio_vs_lognormal", "p_vs_exponential", "p_vs_lognormal"):
+        assert key in pl
+    assert a["increments"]["gaussian"]["sigma"] > 0 and a["increments"]["crossover"] > 0
+    for band in ("a_low", "a_high"):
+        assert len(a["spectrum"][band]["ci95"]) == 2 and len(a["spectrum"][band]["band"]) == 2
+    assert len(a["per_weight"]) == 16
+    report = (out / "report.md").read_text()
+    assert "| claim | measured | holds |" in report and "fig4_spectrum.png" in report

@@ -1,0 +1,170 @@
+"""The estimators on synthetic data with known answers, against a second computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+
+from socjax.analysis import loghist, neurons, powerlaw, spectrum, tails
+from socjax.analysis.increments import fit_distribution
+
+GRID = loghist.Grid()
+
+
+def bounded_powerlaw(rng, alpha, a, b, n):
+    """Inverse-CDF samples of p(x) ~ x^-alpha on [a, b]."""
+    lam = 1 - alpha
+    return (a**lam + rng.random(n) * (b**lam - a**lam)) ** (1 / lam)
+
+
+def edge(x):
+    return int(round((np.log10(x) - GRID.lo) * GRID.bins_per_decade))
+
+
+def test_mle_equals_scipy_on_raw_samples():
+    rng = np.random.default_rng(0)
+    x = bounded_powerlaw(rng, 1.7, 1e-4, 1e-1, 50_000)
+    alpha, stderr, n, ks = (v[0] for v in powerlaw.fit_range(loghist.from_samples(x), edge(1e-4), edge(1e-1)))
+
+    def nll(a):
+        lam = 1 - a
+        return -(x.size * np.log(lam / (1e-1**lam - 1e-4**lam)) - a * np.log(x).sum())
+
+    ref = optimize.minimize_scalar(nll, bounds=(1.01, 3), method="bounded", options=dict(xatol=1e-10)).x
+    assert n == x.size
+    np.testing.assert_allclose(alpha, ref, rtol=1e-7)
+    # Fisher information from a numerical second derivative of the same likelihood
+    h = 1e-4
+    info = (nll(ref + h) - 2 * nll(ref) + nll(ref - h)) / h**2
+    np.testing.assert_allclose(stderr, 1 / np.sqrt(info), rtol=1e-3)
+    # KS distance against scipy's on the raw samples (the LogHist evaluates it on bin edges only)
+    lam = 1 - alpha
+    cdf = lambda t: (t**lam - 1e-4**lam) / (1e-1**lam - 1e-4**lam)
+    assert abs(ks - stats.kstest(x, cdf).statistic) < 2e-3
+
+
+def test_exponent_interval_covers_truth_in_most_seeds():
+    covered = 0
+    seeds = 40
+    for seed in range(seeds):
+        rng = np.random.default_rng(100 + seed)
+        x = bounded_powerlaw(rng, 2.3, 1e-3, 1.0, 20_000)
+        alpha, se, _, _ = (v[0] for v in powerlaw.fit_range(loghist.from_samples(x), edge(1e-3), edge(1.0)))
+        covered += abs(alpha - 2.3) <= 1.96 * se
+    assert covered >= 0.85 * seeds  # nominal 95%
+
+
+def test_powerlaw_is_recognised_with_its_range_and_crossover():
+    """p(x) ~ x^-1.5 exp(-x^2 / 2 sigma^2): local slope -1.5 - x^2/sigma^2, so it leaves the +-0.1
+    band at x = sigma * sqrt(0.1): the crossover."""
+    rng = np.random.default_rng(1)
+    sigma = 1.0
+    x = bounded_powerlaw(rng, 1.5, 1e-5, 5 * sigma, 20_000_000)
+    x = x[rng.random(x.size) < np.exp(-(x**2) / (2 * sigma**2))]
+    hb = loghist.LogHist(GRID, *(np.stack([getattr(loghist.from_samples(part), f) for part in np.array_split(x, 4)])
+                                 for f in ("counts", "offsets", "under", "over")))
+    out = fit_distribution(hb)
+    pl = out["powerlaw"]
+    assert pl["is_power_law"] and pl["likelihood_favours"]
+    assert pl["ci95"][0] - 0.02 <= 1.5 <= pl["ci95"][1] + 0.02
+    assert pl["scale_invariant_decades"] >= 3
+    assert abs(np.log10(out["crossover"] / (sigma * np.sqrt(0.1)))) < 0.15
+
+
+def test_gaussian_is_not_called_a_power_law():
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.normal(size=2_000_000))
+    h = loghist.from_samples(x)
+    hb = loghist.LogHist(GRID, h.counts[None], h.offsets[None], h.under[None], h.over[None])
+    out = fit_distribution(hb)
+    assert not out["powerlaw"]["is_power_law"]
+
+
+@pytest.mark.parametrize("kind, winner", [("gaussian", "gaussian"), ("exponential", "exponential")])
+def test_tail_model_is_identified(kind, winner):
+    rng = np.random.default_rng(3)
+    x = np.abs(rng.normal(0, 0.3, 1_000_000)) if kind == "gaussian" else rng.exponential(0.2, 1_000_000)
+    fit = tails.fit(loghist.from_samples(x), edge(0.3))
+    assert fit.winner == winner or (winner == "gaussian" and fit.p_stretched_vs_gaussian >= 0.05)
+    if kind == "gaussian":
+        np.testing.assert_allclose(fit.gaussian["sigma"], 0.3, rtol=0.01)
+        assert abs(fit.stretched["beta"] - 2) < 0.1
+    else:
+        np.testing.assert_allclose(fit.exponential["scale"], 0.2, rtol=0.01)
+        assert abs(fit.stretched["beta"] - 1) < 0.05
+
+
+def test_tail_bins_match_scipy_distributions():
+    e = np.array([0.5, 0.6, 0.8, 1.3, 2.0])
+    g = np.exp(tails.logp_bins(e, np.sqrt(2) * 0.7, 2.0))
+    ref = np.diff(stats.norm(0, 0.7).cdf(e)) / stats.norm(0, 0.7).sf(e[0])
+    np.testing.assert_allclose(g, ref, rtol=1e-10)
+    x = np.exp(tails.logp_bins(e, 0.4, 1.0))
+    np.testing.assert_allclose(x, np.diff(stats.expon(scale=0.4).cdf(e)) / stats.expon(scale=0.4).sf(e[0]), rtol=1e-10)
+
+
+def test_loghist_shift_rebin_density():
+    rng = np.random.default_rng(4)
+    x = rng.lognormal(-3, 1, 100_000)
+    h = loghist.from_samples(x)
+    shifted = h.shifted(37)  # x * 10**(-0.37)
+    ref = loghist.from_samples(x * 10 ** (-37 / GRID.bins_per_decade))
+    np.testing.assert_array_equal(shifted.counts[5:-5], ref.counts[5:-5])  # rounding at exact edges aside
+    np.testing.assert_allclose(shifted.offsets.sum(), ref.offsets.sum(), rtol=1e-6)
+    coarse = h.rebinned(5)
+    np.testing.assert_array_equal(coarse.counts, loghist.from_samples(x, loghist.Grid(bins_per_decade=20)).counts)
+    c, p = h.density()
+    assert abs((p * np.diff(GRID.edges())).sum() - 1) < 1e-9
+
+
+@pytest.mark.parametrize("name, make, a", [
+    ("white", lambda rng, t, k: rng.normal(size=(t, k)), 0.0),
+    ("random walk", lambda rng, t, k: np.cumsum(rng.normal(size=(t, k)), 0), 2.0),
+    ("1/f^1.5", None, 1.5),
+])
+def test_welch_exponents_in_both_bands(name, make, a):
+    rng = np.random.default_rng(5)
+    t, k = 2**17, 8
+    if make is None:  # shaped noise with P ~ f^-a exactly, in continuous frequency
+        f = np.fft.rfftfreq(t)
+        amp = np.where(f > 0, f, 1) ** (-a / 2) * (f > 0)
+        x = np.fft.irfft((rng.normal(size=(k, f.size)) + 1j * rng.normal(size=(k, f.size))) * amp, n=t, axis=1).T
+    else:
+        x = make(rng, t, k)
+    f, psd, _ = spectrum.welch(x[None].astype(np.float32))
+    seg = spectrum.default_segment(t)
+    out = spectrum.fit_bands(f, psd, seg, 1)
+    for band in ("a_low", "a_high"):
+        lo, hi = out[band]["ci95"]
+        assert lo - 0.05 <= a <= hi + 0.05, (band, out[band])
+        assert out[band]["band"][1] <= 0.05 + 1e-12
+
+
+def test_welch_parseval_sine_and_streaming():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(1024, 1))
+    x -= x.mean()
+    f, psd, n = spectrum.welch(x[None], segment=1024, window="boxcar")
+    np.testing.assert_allclose(psd.sum() * (f[1] - f[0]), x.var(), rtol=1e-10)
+    t = np.arange(8192)
+    s = np.sin(2 * np.pi * 0.0625 * t)[:, None]
+    f, psd, _ = spectrum.welch(s[None], segment=512)
+    assert f[np.argmax(psd[0])] == 0.0625
+    y = np.cumsum(rng.normal(size=(3, 5000, 2)), 1)
+    one = spectrum.welch(y, segment=256, chunk_segments=10_000)[1]
+    many = spectrum.welch(y, segment=256, chunk_segments=3)[1]
+    np.testing.assert_allclose(many, one, rtol=1e-12)
+    f2, p2, _ = spectrum.welch(y[:, ::2], stride=2, segment=128)
+    assert f2[-1] == 0.25  # Nyquist of a stride-2 recording, in cycles per SGD step
+
+
+def test_sarle_and_kde_modes():
+    rng = np.random.default_rng(7)
+    z = np.stack([rng.normal(size=4000),
+                  np.concatenate([rng.normal(-2, 0.5, 2000), rng.normal(2, 0.5, 2000)])], axis=1)
+    g, k = stats.skew(z, axis=0), stats.kurtosis(z, axis=0)
+    n = z.shape[0]
+    np.testing.assert_allclose(neurons.sarle(z), (g**2 + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))), rtol=1e-10)
+    modes, _, _ = neurons.kde_modes(z.astype(np.float32))
+    assert list(np.asarray(modes)) == [1, 2]
