@@ -52,7 +52,7 @@ def load_inputs(run: Path):
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise AnalysisError(f"{run / rundir.TRACKED}: malformed ({e})") from None
     try:
-        traj = rundir.load_trajectory(run)
+        traj = rundir.open_trajectory(run)
     except ValueError as e:
         raise AnalysisError(f"{run / rundir.TRAJECTORY}: not a readable .npy ({e})") from None
     if traj.ndim != 3 or traj.shape[2] != len(tracked):
@@ -75,6 +75,47 @@ def load_inputs(run: Path):
     return cfgd, tracked, traj, stride, lr, l2
 
 
+def increments_part(traj, lr, l2, stride, series, warnings, progress=None):
+    """(analysis.json "increments", per-series entries, pooled LogHist) of a trajectory."""
+    st = increments.stream(traj, lr, l2, stride, progress=progress)
+    inc, per_series, pool = increments.analyze(st, series)
+    if st.n_nonfinite.sum():
+        bad = sorted({series[s]["run"] for s in np.flatnonzero(st.n_nonfinite)})
+        warnings.append(f"non-finite values in the trajectory of runs {bad}: those increments are excluded")
+    for s in np.flatnonzero(st.n_decay + st.n_zero + st.n_nonfinite >= st.n):
+        warnings.append(f"series {series[s]} is constant or pure decay: no fluctuations to fit")
+    return inc, per_series, pool
+
+
+def spectrum_part(traj, stride, segment, window, warnings, progress=None):
+    """(analysis.json "spectrum", f, P of the usable series, indices of the usable series).
+    A trajectory unfit for a spectrum gives {"error": ...} and None arrays, with a warning."""
+    steps = traj.shape[1]
+    try:
+        seg = segment or spectrum.default_segment(steps)
+        f, psd, n_seg = spectrum.welch(traj, stride, seg, window, progress=progress)
+        usable = np.all(np.isfinite(psd), axis=1) & np.all(psd[:, 1:] > 0, axis=1)
+        if not usable.all():
+            warnings.append(f"{int((~usable).sum())} series have non-finite or zero power (NaN or constant): "
+                            "left out of the spectrum")
+        if not usable.any():
+            raise ValueError("no series has a usable spectrum")
+        spec = dict(segment=seg, window=window, overlap=0.5, segments=n_seg, stride=stride,
+                    units="P(f): (weight units)^2 per (cycle/step); f: cycles per SGD step")
+        spec.update(spectrum.fit_bands(f, psd[usable], seg, stride))
+        return spec, f, psd[usable], np.flatnonzero(usable)
+    except ValueError as e:
+        warnings.append(f"spectrum: {e}")
+        return dict(error=str(e)), None, None, None
+
+
+def describe_series(cfgd: dict, tracked, num_runs: int) -> list[dict]:
+    """One dict per series (run r, tracked weight k), in series order s = r * K + k."""
+    runs_cfg = cfgd.get("config", {}).get("runs") or [{} for _ in range(num_runs)]
+    return [dict(run=r, seed=runs_cfg[r].get("seed"), layer=t.layer, row=t.row, col=t.col)
+            for r in range(num_runs) for t in tracked]
+
+
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
             window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
     """Analyse a run directory; writes analysis.json (and figures) into it; returns the dict."""
@@ -84,47 +125,19 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
     warnings: list[str] = []
     if lr is None:
         warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
-    runs_cfg = cfgd.get("config", {}).get("runs") or [{} for _ in range(num_runs)]
-    series = [dict(run=r, seed=runs_cfg[r].get("seed"), layer=t.layer, row=t.row, col=t.col)
-              for r in range(num_runs) for t in tracked]
+    series = describe_series(cfgd, tracked, num_runs)
 
     from tqdm.auto import tqdm
 
     with tqdm(total=2 * steps, unit="step", desc="analysing", disable=not progress, dynamic_ncols=True) as bar:
-        st = increments.stream(traj, lr, l2, stride, progress=bar.update)
-        inc, per_series, pool = increments.analyze(st, series)
-        if st.n_nonfinite.sum():
-            bad = sorted({series[s]["run"] for s in np.flatnonzero(st.n_nonfinite)})
-            warnings.append(f"non-finite values in the trajectory of runs {bad}: those increments are excluded")
-        flat = np.flatnonzero(st.n_decay + st.n_zero + st.n_nonfinite >= st.n)
-        for s in flat:
-            warnings.append(f"series {series[s]} is constant or pure decay: no fluctuations to fit")
-        spec: dict
-        try:
-            seg = segment or spectrum.default_segment(steps)
-            f, psd, n_seg = spectrum.welch(traj, stride, seg, window, progress=bar.update)
-            usable = np.all(np.isfinite(psd), axis=1) & np.all(psd[:, 1:] > 0, axis=1)
-            if not usable.all():
-                warnings.append(f"{int((~usable).sum())} series have non-finite or zero power (NaN or constant): "
-                                "left out of the spectrum")
-            if not usable.any():
-                raise ValueError("no series has a usable spectrum")
-            spec = dict(segment=seg, window=window, overlap=0.5, segments=n_seg, stride=stride,
-                        units="P(f): (weight units)^2 per (cycle/step); f: cycles per SGD step")
-            spec.update(spectrum.fit_bands(f, psd[usable], seg, stride))
-        except ValueError as e:
-            spec = dict(error=str(e))
-            f = psd = None
-            warnings.append(f"spectrum: {e}")
-    for s, entry in enumerate(per_series):
-        if "a_low" in spec:
-            usable_idx = np.flatnonzero(usable)
-            pos = np.searchsorted(usable_idx, s)
-            if pos < len(usable_idx) and usable_idx[pos] == s:
-                entry["spectrum"] = {name: spec["per_series"][name][pos] for name in ("a_low", "a_high")}
+        inc, per_series, pool = increments_part(traj, lr, l2, stride, series, warnings, bar.update)
+        spec, f, psd, usable = spectrum_part(traj, stride, segment, window, warnings, bar.update)
+    if usable is not None:
+        for pos, s in enumerate(usable):
+            per_series[s]["spectrum"] = {name: spec["per_series"][name][pos] for name in ("a_low", "a_high")}
     spec.pop("per_series", None)
 
-    neuron_summary, neuron_data = _neurons(run, cfgd, data_dir, warnings)
+    neuron_summary, neuron_data = neurons_part(run, cfgd, data_dir, warnings)
     result = _clean(dict(
         run=str(run.resolve()),
         trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=cfgd.get("trajectory", {}).get("first_step")),
@@ -139,7 +152,7 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
     if figures:
         from socjax import plots
 
-        plots.all_figures(run, result, pool, f, psd if f is None else psd[usable], neuron_data)
+        plots.all_figures(run, result, pool, f, psd, neuron_data)
     return result
 
 
@@ -156,7 +169,7 @@ def _test_loss(run: Path):
                 last=float(loss[-1]))
 
 
-def _neurons(run: Path, cfgd: dict, data_dir: str | None, warnings: list[str]):
+def neurons_part(run: Path, cfgd: dict, data_dir: str | None, warnings: list[str]):
     """Fig. 1 data: bimodality of layer-2 neurons of run 0 over the run's test images."""
     if not (run / rundir.PARAMS_FINAL).exists():
         return dict(skipped="no params_final.npz"), None

@@ -149,7 +149,7 @@ def fig4_spectrum(path: Path, spec: dict, f, psd, stride: int):
             continue
         band = fit["band"]
         sel = (ff >= band[0]) & (ff <= band[1])
-        logp = np.log10(10 ** np.mean(np.log10(pp[:, sel]), axis=0))
+        logp = np.mean(np.log10(pp[:, sel]), axis=0)
         icpt = np.mean(logp + fit["value"] * np.log10(ff[sel]))
         xs = np.geomspace(*band, 20)
         ax.loglog(xs, xs**2 * 10**icpt * xs ** (-fit["value"]), color=color, lw=2.5,

@@ -134,6 +134,45 @@ def load_trajectory(run: str | Path) -> np.ndarray:
     return np.load(_require(Path(run) / TRAJECTORY), mmap_mode="r")
 
 
+class TrajectoryReader:
+    """trajectory.npy read in chunks of rows with explicit reads, not a memory map: a memory map's
+    pages stay resident once touched (a 6 GB trajectory would hold 6 GB), this holds one chunk.
+
+    Supports `.shape`, `.dtype`, `.ndim` and `reader[:, t0:t1, :]` -> (R, t1 - t0, K) ndarray.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran:
+            raise ValueError("Fortran-ordered arrays are not supported")
+        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if self.ndim != 3 or not (isinstance(key, tuple) and len(key) == 3 and key[0] == slice(None)
+                                  and key[2] == slice(None) and isinstance(key[1], slice) and key[1].step in (None, 1)):
+            raise TypeError("TrajectoryReader supports reader[:, t0:t1, :] only")
+        runs, steps, k = self.shape
+        t0, t1, _ = key[1].indices(steps)
+        rows = max(t1 - t0, 0)
+        out = np.empty((runs, rows, k), self.dtype)
+        item = self.dtype.itemsize
+        with open(self.path, "rb") as f:
+            for r in range(runs):
+                f.seek(self.offset + (r * steps + t0) * k * item)
+                out[r] = np.fromfile(f, self.dtype, rows * k).reshape(rows, k)
+        return out
+
+
+def open_trajectory(run: str | Path) -> TrajectoryReader:
+    """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis)."""
+    return TrajectoryReader(_require(Path(run) / TRAJECTORY))
+
+
 def load_params(run: str | Path, which: str = "final") -> dict[str, np.ndarray]:
     """params_{init,final}.npz as {"w1": (R, 784, 700), "b1": (R, 700), ...}."""
     path = _require(Path(run) / (PARAMS_FINAL if which == "final" else PARAMS_INIT))

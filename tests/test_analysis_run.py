@@ -151,3 +151,16 @@ def test_reproduce_smoke_writes_every_file(tmp_path):
     assert len(a["per_weight"]) == 16
     report = (out / "report.md").read_text()
     assert "| claim | measured | holds |" in report and "fig4_spectrum.png" in report
+
+
+def test_trajectory_reader_equals_np_load(tmp_path):
+    from socjax import rundir
+
+    arr = np.random.default_rng(2).normal(size=(3, 1000, 5)).astype(np.float32)
+    np.save(tmp_path / "trajectory.npy", arr)
+    reader = rundir.open_trajectory(tmp_path)
+    assert reader.shape == arr.shape and reader.dtype == np.float32
+    for t0, t1 in ((0, 1000), (17, 400), (990, 1200), (500, 500)):
+        np.testing.assert_array_equal(reader[:, t0:t1, :], arr[:, t0:t1, :])
+    with pytest.raises(TypeError):
+        reader[0, :, :]

@@ -68,15 +68,20 @@ def _chunk(w, q, *, grid: Grid, stride: int):
     return counts, offsets, under, over, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
 
 
+ELEMENTS_PER_CHUNK = 1 << 22  # values per compiled call: float64 temporaries of ~32 MB each
+
+
 def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8,
-           chunk_rows: int = 1 << 20, progress=None) -> IncrementStats:
+           chunk_rows: int | None = None, progress=None) -> IncrementStats:
     """Statistics of the increments of trajectory (R, T, K) (an array or np.memmap).
 
     lr, l2: (R,) per run (None: no decay identification); series s = r * K + k.
-    `progress(rows)` is called after each chunk, if given.
+    chunk_rows: rows per compiled call (default: ELEMENTS_PER_CHUNK values for all series), so
+    memory is bounded whatever the length. `progress(rows)` is called after each chunk, if given.
     """
     num_runs, steps, k = trajectory.shape
     s = num_runs * k
+    chunk_rows = chunk_rows or max(2, ELEMENTS_PER_CHUNK // s)
     if steps < 2:
         raise ValueError(f"a trajectory of {steps} recorded steps has no increments")
     if lr is None or l2 is None:
@@ -192,8 +197,9 @@ def pooled(st: IncrementStats, ref_index: int | None = None) -> LogHist:
     return total
 
 
-def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> dict:
-    """analysis.json's "increments" (pooled, dimensionless) and per-series entries (raw units).
+def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tuple[dict, list[dict], LogHist | None]:
+    """(analysis.json's "increments" (pooled, dimensionless), per-series entries (raw units),
+    the pooled LogHist (blocks, bins) or None when no series has a non-decay increment).
 
     series: one dict per series (run, layer, row, col), in series order.
     """
@@ -216,8 +222,7 @@ def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> di
             entry["note"] = f"fewer than {min_count} non-decay increments"
         per_series.append(entry)
     pool = pooled(st)
-    ref = 10.0 ** 0  # pooled units: |dw| / (series median)
-    scaled_moments = st.moments / (edges[med][:, None] / ref) ** np.arange(1, 5)
+    scaled_moments = st.moments / edges[med][:, None] ** np.arange(1, 5)  # pooled units: |dw| / median
     pooled_kurt = float(_kurtosis(scaled_moments.sum(0), float(n_fluct.sum())))
     out = dict(
         units="|dw| divided by each series' median non-decay |dw|",

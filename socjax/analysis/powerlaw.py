@@ -131,6 +131,10 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
     ii, jj = ii[ok], jj[ok]
     if ii.size == 0:
         return None
+    # pad to a power of two (repeating the first pair) so the compiled search is reused across series
+    size = 1 << int(np.ceil(np.log2(ii.size)))
+    ii = np.concatenate([ii, np.full(size - ii.size, ii[0])])
+    jj = np.concatenate([jj, np.full(size - jj.size, jj[0])])
     alpha, stderr, n, ks = fit_range(h, ii, jj)
     ks = np.where(n >= min_count, ks, np.inf)
     best = int(np.argmin(ks))

@@ -58,10 +58,16 @@ def _segments_power(x, window, *, segment: int):
     return jnp.sum(jnp.abs(spec) ** 2, axis=0)
 
 
+ELEMENTS_PER_CALL = 1 << 23  # float64 values per compiled FFT call: ~64 MB, plus its spectrum
+
+
 def welch(trajectory, stride: int = 1, segment: int | None = None, window: str = "hann",
-          chunk_segments: int = 64, progress=None):
+          chunk_segments: int | None = None, progress=None):
     """Welch power spectra of every series of trajectory (R, T, K), streamed in chunks of segments.
 
+    Memory stays bounded whatever the length: each read covers `chunk_segments` segments
+    (default: as many as fit ELEMENTS_PER_CALL values for all series, at least one), and the FFTs
+    run on groups of series of at most ELEMENTS_PER_CALL values.
     Returns f: (segment/2 + 1,) cycles per SGD step, P: (R*K, segment/2 + 1), and the number of
     segments averaged.
     """
@@ -75,13 +81,18 @@ def welch(trajectory, stride: int = 1, segment: int | None = None, window: str =
     n_seg = (steps - segment) // hop + 1
     win = _window(window, segment)
     total = np.zeros((segment // 2 + 1, num_runs * k))
+    series = num_runs * k
+    chunk_segments = chunk_segments or max(1, ELEMENTS_PER_CALL // (segment * series))
     with jax.enable_x64(True):
         wj = jnp.asarray(win)
         for s0 in range(0, n_seg, chunk_segments):
             s1 = min(s0 + chunk_segments, n_seg)
-            rows = np.asarray(trajectory[:, s0 * hop : (s1 - 1) * hop + segment, :], np.float64)
-            rows = rows.transpose(1, 0, 2).reshape(rows.shape[1], num_runs * k)
-            total += np.asarray(_segments_power(jnp.asarray(rows), wj, segment=segment))
+            rows = np.asarray(trajectory[:, s0 * hop : (s1 - 1) * hop + segment, :], np.float32)
+            rows = rows.transpose(1, 0, 2).reshape(rows.shape[1], series)
+            group = max(1, ELEMENTS_PER_CALL // rows.shape[0])
+            for g0 in range(0, series, group):
+                block = jnp.asarray(rows[:, g0 : g0 + group], jnp.float64)
+                total[:, g0 : g0 + group] += np.asarray(_segments_power(block, wj, segment=segment))
             if progress is not None:
                 progress((s1 - s0) * hop)
     # one-sided density in (units of w)^2 per (cycle/step): sampling interval = stride steps

@@ -1,0 +1,16 @@
+"""Fig. 3: the intermediate range on log-log axes (power law) and the large range on log p versus
+dw^2 axes (Gaussian), with the Gaussian, exponential and stretched-exponential tail fits.
+
+    python experiments/fig3_regimes.py RUN [--out fig3.png]
+"""
+
+from _common import parse
+
+from socjax import analyze, plots
+
+run, out, (cfgd, tracked, traj, stride, lr, l2) = parse(__doc__, "fig3_regimes.png")
+warnings: list[str] = []
+inc, _, pool = analyze.increments_part(traj, lr, l2, stride, analyze.describe_series(cfgd, tracked, traj.shape[0]), warnings)
+plots.fig3_regimes(out, analyze._clean(inc), pool)
+tail = inc.get("tail") or {}
+print(f"wrote {out}; tail winner: {tail.get('winner')}", *warnings, sep="\n")

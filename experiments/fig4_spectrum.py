@@ -1,0 +1,17 @@
+"""Fig. 4: power spectra of the tracked weights, plotted as f^2 P(f), with a fitted in a low and a
+high frequency band (Welch, Hann window, half-overlapping segments).
+
+    python experiments/fig4_spectrum.py RUN [--out fig4.png]
+"""
+
+from _common import parse
+
+from socjax import analyze, plots
+
+run, out, (cfgd, tracked, traj, stride, lr, l2) = parse(__doc__, "fig4_spectrum.png")
+warnings: list[str] = []
+spec, f, psd, _ = analyze.spectrum_part(traj, stride, None, "hann", warnings)
+if f is None:
+    raise SystemExit(f"fig4: {spec['error']}")
+plots.fig4_spectrum(out, analyze._clean(spec), f, psd, stride)
+print(f"wrote {out}; a_low {spec['a_low']['value']:.3f}, a_high {spec['a_high']['value']:.3f}")
