@@ -55,8 +55,9 @@ def claims(result: dict, cfg: dict | None) -> list[dict]:
             f"LR vs exponential {pl['loglik_ratio_vs_exponential']:.3g} (p {_fmt(pl['p_vs_exponential'], 2)}), "
             f"vs lognormal {pl['loglik_ratio_vs_lognormal']:.3g} (p {_fmt(pl['p_vs_lognormal'], 2)})",
             pl["is_power_law"],
-            "a distribution whose log-log slope is constant over a decade; this one curves. Longer "
-            "training changes the weights' state, not the curvature of this estimate: test it with the paper preset")
+            "the log-log density of |dw| curves steadily here (local slope in Fig. 2); whether a straight stretch "
+            "of a decade appears at equilibrium needs the paper's protocol (--preset paper: 3000 epochs, then 200 "
+            "recorded)")
     else:
         add("powerlaw", "Figs. 2-3: a power law at intermediate |dw|", inc.get("note", "no fit"), False,
             "more non-decay increments (longer recording)")
