@@ -95,7 +95,14 @@ def _add_analysis_args(a: argparse.ArgumentParser, data_dir: bool = True) -> Non
 def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                    help="starting configuration (default: quick)")
-    t.add_argument("--out", required=True, help="run directory to create; must not hold a run")
+    t.add_argument("--out", help="run directory to create; must not hold a run (required unless --resume)")
+    t.add_argument("--resume", metavar="DIR",
+                   help="continue the interrupted run in DIR from its checkpoint; takes no other "
+                        "configuration flag except a longer --epochs (the extra epochs are recorded)")
+    t.add_argument("--checkpoint-epochs", type=_positive_int,
+                   help="checkpoint after every N epochs (default: every 10 minutes and at the end)")
+    t.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                   help="checkpoint at least this often, in minutes (default 10)")
     t.add_argument("--epochs", type=_positive_int,
                    help="total epochs (equilibration + recorded); default from the preset")
     t.add_argument("--record-epochs", type=int,
@@ -125,8 +132,27 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# flags that set the configuration: refused with --resume (a resumed run keeps its own)
+CONFIG_FLAGS = ("record_epochs", "lr", "l2", "track", "track_weights", "stride", "data_dir", "dataset",
+                "train_limit", "hidden", "loss", "init", "chunk_epochs", "out")
+
+
+def resume_args_check(args: argparse.Namespace) -> None:
+    """Refuse configuration flags given with --resume, naming them."""
+    given = [f for f in CONFIG_FLAGS if getattr(args, f, None) not in (None, False)]
+    given += [f for f, default in (("seeds", 1), ("seed", 0), ("preset", "quick")) if getattr(args, f) != default]
+    if args.save_order:
+        given.append("save_order")
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise ConfigError(f"--resume continues a run with its own configuration; remove {flags} "
+                          "(only a longer --epochs is allowed)")
+
+
 def train_config(args: argparse.Namespace):
     """The RunConfig a `train` command line asks for (validated)."""
+    if args.out is None:
+        raise ConfigError("--out is required (or --resume DIR)")
     base = PRESETS[args.preset]
     if args.epochs is not None:
         record = base.epochs_record if args.record_epochs is None else args.record_epochs
@@ -179,10 +205,25 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "reproduce"):
-            cfg = train_config(args)
             from socjax import runner  # imports jax: only once the input is known to be good
 
-            out = runner.run(cfg, args.out, progress=not args.no_progress)
+            if args.resume:
+                resume_args_check(args)
+                cfg = runner.resume_config(args.resume, args.epochs)
+                target = args.resume
+            else:
+                cfg = train_config(args)
+                target = args.out
+            try:
+                out = runner.run(cfg, target, progress=not args.no_progress, resume=bool(args.resume),
+                                 checkpoint_epochs=args.checkpoint_epochs,
+                                 checkpoint_minutes=args.checkpoint_minutes)
+            except runner.Interrupted as e:
+                print(f"socjax: {e}", file=sys.stderr)
+                return 130
+            except runner.Diverged as e:
+                print(f"socjax: error: {e}", file=sys.stderr)
+                return 3
             print(f"wrote {out}")
             if args.command == "reproduce":
                 _analyze(out, args, data_dir=None)

@@ -64,11 +64,13 @@ class EpochMetrics(NamedTuple):
 
 class ChunkOutput(NamedTuple):
     """metrics: EpochMetrics of (E,); trajectory: (E * N // stride, K) float32, or None when not
-    recording; order: (E, N) int32 example index of every step, or None unless save_order."""
+    recording; order: (E, N) int32 example index of every step, or None unless save_order;
+    finite: () bool, every parameter and every step's loss in the chunk is finite."""
 
     metrics: EpochMetrics
     trajectory: jax.Array | None
     order: jax.Array | None
+    finite: jax.Array
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,11 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
     state, (metrics, tracked, order) = jax.lax.scan(epoch, state, None, length=num_epochs)
     if tracked is not None:
         tracked = tracked.reshape(num_epochs * (n // spec.stride), -1)
-    return state, ChunkOutput(metrics, tracked, order)
+    # the mean train loss is NaN/inf if any step's loss was; one pass over the parameters per chunk
+    finite = jnp.all(jnp.isfinite(metrics.train_loss)) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.params)])
+    )
+    return state, ChunkOutput(metrics, tracked, order, finite)
 
 
 def make_train_chunk(spec: TrainSpec, num_epochs: int):
