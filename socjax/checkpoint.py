@@ -1,7 +1,7 @@
 """Checkpoints of a training run: everything needed to continue it bitwise identically.
 
 DIR/checkpoint.npz holds, for every run (leading axis): the parameters (w1, b1, ...), the optax
-state's leaves, the order key's raw data and the epoch counter; plus the number of finished
+state's leaves, the order key's raw data, the epoch counter and the --weight-stats accumulators; plus the number of finished
 epochs and the metrics so far. The trajectory and order files are not copied: a checkpoint
 taken after epoch E is written only once their rows up to epoch E are flushed and fsynced, and
 rows after E are recomputed (identically) on resume.
@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from socjax import model, train
+from socjax import model, train, weight_stats
 from socjax.config import ModelConfig
 
 CHECKPOINT = "checkpoint.npz"
@@ -40,6 +40,9 @@ def save(out: Path, state: train.TrainState, epochs_done: int, metrics: dict) ->
     arrays = {k: np.asarray(v) for k, v in model.to_named(state.params).items()}
     for i, leaf in enumerate(jax.tree.leaves(state.opt_state)):
         arrays[f"opt_{i}"] = np.asarray(leaf)
+    if state.stats is not None:
+        for i, leaf in enumerate(jax.tree.leaves(state.stats)):
+            arrays[f"stats_{i}"] = np.asarray(leaf)
     arrays["key"] = np.asarray(state.key)
     arrays["epoch"] = np.asarray(state.epoch)
     arrays["epochs_done"] = np.asarray(epochs_done)
@@ -68,5 +71,9 @@ def load(out: Path, cfg: ModelConfig, num_runs: int) -> tuple[train.TrainState, 
         leaves = [z[f"opt_{i}"] for i in range(len(jax.tree.leaves(template)))]
         opt_state = jax.tree.unflatten(jax.tree.structure(template), leaves)
         key = jax.random.wrap_key_data(z["key"])
-        state = train.TrainState(params, opt_state, key, z["epoch"])
+        stats = None
+        if "stats_0" in z.files:
+            structure = jax.tree.structure(weight_stats.init(params))
+            stats = jax.tree.unflatten(structure, [z[f"stats_{i}"] for i in range(structure.num_leaves)])
+        state = train.TrainState(params, opt_state, key, z["epoch"], stats)
         return state, int(z["epochs_done"]), json.loads(str(z["metrics"]))

@@ -129,6 +129,10 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
     t.add_argument("--chunk-epochs", type=_positive_int,
                    help="epochs per compiled call; results are written after each (default 1)")
     t.add_argument("--save-order", action="store_true", help="write order.npy, the example of every step")
+    t.add_argument("--weight-stats", action="store_true",
+                   help="accumulate, for every weight and bias, running statistics of its increments over "
+                        "the recorded epochs (mean, variance, mean |dw|, pure-decay fraction; per-layer "
+                        "histograms of |dw|) and write weight_stats.npz")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -141,8 +145,9 @@ def resume_args_check(args: argparse.Namespace) -> None:
     """Refuse configuration flags given with --resume, naming them."""
     given = [f for f in CONFIG_FLAGS if getattr(args, f, None) not in (None, False)]
     given += [f for f, default in (("seeds", 1), ("seed", 0), ("preset", "quick")) if getattr(args, f) != default]
-    if args.save_order:
-        given.append("save_order")
+    for flag in ("save_order", "weight_stats"):
+        if getattr(args, flag):
+            given.append(flag)
     if given:
         flags = ", ".join("--" + f.replace("_", "-") for f in given)
         raise ConfigError(f"--resume continues a run with its own configuration; remove {flags} "
@@ -183,6 +188,7 @@ def train_config(args: argparse.Namespace):
         init=args.init,
         chunk_epochs=args.chunk_epochs,
         save_order=args.save_order or None,
+        weight_stats=args.weight_stats or None,
     )
     if args.data_dir is not None:
         cfg = with_overrides(cfg, dataset="mnist")

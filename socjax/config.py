@@ -82,6 +82,7 @@ class RunConfig:
     l2: tuple[float, ...] = (5e-4,)
     chunk_epochs: int = 1  # epochs per compiled call; the host writes results between calls
     save_order: bool = False
+    weight_stats: bool = False  # running statistics of every weight's increments while recording
     preset: str = "custom"
 
     @property

@@ -11,6 +11,9 @@
     metrics.json        {"epoch": [...], "train_loss": [[R] per epoch], ...}, rewritten after
                         every chunk (atomically), so a crash keeps every finished epoch
     order.npy           (with --save-order) int32 (R, steps): example index of each SGD step
+    weight_stats.npz    (with --weight-stats) running statistics of every weight's increments
+                        over the recorded phase (see socjax.weight_stats)
+    checkpoint.npz      the state to resume from (see socjax.checkpoint)
 
 Anything downstream (analysis, plots) reads a run through `load_*` here and nothing else.
 """
@@ -28,7 +31,8 @@ from socjax.config import ConfigError, RunConfig, TrackedWeight
 
 CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL = "config.json", "tracked.json", "params_init.npz", "params_final.npz"
 TRAJECTORY, METRICS, ORDER = "trajectory.npy", "metrics.json", "order.npy"
-RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, ORDER)
+WEIGHT_STATS = "weight_stats.npz"
+RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, ORDER, WEIGHT_STATS)
 
 
 class RunDirError(ConfigError):

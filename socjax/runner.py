@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from socjax import checkpoint, data, model, rundir, train
+from socjax import checkpoint, data, model, rundir, train, weight_stats
 from socjax.config import ConfigError, RunConfig, validate
 
 
@@ -162,9 +162,12 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
     try:
         with stop:
             for i, (record, num_epochs) in enumerate(plan):
+                if record and cfg.weight_stats and state.stats is None:
+                    state = state._replace(stats=jax.vmap(weight_stats.init)(state.params))
                 key = (record, num_epochs)
                 if key not in compiled:
-                    spec = train.TrainSpec(cfg.model, tracked, cfg.stride, record, cfg.save_order)
+                    spec = train.TrainSpec(cfg.model, tracked, cfg.stride, record, cfg.save_order,
+                                           weight_stats=cfg.weight_stats)
                     compiled[key] = train.make_train_chunk(spec, num_epochs)
                 state, result = compiled[key](state, hyper, device_data)
                 epoch += num_epochs
@@ -191,6 +194,9 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
                           f"continue with: socjax train --resume {out}")
     _io(lambda: rundir.write_params(out / rundir.PARAMS_FINAL, model.to_named(jax.device_get(state.params))), out,
         last_checkpoint[0])
+    if state.stats is not None:
+        _io(lambda: rundir.write_params(out / rundir.WEIGHT_STATS, weight_stats.to_arrays(jax.device_get(state.stats))),
+            out, last_checkpoint[0])
     return out
 
 

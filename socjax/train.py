@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from socjax import model
+from socjax import model, weight_stats
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.data import Dataset
 
@@ -43,13 +43,15 @@ class TrainState(NamedTuple):
     """What a run carries between steps and chunks.
 
     params: model.Params; opt_state: optax state of `make_optimizer`;
-    key: typed PRNG key for the example order; epoch: () int32, epochs completed.
+    key: typed PRNG key for the example order; epoch: () int32, epochs completed;
+    stats: weight_stats.WeightStats while --weight-stats accumulates, else None.
     """
 
     params: model.Params
     opt_state: optax.OptState
     key: jax.Array
     epoch: jax.Array
+    stats: weight_stats.WeightStats | None = None
 
 
 class EpochMetrics(NamedTuple):
@@ -82,6 +84,7 @@ class TrainSpec:
     stride: int = 1
     record: bool = False
     save_order: bool = False
+    weight_stats: bool = False  # accumulate state.stats at every step (recording phase)
 
 
 def make_optimizer(hyper: Hyper, cfg: ModelConfig) -> optax.GradientTransformation:
@@ -101,7 +104,7 @@ def init_state(key: jax.Array, cfg: ModelConfig) -> TrainState:
     params = model.init(init_key, cfg)
     # sgd/add_decayed_weights states hold no hyperparameters, so any Hyper builds the same state.
     opt_state = make_optimizer(Hyper(1.0, 0.0), cfg).init(params)
-    return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32))
+    return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32), None)
 
 
 def init_runs(seeds, cfg: ModelConfig) -> TrainState:
@@ -118,6 +121,11 @@ def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
 def sgd_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
     """One SGD step on one example x: (784,). Returns (params, opt_state, loss, correct), where
     loss is the data loss of eq. (10) and correct whether argmax(out) == label, both before the step."""
+    return sgd_step_with_grads(params, opt_state, x, label, hyper, cfg)[:4]
+
+
+def sgd_step_with_grads(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
+    """`sgd_step`, also returning the data-loss gradients (zero exactly where the step is pure decay)."""
 
     def objective(p):
         out = model.apply(p, x)
@@ -125,8 +133,8 @@ def sgd_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
 
     (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
     updates, opt_state = make_optimizer(hyper, cfg).update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, loss, (jnp.argmax(out) == label)
+    new = optax.apply_updates(params, updates)
+    return new, opt_state, loss, (jnp.argmax(out) == label), grads
 
 
 def tracked_values(params: model.Params, tracked: tuple[TrackedWeight, ...]) -> jax.Array:
@@ -155,12 +163,16 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
         raise ValueError(f"stride {spec.stride} must divide the steps per epoch {n}")
     cfg = spec.model
 
+    accumulate = spec.weight_stats and spec.record
+
     def step(carry, i):
-        params, opt_state = carry
-        params, opt_state, loss, correct = sgd_step(
+        params, opt_state, stats = carry
+        new, opt_state, loss, correct, grads = sgd_step_with_grads(
             params, opt_state, data.train_x[i], data.train_y[i], hyper, cfg
         )
-        return (params, opt_state), (loss, correct)
+        if accumulate:
+            stats = weight_stats.update(stats, params, new, grads)
+        return (new, opt_state, stats), (loss, correct)
 
     def block(carry, idx):  # idx: (stride,) example indices; records after the last step
         carry, stats = jax.lax.scan(step, carry, idx)
@@ -169,12 +181,12 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
 
     def epoch(state: TrainState, _):
         order = epoch_order(state.key, state.epoch, n)
-        (params, opt_state), ((loss, correct), tracked) = jax.lax.scan(
-            block, (state.params, state.opt_state), order.reshape(n // spec.stride, spec.stride)
+        (params, opt_state, stats), ((loss, correct), tracked) = jax.lax.scan(
+            block, (state.params, state.opt_state, state.stats), order.reshape(n // spec.stride, spec.stride)
         )
         test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg.loss)
         metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
-        state = TrainState(params, opt_state, state.key, state.epoch + 1)
+        state = TrainState(params, opt_state, state.key, state.epoch + 1, stats)
         return state, (metrics, tracked, order if spec.save_order else None)
 
     state, (metrics, tracked, order) = jax.lax.scan(epoch, state, None, length=num_epochs)

@@ -1,0 +1,81 @@
+"""--weight-stats against the same statistics computed from a full trajectory of a small run."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from socjax import data, train, weight_stats
+from socjax.config import ModelConfig, TrackedWeight
+
+CFG = ModelConfig(sizes=(784, 32, 16, 10))
+# every weight of layer 3 (so its whole histogram can be recomputed), and some of layers 1 and 2
+TRACKED = tuple(TrackedWeight(3, r, c) for r in range(16) for c in range(10)) + tuple(
+    TrackedWeight(1, r, c) for r, c in ((150, 3), (400, 7), (10, 0), (600, 31), (300, 12))) + (
+    TrackedWeight(2, 5, 5), TrackedWeight(2, 20, 9))
+
+
+def test_weight_stats_equal_statistics_of_the_full_trajectory(mini):
+    ds = jax.device_put(data.Dataset(mini.train_x[:400], mini.train_y[:400], mini.test_x[:100], mini.test_y[:100]))
+    hyper = train.Hyper(jnp.full((1,), 2e-3), jnp.full((1,), 5e-4))
+    state = train.init_runs([0], CFG)
+    state = state._replace(stats=jax.vmap(weight_stats.init)(state.params))
+    start = np.asarray(jax.vmap(lambda p: train.tracked_values(p, TRACKED))(state.params))
+    fn = train.make_train_chunk(train.TrainSpec(CFG, TRACKED, 1, True, weight_stats=True), 1)
+    trajectory = [start]
+    for _ in range(2):  # two chunks: the statistics carry across chunk boundaries
+        state, out = fn(state, hyper, ds)
+        trajectory.append(np.asarray(out.trajectory[0]))
+    w = np.concatenate(trajectory, axis=0)  # (1 + 800, K)
+    dw = np.diff(w, axis=0)  # float32, as the trainer computes new - old
+    got = weight_stats.to_arrays(jax.device_get(state.stats))
+    assert got["count"][0] == 800
+    d64 = dw.astype(np.float64)
+    idx = lambda name, t: (0, t.row, t.col)
+    for k, t in enumerate(TRACKED):
+        np.testing.assert_allclose(got[f"mean_w{t.layer}"][idx("", t)], d64[:, k].mean(), rtol=1e-3, atol=1e-12)
+        np.testing.assert_allclose(got[f"var_w{t.layer}"][idx("", t)], d64[:, k].var(), rtol=1e-3, atol=1e-20)
+        np.testing.assert_allclose(got[f"mean_abs_w{t.layer}"][idx("", t)], np.abs(d64[:, k]).mean(), rtol=1e-4, atol=1e-12)
+    # pure decay: exactly the steps with a zero gradient, counted by replaying the same order
+    state0 = train.init_state(jax.random.key(0), CFG)
+    step = jax.jit(lambda p, o, x, y: train.sgd_step_with_grads(p, o, x, y, train.Hyper(jnp.float32(2e-3), jnp.float32(5e-4)), CFG))
+    p, o = state0.params, state0.opt_state
+    zero_steps = []  # (800, K): the gradient of weight k at step t is exactly zero
+    for e in range(2):
+        for i in np.asarray(train.epoch_order(state0.key, jnp.int32(e), 400)):
+            p, o, _, _, g = step(p, o, ds.train_x[i], ds.train_y[i])
+            zero_steps.append(np.asarray(train.tracked_values(g, TRACKED)) == 0)
+    zero_steps = np.array(zero_steps)
+    zero = zero_steps.sum(0)
+    # the trajectory's rounding rule can only add steps whose gradient is below float32 resolution
+    decay = np.abs(w[1:].astype(np.float64) - w[:-1] * (1 - 2e-3 * 5e-4)) <= 2 * np.spacing(np.abs(w[:-1])).astype(np.float64)
+    for k, t in enumerate(TRACKED):
+        counted = round(got[f"decay_fraction_w{t.layer}"][idx("", t)] * 800)
+        assert counted == zero[k] <= decay[:, k].sum()
+    # layer 3's histogram, recomputed from its 160 trajectories with the same binning
+    layer3 = [k for k, t in enumerate(TRACKED) if t.layer == 3]
+    x = np.abs(dw[:, layer3])[~zero_steps[:, layer3] & (dw[:, layer3] != 0)]
+    slots = np.asarray(weight_stats._bin(jnp.asarray(x, jnp.float32)))
+    np.testing.assert_array_equal(got["hist_w3"][0], np.bincount(slots, minlength=weight_stats.NUM_BINS + 2))
+    # the bins are the documented edges
+    e = weight_stats.edges()
+    inside = (slots > 0) & (slots <= weight_stats.NUM_BINS)
+    assert np.all((x[inside] >= e[slots[inside] - 1]) & (x[inside] < e[slots[inside]]))
+
+
+def test_checkpoint_round_trip_keeps_the_statistics(mini, tmp_path):
+    from socjax import checkpoint
+
+    ds = jax.device_put(data.Dataset(mini.train_x[:50], mini.train_y[:50], mini.test_x[:20], mini.test_y[:20]))
+    state = train.init_runs([0, 1], CFG)
+    state = state._replace(stats=jax.vmap(weight_stats.init)(state.params))
+    hyper = train.Hyper(jnp.full((2,), 2e-3), jnp.full((2,), 5e-4))
+    state, _ = train.make_train_chunk(train.TrainSpec(CFG, TRACKED[:3], 1, True, weight_stats=True), 1)(state, hyper, ds)
+    host = checkpoint.host_state(state)
+    checkpoint.save(tmp_path, host, 1, {"epoch": [1]})
+    loaded, epochs, metrics = checkpoint.load(tmp_path, CFG, 2)
+    assert epochs == 1 and metrics == {"epoch": [1]}
+    for a, b in zip(jax.tree.leaves(host._replace(key=None)), jax.tree.leaves(loaded._replace(key=None))):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(host.key, jax.random.key_data(loaded.key))
