@@ -22,6 +22,15 @@ def mnist_dir() -> Path:
     return MNIST_DIR
 
 
+def float64_params(seed: int, cfg):
+    """model.init(key(seed), cfg) cast to float64; call inside jax.enable_x64(True)."""
+    import jax.numpy as jnp
+
+    from socjax import model
+
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(seed), cfg))
+
+
 @pytest.fixture(scope="session")
 def mini():
     """The embedded subset, decoded: a socjax.data.Dataset."""

@@ -11,6 +11,8 @@ from scipy import stats
 from socjax import model
 from socjax.config import ModelConfig
 
+from conftest import float64_params
+
 PAPER = ModelConfig()
 
 
@@ -76,7 +78,7 @@ def test_gradient_matches_float64_finite_differences(mini, loss, decay_biases):
     cfg = ModelConfig(loss=loss, decay_biases=decay_biases)
     rng = np.random.default_rng(0)
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(4), cfg))
+        params = float64_params(4, cfg)
         x = jnp.asarray(mini.train_x[7], jnp.float64)
         y = jnp.int32(mini.train_y[7])
         l2 = jnp.float64(5e-4)

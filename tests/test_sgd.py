@@ -11,6 +11,8 @@ import pytest
 from socjax import model, train
 from socjax.config import ModelConfig
 
+from conftest import float64_params
+
 
 def numpy_sgd_step(params, x, y, lr, l2, decay_biases=True):
     """Manual backprop of eq. (10) through ReLU layers, then w -= lr * (grad + l2 * w), float64."""
@@ -36,7 +38,7 @@ def test_sgd_step_matches_numpy(mini, decay_biases):
     cfg = ModelConfig(decay_biases=decay_biases)
     lr, l2 = 2e-3, 5e-4
     with jax.enable_x64(True):
-        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(0), cfg))
+        params = float64_params(0, cfg)
         opt_state = train.make_optimizer(train.Hyper(lr, l2), cfg).init(params)
         for i in range(3):  # a few examples: pixels, labels and ReLU patterns differ
             x, y = mini.train_x[i], int(mini.train_y[i])
@@ -71,7 +73,7 @@ def test_decayed_weights_equal_l2_in_loss(mini, decay_biases):
     cfg = ModelConfig(decay_biases=decay_biases)
     lr, l2 = 2e-3, 5e-4
     with jax.enable_x64(True):
-        p_decay = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), model.init(jax.random.key(2), cfg))
+        p_decay = float64_params(2, cfg)
         p_loss = p_decay
         hyper = train.Hyper(jnp.float64(lr), jnp.float64(l2))
         opt = train.make_optimizer(hyper, cfg)
