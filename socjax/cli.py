@@ -79,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_train_args(r)
     _add_analysis_args(r, data_dir=False)
+
+    y = sub.add_parser(
+        "toy",
+        help="the toy model of Section 2: analytic learning equilibrium against simulations",
+        description="The one-neuron, one-weight toy model of Section 2: eq. (6) against Langevin "
+                    "dynamics on F and against the SGD learning picture; writes DIR/toy.json and DIR/toy.png.",
+    )
+    y.add_argument("--out", required=True, help="directory to write (created; toy.json must not exist)")
+    defaults = __import__("socjax.toy", fromlist=["ToyParams"]).ToyParams()
+    for name in defaults._fields:
+        y.add_argument(f"--{name}", type=float, default=getattr(defaults, name),
+                       help=f"{name} of eqs. (2)-(6) (default {getattr(defaults, name):g})")
+    y.add_argument("--chains", type=_positive_int, default=4000, help="independent chains (default 4000)")
+    y.add_argument("--steps", type=_positive_int, default=100_000, help="steps per chain, a multiple of 4 (default 100000)")
+    y.add_argument("--dt", type=float, default=1e-5, help="Langevin time step (default 1e-5)")
+    y.add_argument("--eta", type=float, default=1e-5, help="SGD learning rate of the learning picture (default 1e-5)")
+    y.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -207,6 +224,31 @@ def _analyze(run, args, data_dir):
         print(f"warning: {w}", file=sys.stderr)
 
 
+def _toy(args) -> None:
+    from socjax import rundir, toy
+
+    params = toy.ToyParams(*(getattr(args, f) for f in toy.ToyParams._fields))
+    try:
+        toy.validate(params)
+    except toy.ToyError as e:
+        raise ConfigError(str(e)) from None
+    if not (args.dt > 0 and args.eta > 0):
+        raise ConfigError(f"--dt and --eta must be positive, got {args.dt} and {args.eta}")
+    if args.steps % 4:
+        raise ConfigError(f"--steps must be a multiple of 4, got {args.steps}")
+    out = Path(args.out)
+    if (out / "toy.json").exists():
+        raise ConfigError(f"{out}: already holds toy.json; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    result, samples = toy.run(params, args.chains, args.steps, args.dt, args.eta, args.seed)
+    rundir.write_json(out / "toy.json", result)
+    toy.figure(out / "toy.png", result, samples, params)
+    lang = result["langevin"]
+    print(f"wrote {out / 'toy.json'} and {out / 'toy.png'}: Langevin vs eq. (6) KS p = {lang['p_value']:.3g}; "
+          f"exponent {lang['powerlaw'].get('exponent', float('nan')):.3f} (alpha/beta = {params.alpha / params.beta:g}); "
+          f"SGD drift max |z| = {result['sgd']['drift']['max_abs_z']:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -235,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                 _analyze(out, args, data_dir=None)
         elif args.command == "analyze":
             _analyze(args.run, args, data_dir=args.data_dir)
+        elif args.command == "toy":
+            _toy(args)
     except ConfigError as e:
         print(f"socjax: error: {e}", file=sys.stderr)
         return 2

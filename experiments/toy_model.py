@@ -1,0 +1,13 @@
+"""The toy model of Section 2 with its default parameters (or any `socjax toy` flags):
+
+    python experiments/toy_model.py --out runs/toy [--alpha 1.5 --beta 1 --lx 1e-4 --lq 0.5 ...]
+
+Writes toy.json (analytic crossovers and exponent, Langevin and SGD simulations compared with
+eq. (6)) and toy.png. The same as `socjax toy ...`.
+"""
+
+import sys
+
+from socjax.cli import main
+
+sys.exit(main(["toy", *sys.argv[1:]]))
