@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from socjax.config import PRESETS, ConfigError, TrackedWeight, validate, with_overrides
+from socjax.config import PRESETS, ConfigError, ToyParams, TrackedWeight, validate, with_overrides
 
 DESCRIPTION = """\
 socjax: per-example SGD on MNIST with a 784-700-476-10 MLP, as in "Self-organized criticality in
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "dynamics on F and against the SGD learning picture; writes DIR/toy.json and DIR/toy.png.",
     )
     y.add_argument("--out", required=True, help="directory to write (created; toy.json must not exist)")
-    defaults = __import__("socjax.toy", fromlist=["ToyParams"]).ToyParams()
+    defaults = ToyParams()
     for name in defaults._fields:
         y.add_argument(f"--{name}", type=float, default=getattr(defaults, name),
                        help=f"{name} of eqs. (2)-(6) (default {getattr(defaults, name):g})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 INPUT_SIZE = 784
 NUM_CLASSES = 10
@@ -106,6 +106,18 @@ class RunConfig:
         for k in ("seeds", "lr", "l2"):
             d[k] = tuple(d[k])
         return RunConfig(**d)
+
+
+class ToyParams(NamedTuple):
+    """lx, lq, g, xb, qb of eq. (2); beta: inverse temperature of x; alpha: of the learning equilibrium."""
+
+    lx: float = 1e-4
+    lq: float = 0.5
+    g: float = 1.0
+    xb: float = 0.0
+    qb: float = 0.0
+    beta: float = 1.0
+    alpha: float = 1.5
 
 
 PRESETS: dict[str, RunConfig] = {
@@ -204,6 +216,7 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "RunConfig",
+    "ToyParams",
     "TrackedWeight",
     "validate",
     "with_overrides",

@@ -19,27 +19,17 @@ Simulations (jit-compiled scans, vmapped over chains):
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from socjax.config import ToyParams  # noqa: F401  (plain data; lives in config so the CLI need not import JAX)
 
 
 class ToyError(ValueError):
     """Parameters for which the model is not defined; the message names the failed condition."""
 
 
-class ToyParams(NamedTuple):
-    """lx, lq, g, xb, qb of eq. (2); beta: inverse temperature of x; alpha: of the learning equilibrium."""
-
-    lx: float = 1e-4
-    lq: float = 0.5
-    g: float = 1.0
-    xb: float = 0.0
-    qb: float = 0.0
-    beta: float = 1.0
-    alpha: float = 1.5
 
 
 def validate(p: ToyParams) -> None:
