@@ -58,8 +58,7 @@ def save(out: Path, state: train.TrainState, epochs_done: int, metrics: dict) ->
 
 def host_state(state: train.TrainState) -> train.TrainState:
     """A host (NumPy) copy of a device state, with the typed key as raw key data."""
-    state = jax.device_get(state._replace(key=jax.random.key_data(state.key)))
-    return state
+    return jax.device_get(state._replace(key=jax.random.key_data(state.key)))
 
 
 def load(out: Path, cfg: ModelConfig, num_runs: int) -> tuple[train.TrainState, int, dict]:
@@ -67,7 +66,8 @@ def load(out: Path, cfg: ModelConfig, num_runs: int) -> tuple[train.TrainState, 
     with np.load(out / CHECKPOINT) as z:
         named = {k: z[k] for k in z.files if k[0] in "wb" and k[1:].isdigit()}
         params = model.from_named(named, cfg.num_layers)
-        template = train.init_runs(list(range(num_runs)), cfg).opt_state
+        # only the tree structure is needed: trace the initialisation, do not run it
+        template = jax.eval_shape(lambda: train.init_runs(list(range(num_runs)), cfg)).opt_state
         leaves = [z[f"opt_{i}"] for i in range(len(jax.tree.leaves(template)))]
         opt_state = jax.tree.unflatten(jax.tree.structure(template), leaves)
         key = jax.random.wrap_key_data(z["key"])

@@ -27,7 +27,7 @@ def _fmt(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}g}"
 
 
-def claims(result: dict, cfg: dict | None) -> list[dict]:
+def claims(result: dict) -> list[dict]:
     inc, spec, neu = result["increments"], result["spectrum"], result.get("neurons") or {}
     steps = result["trajectory"]["steps"]
     out = []
@@ -100,7 +100,7 @@ def write(run: str | Path, result: dict) -> Path:
     except rundir.RunDirError:
         cfgd = {}
     cfg = cfgd.get("config")
-    rows = claims(result, cfg)
+    rows = claims(result)
     t = result["trajectory"]
     lines = ["# socjax reproduction report", ""]
     if cfg:

@@ -157,6 +157,10 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
         )
         t_last = now
 
+    def save_final():
+        _io(lambda: rundir.write_params(out / rundir.PARAMS_FINAL, model.to_named(jax.device_get(state.params))),
+            out, last_checkpoint[0])
+
     pending = None
     plan = chunk_plan(cfg, epoch)
     try:
@@ -184,16 +188,14 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
             if pending is not None:
                 write(*pending)
     except Diverged:
-        _io(lambda: rundir.write_params(out / rundir.PARAMS_FINAL, model.to_named(jax.device_get(state.params))), out,
-            last_checkpoint[0])
+        save_final()
         raise
     finally:
         bar.close()
     if stop.requested and epoch < cfg.epochs:
         raise Interrupted(f"stopped by {stop.name} after epoch {epoch} of {cfg.epochs}, checkpoint written; "
                           f"continue with: socjax train --resume {out}")
-    _io(lambda: rundir.write_params(out / rundir.PARAMS_FINAL, model.to_named(jax.device_get(state.params))), out,
-        last_checkpoint[0])
+    save_final()
     if state.stats is not None:
         _io(lambda: rundir.write_params(out / rundir.WEIGHT_STATS, weight_stats.to_arrays(jax.device_get(state.stats))),
             out, last_checkpoint[0])
