@@ -34,10 +34,10 @@ def finish(args, env=None):
 
 def same_run(a, b):
     """Every result file of two run directories is identical."""
-    for name in ("params_final.npz", "params_init.npz"):
-        pa, pb = rundir.load_params(a, name.split("_")[1].split(".")[0]), rundir.load_params(b, name.split("_")[1].split(".")[0])
+    for which in ("init", "final"):
+        pa, pb = rundir.load_params(a, which), rundir.load_params(b, which)
         for k in pa:
-            np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"{name}:{k}")
+            np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"params_{which}:{k}")
     np.testing.assert_array_equal(np.load(a / "trajectory.npy"), np.load(b / "trajectory.npy"))
     np.testing.assert_array_equal(np.load(a / "order.npy"), np.load(b / "order.npy"))
     assert rundir.load_metrics(a) == rundir.load_metrics(b)
