@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -86,16 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="The one-neuron, one-weight toy model of Section 2: eq. (6) against Langevin "
                     "dynamics on F and against the SGD learning picture; writes DIR/toy.json and DIR/toy.png.",
     )
+    # let "--lx -1e-3" read as a negative number, as "--lx -0.001" already does
+    y._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
     y.add_argument("--out", required=True, help="directory to write (created; toy.json must not exist)")
     defaults = ToyParams()
     for name in defaults._fields:
+        what = ("the quartic term kx (x-xb)^4/4 added to H; > 0 is needed for lx <= 0 (the frustrated regime)"
+                if name == "kx" else f"{name} of eqs. (2)-(6)")
         y.add_argument(f"--{name}", type=float, default=getattr(defaults, name),
-                       help=f"{name} of eqs. (2)-(6) (default {getattr(defaults, name):g})")
+                       help=f"{what} (default {getattr(defaults, name):g})")
     y.add_argument("--chains", type=_positive_int, default=4000, help="independent chains (default 4000)")
     y.add_argument("--steps", type=_positive_int, default=100_000, help="steps per chain, a multiple of 4 (default 100000)")
     y.add_argument("--dt", type=float, default=1e-5, help="Langevin time step (default 1e-5)")
     y.add_argument("--eta", type=float, default=1e-5, help="SGD learning rate of the learning picture (default 1e-5)")
     y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--sweep", metavar="FIELD=V1,V2,...",
+                   help="instead of one parameter set: Langevin chains for each value of one parameter in "
+                        "one vmapped call, with the exponent fitted for each; writes DIR/sweep.json and "
+                        "DIR/sweep.png (e.g. --sweep alpha=1.2,1.5,2,3)")
     return p
 
 
@@ -230,13 +239,14 @@ def _toy(args) -> None:
     params = toy.ToyParams(*(getattr(args, f) for f in toy.ToyParams._fields))
     try:
         toy.validate(params)
+        toy.check_steps(params, args.dt, args.eta)
     except toy.ToyError as e:
         raise ConfigError(str(e)) from None
-    if not (args.dt > 0 and args.eta > 0):
-        raise ConfigError(f"--dt and --eta must be positive, got {args.dt} and {args.eta}")
     if args.steps % 4:
         raise ConfigError(f"--steps must be a multiple of 4, got {args.steps}")
     out = Path(args.out)
+    if args.sweep:
+        return _toy_sweep(args, params, out)
     if (out / "toy.json").exists():
         raise ConfigError(f"{out}: already holds toy.json; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -245,8 +255,41 @@ def _toy(args) -> None:
     toy.figure(out / "toy.png", result, samples, params)
     lang = result["langevin"]
     print(f"wrote {out / 'toy.json'} and {out / 'toy.png'}: Langevin vs eq. (6) KS p = {lang['p_value']:.3g}; "
-          f"exponent {lang['powerlaw'].get('exponent', float('nan')):.3f} (alpha/beta = {params.alpha / params.beta:g}); "
+          f"exponent {lang['powerlaw'].get('exponent', float('nan')):.3f} +- {lang['powerlaw'].get('stderr', float('nan')):.3f} "
+          f"(the same fit on exact draws of eq. (6): {lang['powerlaw_exact_draws'].get('exponent', float('nan')):.3f}; "
+          f"alpha/beta = {params.alpha / params.beta:g}); "
           f"SGD drift max |z| = {result['sgd']['drift']['max_abs_z']:.2f}")
+
+
+def _toy_sweep(args, params, out: Path) -> None:
+    from socjax import rundir, toy
+
+    field, _, text = args.sweep.partition("=")
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--sweep {args.sweep!r}: expected FIELD=V1,V2,... with numbers") from None
+    try:
+        if field not in toy.ToyParams._fields or len(values) < 2:
+            raise toy.ToyError(f"--sweep {args.sweep!r}: expected FIELD=V1,V2,... with FIELD one of "
+                               f"{', '.join(toy.ToyParams._fields)} and at least two values")
+        for v in values:
+            toy.validate(params._replace(**{field: v}))
+            toy.check_steps(params._replace(**{field: v}), args.dt, args.eta)
+    except toy.ToyError as e:
+        raise ConfigError(str(e)) from None
+    if (out / "sweep.json").exists():
+        raise ConfigError(f"{out}: already holds sweep.json; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    result = toy.sweep(params, field, values, args.chains, args.steps, args.dt, args.seed)
+    rundir.write_json(out / "sweep.json", result)
+    toy.sweep_figure(out / "sweep.png", result)
+    print(f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}")
+    for r in result["rows"]:
+        fit, ref = r["powerlaw"], r["powerlaw_exact_draws"]
+        print(f"  {field} = {r['value']:g}: KS p = {r['p_value']:.3g}; exponent "
+              f"{fit.get('exponent', float('nan')):.3f} +- {fit.get('stderr', float('nan')):.3f} (exact draws "
+              f"{ref.get('exponent', float('nan')):.3f}; alpha/beta = {r['analytic']['exponent']:g})")
 
 
 def main(argv: list[str] | None = None) -> int:

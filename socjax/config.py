@@ -109,7 +109,9 @@ class RunConfig:
 
 
 class ToyParams(NamedTuple):
-    """lx, lq, g, xb, qb of eq. (2); beta: inverse temperature of x; alpha: of the learning equilibrium."""
+    """lx, lq, g, xb, qb of eq. (2); beta: inverse temperature of x; alpha: of the learning equilibrium;
+    kx: a quartic term kx (x-xb)^4/4 added to H (not in the paper; 0 = the paper's model), which
+    keeps p(x|q) normalizable where g (q-qb)^2 + lx <= 0 (the frustrated regime, lx < 0)."""
 
     lx: float = 1e-4
     lq: float = 0.5
@@ -118,6 +120,7 @@ class ToyParams(NamedTuple):
     qb: float = 0.0
     beta: float = 1.0
     alpha: float = 1.5
+    kx: float = 0.0
 
 
 PRESETS: dict[str, RunConfig] = {
