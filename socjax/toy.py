@@ -139,11 +139,6 @@ def dfree_energy(q, p: ToyParams, quartic: bool | None = None):
     return p.g * d * m2 + p.lq * d
 
 
-def log_density_unnormalized(q, p: ToyParams):
-    """log of eq. (6) without its normalization: -alpha F + const."""
-    return -p.alpha * free_energy(q, p)
-
-
 def log_px_given_q(x, q, p: ToyParams):
     """log p(x|q), normalized: -beta (a u^2/2 + kx u^4/4) - log Z_x."""
     u = x - p.xb
