@@ -244,6 +244,7 @@ def crossovers(p: ToyParams) -> dict:
     if p.kx > 0:
         out["quartic"] = float(np.sqrt(np.sqrt(p.kx / p.beta) / p.g))
         out["barrier_at_qb"] = float(p.beta * p.lx**2 / (4 * p.kx)) if p.lx < 0 else 0.0
+    out["power_law_from"] = max(out["lower"], out.get("quartic", 0.0))  # > 0: validate needs lx > 0 or kx > 0
     return out
 
 
@@ -458,9 +459,10 @@ def exponent_fit(samples: np.ndarray, lower: float, upper: float) -> dict:
 
 def x_probes(p: ToyParams, cross: dict) -> list[float]:
     """Three values of q at which p(x|q) is shown and checked: qb, the lower edge (where
-    g (q-qb)^2 + lx = 0 if lx < 0: flat-topped, set by kx alone), and the middle (geometric) of the
-    power-law range."""
-    return [p.qb, p.qb + cross["lower"], p.qb + float(np.sqrt(cross["lower"] * cross["upper"]))]
+    g (q-qb)^2 + lx = 0 if lx < 0: flat-topped, set by kx alone; the quartic scale if lx = 0), and
+    the middle (geometric) of the power-law range."""
+    inner = cross["power_law_from"]
+    return [p.qb, p.qb + (cross["lower"] or inner), p.qb + float(np.sqrt(inner * cross["upper"]))]
 
 
 def _exact_draws(key, p: ToyParams, n: int) -> np.ndarray:
@@ -489,7 +491,7 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     q0 = jnp.full((chains,), p.qb, jnp.float32)
     lang = np.asarray(langevin(langevin_key, q0, p, dt, steps=steps, record_every=steps // 4))
     cross = crossovers(p)
-    fit_lower = max(cross["lower"], cross.get("quartic", 0.0))
+    fit_lower = cross["power_law_from"]
     cdf_true = cdf(p)
     out: dict = dict(params=p._asdict(), chains=chains, steps=steps, analytic=cross, stiffness=kappa)
     lang_last = lang[-1]
@@ -509,7 +511,7 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     start = _exact_draws(start_key, p, chains).astype(np.float32)
     learn = np.asarray(sgd(sgd_key, jnp.asarray(start), p, eta, steps=steps, record_every=steps // 4))
     ks_sgd = stats.kstest(learn[-1], cdf_true)
-    probe_d = np.geomspace(cross["lower"] / 3, 2 * cross["upper"], 8)
+    probe_d = np.geomspace(fit_lower / 3, 2 * cross["upper"], 8)
     out["sgd"] = dict(
         eta=eta,
         drift=drift_check(drift_key, p, eta, p.qb + np.concatenate([-probe_d[::-1], probe_d])),
@@ -553,10 +555,10 @@ def figure(path, result: dict, samples: dict, p: ToyParams) -> None:
             "(multiplicative noise; drift = -eta F'(q), see toy.json)",
             transform=ax.transAxes, ha="right", va="top", fontsize=8, color="C3")
     c = result["analytic"]
-    lo = c["lower"] / 30
+    lo = c["power_law_from"] / 30
     if c["frustrated"]:
         ax.axvspan(lo, c["lower"], color="C3", alpha=0.10, label="frustrated: p(x|q) bimodal")
-    ax.axvspan(c["lower"], c["upper"], color="C2", alpha=0.12, label=f"power law |q-qb|^-{c['exponent']:.3g} (eq. 7)")
+    ax.axvspan(c["power_law_from"], c["upper"], color="C2", alpha=0.12, label=f"power law |q-qb|^-{c['exponent']:.3g} (eq. 7)")
     ax.axvspan(c["upper"], d.max(), color="C1", alpha=0.08, label="Gaussian")
     ax.set_xlim(lo, span(p))
     ax.set_ylim(1e-4 * dens.max(), 5 * dens.max())
@@ -611,7 +613,7 @@ def sweep(p: ToyParams, field: str, values, chains: int = 4000, steps: int = 100
     rows = []
     for v, pv, qv in zip(values, each, qs):
         cross = crossovers(pv)
-        fit_lower = max(cross["lower"], cross.get("quartic", 0.0))
+        fit_lower = cross["power_law_from"]
         ks = stats.kstest(qv[-1], cdf(pv))
         rows.append(dict(value=v, analytic=cross, ks=float(ks.statistic), p_value=float(ks.pvalue),
                          powerlaw=exponent_fit(qv[-2:].ravel() - p.qb, fit_lower, cross["upper"]),

@@ -240,6 +240,10 @@ def test_frustrated_crossovers_and_a_too_large_step_is_refused():
     assert toy.stiffness(p) == pytest.approx(p.g * _quad_moments(p.lx / np.sqrt(p.kx))[1] / np.sqrt(p.kx) + p.lq, rel=1e-9)
     with pytest.raises(toy.ToyError, match="use dt <="):
         toy.run(FRUSTRATED, chains=8, steps=8, dt=1e-4)
+    # lx = 0: no frustrated core; the power law starts where the quartic term stops mattering
+    flat = toy.crossovers(P._replace(lx=0.0, kx=1e-8))
+    assert flat["lower"] == 0 and flat["power_law_from"] == pytest.approx(1e-2)
+    assert len(set(toy.x_probes(P._replace(lx=0.0, kx=1e-8), flat))) == 3
 
 
 def test_sweep_over_kx_traces_the_quartic_path_and_each_value_reaches_its_eq6():
