@@ -62,10 +62,12 @@ def validate(p: ToyParams) -> None:
         raise ToyError(f"beta = {p.beta}, alpha = {p.alpha}: both must be positive")
 
 
-def _is_quartic(p: ToyParams) -> bool:
+def _is_quartic(p: ToyParams, quartic: bool | None = None) -> bool:
     """Whether kx may be nonzero; decided in Python so kx = 0 keeps the closed forms. A traced kx
     (a vmapped sweep over it) takes the quadrature path, which falls back to the closed forms
-    wherever kx = 0."""
+    wherever kx = 0. quartic: the caller's static answer, when it has one (inside jit)."""
+    if quartic is not None:
+        return quartic
     try:
         return float(p.kx) != 0.0
     except TypeError:  # a tracer (ConcretizationTypeError is a TypeError) or an array of several values
@@ -105,7 +107,7 @@ def x_moments(q, p: ToyParams, quartic: bool | None = None):
     closed forms (kx = 0 known statically though traced); None decides from p."""
     d = jnp.asarray(q) - p.qb
     a = p.g * d**2 + p.lx
-    if not (_is_quartic(p) if quartic is None else quartic):
+    if not _is_quartic(p, quartic):
         m2 = 1 / (p.beta * a)
         return 0.5 * jnp.log(2 * jnp.pi * m2), m2, 3 * m2**2
     kx = jnp.where(p.kx > 0, p.kx, 1.0)  # a traced kx = 0 (in a sweep) takes the closed forms below
@@ -124,7 +126,7 @@ def x_moments(q, p: ToyParams, quartic: bool | None = None):
 def free_energy(q, p: ToyParams, quartic: bool | None = None):
     """F(beta, q): eq. (4) for kx = 0; -(1/beta) log(Z_x / sqrt(2 pi)) + lq d^2/2 by quadrature otherwise."""
     d = q - p.qb
-    if not (_is_quartic(p) if quartic is None else quartic):
+    if not _is_quartic(p, quartic):
         return jnp.log(p.g * d**2 + p.lx) / (2 * p.beta) + p.lq * d**2 / 2 + jnp.log(p.beta) / (2 * p.beta)
     log_z, _, _ = x_moments(q, p)
     return -(log_z - 0.5 * jnp.log(2 * jnp.pi)) / p.beta + p.lq * d**2 / 2
@@ -133,7 +135,7 @@ def free_energy(q, p: ToyParams, quartic: bool | None = None):
 def dfree_energy(q, p: ToyParams, quartic: bool | None = None):
     """dF/dq = <dH/dq> = g d <u^2> + lq d (= g d / (beta (g d^2 + lx)) + lq d when kx = 0)."""
     d = q - p.qb
-    if not (_is_quartic(p) if quartic is None else quartic):
+    if not _is_quartic(p, quartic):
         return p.g * d / (p.beta * (p.g * d**2 + p.lx)) + p.lq * d
     _, m2, _ = x_moments(q, p)
     return p.g * d * m2 + p.lq * d
@@ -147,9 +149,15 @@ def log_px_given_q(x, q, p: ToyParams):
     return -p.beta * (a * u**2 / 2 + p.kx * u**4 / 4) - log_z
 
 
+def _float64(p: ToyParams) -> ToyParams:
+    """The parameters as float64 scalars (inside jax.enable_x64), for the analytic computations."""
+    return ToyParams(*(jnp.float64(v) for v in p))
+
+
 def span(p: ToyParams) -> float:
-    """|q - qb| beyond which p(q) is negligible (< e^-40 of its Gaussian factor): the grid's half-width."""
-    return float(np.sqrt(80.0 / (p.alpha * p.lq)))
+    """|q - qb| beyond which p(q) is negligible (< e^-40 of its Gaussian factor): the grid's half-width.
+    A float for float parameters, a traced scalar for traced ones."""
+    return (80.0 / (p.alpha * p.lq)) ** 0.5
 
 
 def _cached(f):
@@ -173,7 +181,7 @@ def _free_energy_grid(p: ToyParams, points: int = 400_001):
     validate(p)
     half = (points + 1) // 2
     with jax.enable_x64(True):
-        p64 = ToyParams(*(jnp.float64(v) for v in p))
+        p64 = _float64(p)
         d = jnp.linspace(0.0, span(p), half)
         f = np.asarray(free_energy(p64.qb + d, p64))
     d = np.asarray(d)
@@ -188,24 +196,26 @@ def density_grid(p: ToyParams, points: int = 400_001):
     return q, dens / np.trapezoid(dens, q)
 
 
+def _grid_cdf(x: np.ndarray, dens: np.ndarray):
+    """The CDF of a density tabulated on the grid x, by the cumulative trapezoid rule, as a callable."""
+    c = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(x))])
+    c /= c[-1]
+    return lambda v: np.interp(v, x, c)
+
+
 def cdf(p: ToyParams):
     """The CDF of p(q) as a callable (numerical, from density_grid)."""
-    q, dens = density_grid(p)
-    c = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(q))])
-    c /= c[-1]
-    return lambda x: np.interp(x, q, c)
+    return _grid_cdf(*density_grid(p))
 
 
 def x_cdf(q: float, p: ToyParams, points: int = 40_001):
     """The CDF of p(x|q) as a callable, by the trapezoid rule in float64 over xb +- 14 rms."""
     with jax.enable_x64(True):
-        p64 = ToyParams(*(jnp.float64(v) for v in p))
+        p64 = _float64(p)
         _, m2, _ = x_moments(jnp.float64(q), p64)
         x = p.xb + 14 * float(np.sqrt(m2)) * np.linspace(-1, 1, points)
         dens = np.exp(np.asarray(log_px_given_q(jnp.asarray(x), jnp.float64(q), p64)))
-    c = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(x))])
-    c /= c[-1]
-    return lambda v: np.interp(v, x, c)
+    return _grid_cdf(x, dens)
 
 
 @jax.jit
@@ -252,7 +262,7 @@ def stiffness(p: ToyParams) -> float:
     """g <u^2>(qb) + lq: the largest F''(q), and the largest mean rate of the SGD picture's
     multiplicative update, both at q = qb. A step dt (or eta) must be small against its inverse."""
     with jax.enable_x64(True):
-        p64 = ToyParams(*(jnp.float64(v) for v in p))
+        p64 = _float64(p)
         _, m2, _ = x_moments(jnp.float64(p.qb), p64)
     return p.g * float(m2) + p.lq
 
@@ -276,8 +286,7 @@ def _force(p: ToyParams, quartic: bool, dtype):
     once per call by quadrature)."""
     if not quartic:
         return lambda q: dfree_energy(q, p, quartic=False)
-    half_width = jnp.sqrt(80.0 / (p.alpha * p.lq)).astype(dtype)
-    h = half_width / (FORCE_TABLE - 1)
+    h = jnp.asarray(span(p), dtype) / (FORCE_TABLE - 1)
     _, m2_table, _ = x_moments(p.qb + h * jnp.arange(FORCE_TABLE, dtype=dtype), p, quartic=True)
 
     def force(q):
@@ -347,7 +356,7 @@ def sample_x(key, q, p: ToyParams, quartic: bool | None = None):
     """
     q = jnp.asarray(q)
     a = p.g * (q - p.qb) ** 2 + p.lx
-    if not (_is_quartic(p) if quartic is None else quartic):
+    if not _is_quartic(p, quartic):
         return p.xb + jax.random.normal(key, q.shape, q.dtype) / jnp.sqrt(p.beta * a)
     return p.xb + _sample_u(key, a, p)
 
@@ -410,7 +419,7 @@ def drift_check(key, p: ToyParams, eta: float, q: np.ndarray, repeats: int = 20_
     mean, se = dq.mean(0), dq.std(0, ddof=1) / np.sqrt(repeats)
     qd = np.asarray(q, np.float64)
     with jax.enable_x64(True):
-        p64 = ToyParams(*(jnp.float64(v) for v in p))
+        p64 = _float64(p)
         expected = -eta * np.asarray(dfree_energy(jnp.asarray(qd), p64))
         _, m2, m4 = (np.asarray(v) for v in x_moments(jnp.asarray(qd), p64))
     z = (mean - expected) / se
@@ -569,7 +578,7 @@ def figure(path, result: dict, samples: dict, p: ToyParams) -> None:
     ax.legend(fontsize=8, loc="lower left")
     for i, (r, xs) in enumerate(zip(result["x_given_q"], samples["x"])):
         with jax.enable_x64(True):
-            p64 = ToyParams(*(jnp.float64(v) for v in p))
+            p64 = _float64(p)
             _, m2, _ = x_moments(jnp.float64(r["q"]), p64)
             rms = float(np.sqrt(m2))
             u = np.linspace(-4, 4, 801)
