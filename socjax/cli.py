@@ -270,12 +270,7 @@ def _toy_sweep(args, params, out: Path) -> None:
     except ValueError:
         raise ConfigError(f"--sweep {args.sweep!r}: expected FIELD=V1,V2,... with numbers") from None
     try:
-        if field not in toy.ToyParams._fields or len(values) < 2:
-            raise toy.ToyError(f"--sweep {args.sweep!r}: expected FIELD=V1,V2,... with FIELD one of "
-                               f"{', '.join(toy.ToyParams._fields)} and at least two values")
-        for v in values:
-            toy.validate(params._replace(**{field: v}))
-            toy.check_steps(params._replace(**{field: v}), args.dt, args.eta)
+        toy.sweep_params(params, field, values, args.dt, args.eta)
     except toy.ToyError as e:
         raise ConfigError(str(e)) from None
     if (out / "sweep.json").exists():

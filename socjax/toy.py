@@ -481,6 +481,19 @@ def _exact_draws(key, p: ToyParams, n: int) -> np.ndarray:
     return np.interp(u, cdf(p)(grid_q), grid_q)
 
 
+def _compare_with_eq6(records: np.ndarray, p: ToyParams, cross: dict, exact_key) -> dict:
+    """Langevin records (R, C) against eq. (6): the KS test of the last record, and the power-law fit
+    on the last two beside the same fit on 10^6 exact draws of eq. (6): what the estimator returns on
+    ideal data over this finite range (p(q) is a pure power law only asymptotically), the yardstick."""
+    from scipy import stats
+
+    ks = stats.kstest(records[-1], cdf(p))
+    lower, upper = cross["power_law_from"], cross["upper"]
+    return dict(ks=float(ks.statistic), p_value=float(ks.pvalue),
+                powerlaw=exponent_fit(records[-2:].ravel() - p.qb, lower, upper),
+                powerlaw_exact_draws=exponent_fit(_exact_draws(exact_key, p, 1_000_000) - p.qb, lower, upper))
+
+
 def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5, eta: float = 1e-5,
         seed: int = 0, x_draws: int = 20_000) -> tuple[dict, dict]:
     """Both simulations, compared with the analytic equilibrium. Returns (toy.json dict, plot data).
@@ -503,17 +516,11 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     fit_lower = cross["power_law_from"]
     cdf_true = cdf(p)
     out: dict = dict(params=p._asdict(), chains=chains, steps=steps, analytic=cross, stiffness=kappa)
-    lang_last = lang[-1]
-    ks = stats.kstest(lang_last, cdf_true)
-    wrong = stats.kstest(lang_last, cdf(p._replace(alpha=1.2 * p.alpha)))
+    wrong = stats.kstest(lang[-1], cdf(p._replace(alpha=1.2 * p.alpha)))
     out["langevin"] = dict(
-        dt=dt, ks=float(ks.statistic), p_value=float(ks.pvalue),
+        dt=dt, **_compare_with_eq6(lang, p, cross, exact_key),
         ks_alpha_plus_20pct=float(wrong.statistic), p_value_alpha_plus_20pct=float(wrong.pvalue),
-        alpha_fit=fit_alpha(lang_last, p),
-        powerlaw=exponent_fit(lang[-2:].ravel() - p.qb, fit_lower, cross["upper"]),
-        # the same estimator on exact draws of eq. (6): what it returns on ideal data over this finite
-        # range (p(q) is a pure power law only asymptotically), the yardstick for the fit above
-        powerlaw_exact_draws=exponent_fit(_exact_draws(exact_key, p, 1_000_000) - p.qb, fit_lower, cross["upper"]),
+        alpha_fit=fit_alpha(lang[-1], p),
         force="closed form" if p.kx == 0 else f"tabulated over |q-qb| (FORCE_TABLE = {FORCE_TABLE} nodes)",
     )
     # the learning picture, started from eq. (6) itself (q = qb is a fixed point of its dynamics)
@@ -594,25 +601,29 @@ def figure(path, result: dict, samples: dict, p: ToyParams) -> None:
     plt.close(fig)
 
 
+def sweep_params(p: ToyParams, field: str, values, dt: float, eta: float | None = None) -> list[ToyParams]:
+    """The parameter sets of a sweep of `field` over `values`, each validated with its step check."""
+    values = [float(v) for v in values]
+    if field not in ToyParams._fields or len(values) < 2:
+        raise ToyError(f"sweep {field}={','.join(f'{v:g}' for v in values)}: expected FIELD=V1,V2,... with "
+                       f"FIELD one of {', '.join(ToyParams._fields)} and at least two values")
+    each = [p._replace(**{field: v}) for v in values]
+    for pv in each:
+        validate(pv)
+        check_steps(pv, dt, dt if eta is None else eta)
+    return each
+
+
 def sweep(p: ToyParams, field: str, values, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5,
           seed: int = 0) -> dict:
     """Langevin chains for several values of one parameter in one compiled, vmapped call (the same
     random numbers for every value), each compared with its own eq. (6): KS distance, and the
     power-law exponent fitted as in run() against alpha/beta and against the same fit on exact
     draws of eq. (6)."""
-    from scipy import stats
-
-    if field not in ToyParams._fields:
-        raise ToyError(f"cannot sweep {field!r}: choose one of {', '.join(ToyParams._fields)}")
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        raise ToyError(f"a sweep needs at least two values of {field}, got {values}")
     if steps % 4:
         raise ToyError(f"steps must be a multiple of 4, got {steps}")
-    each = [p._replace(**{field: v}) for v in values]
-    for pv in each:
-        validate(pv)
-        check_steps(pv, dt, dt)
+    each = sweep_params(p, field, values, dt)
+    values = [getattr(pv, field) for pv in each]
     batched = p._replace(**{field: jnp.asarray(values, jnp.float32)})
     axes = ToyParams(*(0 if f == field else None for f in ToyParams._fields))
     chains_key, exact_key = jax.random.split(jax.random.key(seed))
@@ -622,12 +633,7 @@ def sweep(p: ToyParams, field: str, values, chains: int = 4000, steps: int = 100
     rows = []
     for v, pv, qv in zip(values, each, qs):
         cross = crossovers(pv)
-        fit_lower = cross["power_law_from"]
-        ks = stats.kstest(qv[-1], cdf(pv))
-        rows.append(dict(value=v, analytic=cross, ks=float(ks.statistic), p_value=float(ks.pvalue),
-                         powerlaw=exponent_fit(qv[-2:].ravel() - p.qb, fit_lower, cross["upper"]),
-                         powerlaw_exact_draws=exponent_fit(_exact_draws(exact_key, pv, 1_000_000) - p.qb,
-                                                           fit_lower, cross["upper"])))
+        rows.append(dict(value=v, analytic=cross, **_compare_with_eq6(qv, pv, cross, exact_key)))
     return dict(params=p._asdict(), field=field, chains=chains, steps=steps, dt=dt, seed=seed, rows=rows)
 
 
