@@ -1,4 +1,4 @@
-"""Build socjax/assets/mnist-mini.npz, the MNIST subset embedded in the package.
+"""Build socjax/data/assets/mnist-mini.npz, the MNIST subset embedded in the package.
 
 It holds the first 10,000 training and the first 2,000 test images of real MNIST, as uint8, read
 from the four original IDX .gz files (checked against their SHA-256 sums):
@@ -31,7 +31,8 @@ def build(data_dir: str) -> dict[str, np.ndarray]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-dir", required=True, help="directory with the four MNIST IDX .gz files")
-    p.add_argument("--out", default=str(Path(data.__file__).parent / "assets" / data.EMBEDDED_FILE))
+    p.add_argument("--out", default=str(Path(data.__file__).parent / "assets" / data.EMBEDDED_FILE),
+                   help="where to write (default: the package's socjax/data/assets/mnist-mini.npz)")
     args = p.parse_args()
     np.savez_compressed(args.out, **build(args.data_dir))
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)")

@@ -98,7 +98,7 @@ def test_embedded_subset_is_the_head_of_real_mnist(real):
 
 def test_tfds_offline_equals_idx(real, mnist_dir, tmp_path):
     """tensorflow-datasets, prepared offline from manual_dir (no TensorFlow), in MNIST's order."""
-    from socjax import tfds_mnist
+    from socjax.data import tfds as tfds_mnist
 
     got = tfds_mnist.load(tfds_dir=str(tmp_path / "tfds"), manual_dir=str(mnist_dir))
     for a, b in zip(got, real):

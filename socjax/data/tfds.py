@@ -1,7 +1,7 @@
 """MNIST through tensorflow-datasets, without TensorFlow.
 
 tfds's stock `mnist` builder reads its files with tf.io.gfile, so preparing it needs TensorFlow.
-`SocjaxMnist` subclasses it and reads the same four IDX .gz files with NumPy (socjax.data,
+`SocjaxMnist` subclasses it and reads the same four IDX .gz files with NumPy (socjax.data.idx,
 SHA-256 checked); the prepared dataset is written as array_record and read back with
 `as_data_source`, which needs no TensorFlow either. On a connected machine the files are downloaded
 and cached on first use (in tfds's data_dir, by default ~/tensorflow_datasets); offline, point
@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-from socjax.data import MNIST_FILES, DataError, RawMNIST, read_idx_gz
+from socjax.data.dataset import DataError, RawMNIST
+from socjax.data.idx import MNIST_FILES, read_idx_gz
 
 FILE_FORMAT = "array_record"
 
