@@ -50,13 +50,26 @@ def init(key: jax.Array, cfg: ModelConfig) -> Params:
     return tuple(layers)
 
 
+def _forward(params: Params, x: jax.Array, depth: int) -> jax.Array:
+    """Pre-activation of layer `depth` (1-based): the first depth - 1 layers with ReLU, then one affine map."""
+    h = x
+    for layer in params[: depth - 1]:
+        h = jax.nn.relu(h @ layer.w + layer.b)
+    last = params[depth - 1]
+    return h @ last.w + last.b
+
+
 def apply(params: Params, x: jax.Array) -> jax.Array:
     """Network output for one example: x (784,) -> (10,). ReLU hidden layers, linear output."""
-    h = x
-    for layer in params[:-1]:
-        h = jax.nn.relu(h @ layer.w + layer.b)
-    last = params[-1]
-    return h @ last.w + last.b
+    return _forward(params, x, len(params))
+
+
+def hidden(params: Params, x: jax.Array, layer: int) -> jax.Array:
+    """Pre-activation z of hidden layer `layer` (1-based) for one example: x (784,) -> (width,).
+    The layer's output (the neuron state) is relu(z)."""
+    if not 1 <= layer < len(params):
+        raise ValueError(f"layer {layer} is not a hidden layer of a {len(params)}-layer network")
+    return _forward(params, x, layer)
 
 
 def data_loss(out: jax.Array, label: jax.Array, loss: str) -> jax.Array:

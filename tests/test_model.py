@@ -100,3 +100,15 @@ def test_gradient_matches_float64_finite_differences(mini, loss, decay_biases):
                     return float(f(jax.tree.unflatten(treedef, ls)))
                 fd = (shifted(h) - shifted(-h)) / (2 * h)
                 np.testing.assert_allclose(np.asarray(g).ravel()[j], fd, rtol=1e-5, atol=1e-9)
+
+
+def test_hidden_is_the_pre_activation_of_the_numpy_forward_pass(mini):
+    params = model.init(jax.random.key(5), PAPER)
+    x = mini.train_x[11]
+    _, zs = numpy_forward(params, x)
+    for layer in (1, 2):
+        np.testing.assert_allclose(model.hidden(params, jnp.asarray(x), layer), zs[layer - 1], rtol=1e-5, atol=1e-5)
+    for bad in (0, 3):
+        with pytest.raises(ValueError, match="not a hidden layer"):
+            model.hidden(params, jnp.asarray(x), bad)
+

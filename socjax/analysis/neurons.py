@@ -28,15 +28,7 @@ MODE_FLOOR = 0.1
 
 def preactivations(params: model.Params, x: jax.Array, layer: int) -> jax.Array:
     """z of hidden layer `layer` (1-based) for images x: (M, 784) -> (M, width)."""
-
-    def one(xi):
-        h = xi
-        for i, lyr in enumerate(params[:layer]):
-            z = h @ lyr.w + lyr.b
-            h = jax.nn.relu(z)
-        return z
-
-    return jax.vmap(one)(x)
+    return jax.vmap(model.hidden, in_axes=(None, 0, None))(params, x, layer)
 
 
 @jax.jit
@@ -77,8 +69,6 @@ def analyze(params: model.Params, x: np.ndarray, layer: int = 2) -> tuple[dict, 
     """Bimodality of every neuron of hidden `layer` over images x (M, 784).
 
     Returns (summary dict for analysis.json, z (M, N), (modes, kde grid, kde density))."""
-    if not 1 <= layer < len(params):
-        raise ValueError(f"layer {layer} is not a hidden layer of a {len(params)}-layer network")
     z = jax.jit(partial(preactivations, layer=layer))(params, jnp.asarray(x))
     modes, grid, dens = (np.asarray(a) for a in kde_modes(z))
     b = sarle(np.asarray(z))
