@@ -1,6 +1,6 @@
-"""The four figures, drawn like the paper's, with the fits over the data.
+"""Every figure socjax draws: the paper's four, with the fits over the data, and the toy model's.
 
-Each figure is FIGSIZE inches at DPI, so every PNG is 1200 x 450 pixels.
+Each figure of the paper is FIGSIZE inches at DPI, so every PNG is 1200 x 450 pixels.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import special  # noqa: E402
 
@@ -174,3 +175,75 @@ def all_figures(run: Path, result: dict, pool, f, psd, neuron_data):
         fig3_regimes(run / "fig3_regimes.png", inc, pool)
     if f is not None and "a_low" in result["spectrum"]:
         fig4_spectrum(run / "fig4_spectrum.png", result["spectrum"], f, psd, result["trajectory"]["stride"])
+
+
+def toy_figure(path, result: dict, samples: dict, p) -> None:
+    """The toy model (socjax.toy). Left: log-log density of |q - qb|: eq. (6), both simulations, the frustrated, power-law and
+    Gaussian regions at the analytic crossovers. Right: p(x|q) at x_probes, analytic and sampled."""
+    from socjax.analysis import loghist
+    from socjax.toy.theory import density_grid, float64, log_px_given_q, span, x_moments
+
+    q, dens = density_grid(p)
+    d = np.abs(q - p.qb)
+    pos = q >= p.qb
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, gridspec_kw=dict(width_ratios=[3, 2]))
+    ax.loglog(d[pos][1:], 2 * dens[pos][1:], "k", lw=2, label=f"eq. (6), alpha = {p.alpha:g}")
+    h = loghist.from_samples(np.abs(samples["langevin"] - p.qb), loghist.Grid(bins_per_decade=20))
+    x, dd = h.density()
+    ok = dd > 0
+    ax.loglog(x[ok], dd[ok], ".", color="C0", ms=4, label="Langevin on F at temperature 1/alpha")
+    ax.text(0.98, 0.97, f"SGD learning picture (x ~ p(x|q)), started from eq. (6):\n"
+            f"{result['sgd']['fraction_at_qb']:.0%} of chains end exactly at q = qb\n"
+            "(multiplicative noise; drift = -eta F'(q), see toy.json)",
+            transform=ax.transAxes, ha="right", va="top", fontsize=8, color="C3")
+    c = result["analytic"]
+    lo = c["power_law_from"] / 30
+    if c["frustrated"]:
+        ax.axvspan(lo, c["lower"], color="C3", alpha=0.10, label="frustrated: p(x|q) bimodal")
+    ax.axvspan(c["power_law_from"], c["upper"], color="C2", alpha=0.12, label=f"power law |q-qb|^-{c['exponent']:.3g} (eq. 7)")
+    ax.axvspan(c["upper"], d.max(), color="C1", alpha=0.08, label="Gaussian")
+    ax.set_xlim(lo, span(p))
+    ax.set_ylim(1e-4 * dens.max(), 5 * dens.max())
+    ax.set_xlabel("|q - qb|")
+    ax.set_ylabel("density of |q - qb|")
+    kx = f", kx = {p.kx:g}" if p.kx else ""
+    ax.set_title(f"Toy model (Section 2): learning equilibrium p(q); lx = {p.lx:g}{kx}", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left")
+    for i, (r, xs) in enumerate(zip(result["x_given_q"], samples["x"])):
+        with float64(p) as p64:
+            _, m2, _ = x_moments(jnp.float64(r["q"]), p64)
+            rms = float(np.sqrt(m2))
+            u = np.linspace(-4, 4, 801)
+            curve = np.exp(np.asarray(log_px_given_q(jnp.asarray(p.xb + rms * u), jnp.float64(r["q"]), p64))) * rms
+        bx.hist((xs - p.xb) / rms, bins=80, range=(-4, 4), density=True, color=f"C{i}", alpha=0.3)
+        bx.plot(u, curve, color=f"C{i}", label=f"|q-qb| = {abs(r['q'] - p.qb):.3g}  (KS p = {r['p_value']:.2f})")
+    bx.set_xlabel("(x - xb) / rms")
+    bx.set_ylabel("p(x|q) x rms")
+    bx.set_title("p(x|q): analytic (lines), exact sampler (histograms)", fontsize=10)
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def toy_sweep_figure(path, result: dict) -> None:
+    """Fitted exponent against the swept value: alpha/beta (eq. 7), the fit on the Langevin chains
+    with its 95% interval, and the same fit on exact draws of eq. (6)."""
+    rows = [r for r in result["rows"] if "exponent" in r["powerlaw"]]
+    v = np.array([r["value"] for r in rows])
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    ax.plot(v, [r["analytic"]["exponent"] for r in rows], "k-", lw=1.5, label="alpha / beta (eq. 7)")
+    fit = np.array([r["powerlaw"]["exponent"] for r in rows])
+    ci = np.array([r["powerlaw"]["ci95"] for r in rows]).reshape(-1, 2)
+    ax.errorbar(v, fit, yerr=[fit - ci[:, 0], ci[:, 1] - fit], fmt="o", color="C0", capsize=3,
+                label="fit on Langevin chains (95%)")
+    ax.plot(v, [r["powerlaw_exact_draws"].get("exponent", np.nan) for r in rows], "x", color="C3", ms=8,
+            label="same fit on 10^6 exact draws of eq. (6)")
+    ax.set_xlabel(result["field"])
+    ax.set_ylabel("power-law exponent of p(|q - qb|)")
+    ax.set_title(f"Toy model: exponent across a sweep of {result['field']} "
+                 f"({result['chains']} chains x {result['steps']} steps each)", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -10,21 +10,12 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
-from socjax import toy
+from socjax.config import ToyParams
+from socjax.toy import experiment, simulate, theory
 
 from test_cli import main
 
-P = toy.ToyParams()
-
-
-def test_lambert_w_matches_scipy_over_many_decades():
-    branch = -1 / np.e + np.logspace(-14, -8, 20)
-    rest = np.concatenate([-1 / np.e + np.logspace(-8, -0.5, 50), np.linspace(-0.3, 3, 200), np.logspace(0.5, 300, 300)])
-    with jax.enable_x64(True):
-        np.testing.assert_allclose(toy.lambert_w(jnp.asarray(rest)), special.lambertw(rest).real, rtol=1e-12)
-        # near the branch point W has a square-root singularity: 1 ulp in x moves W by ~1e-8
-        np.testing.assert_allclose(toy.lambert_w(jnp.asarray(branch)), special.lambertw(branch).real, rtol=1e-6)
-        assert float(toy.lambert_w(jnp.float64(-1 / np.e))) == -1.0
+P = ToyParams()
 
 
 def test_free_energy_and_density_match_float64_formulas():
@@ -32,20 +23,20 @@ def test_free_energy_and_density_match_float64_formulas():
     d = q - P.qb
     f_ref = np.log(P.g * d**2 + P.lx) / (2 * P.beta) + P.lq * d**2 / 2 + np.log(P.beta) / (2 * P.beta)
     with jax.enable_x64(True):
-        np.testing.assert_allclose(toy.free_energy(jnp.asarray(q), P), f_ref, rtol=1e-13)
-        dq = np.asarray(jax.vmap(jax.grad(lambda x: toy.free_energy(x, P)))(jnp.asarray(q)))
-        np.testing.assert_allclose(toy.dfree_energy(jnp.asarray(q), P), dq, rtol=1e-12)
+        np.testing.assert_allclose(theory.free_energy(jnp.asarray(q), P), f_ref, rtol=1e-13)
+        dq = np.asarray(jax.vmap(jax.grad(lambda x: theory.free_energy(x, P)))(jnp.asarray(q)))
+        np.testing.assert_allclose(theory.dfree_energy(jnp.asarray(q), P), dq, rtol=1e-12)
     unnorm = lambda x: (P.g * (x - P.qb) ** 2 + P.lx) ** (-P.alpha / (2 * P.beta)) * np.exp(-P.alpha * P.lq * (x - P.qb) ** 2 / 2)
     z = 2 * (integrate.quad(unnorm, 0, 1, points=[0.01, 0.1], limit=200)[0] + integrate.quad(unnorm, 1, np.inf)[0])
-    grid, dens = toy.density_grid(P)
+    grid, dens = theory.density_grid(P)
     np.testing.assert_allclose(np.interp(q, grid, dens), unnorm(q) / z, rtol=1e-5)
-    np.testing.assert_allclose(toy.cdf(P)(np.array([0.0, 0.05, 1.0])),
+    np.testing.assert_allclose(theory.cdf(P)(np.array([0.0, 0.05, 1.0])),
                                [0.5, 0.5 + integrate.quad(unnorm, 0, 0.05)[0] / z, 0.5 + integrate.quad(unnorm, 0, 1.0)[0] / z],
                                rtol=1e-5)
 
 
 def test_crossovers_are_eq7():
-    c = toy.crossovers(P)
+    c = theory.crossovers(P)
     assert c["lower"] == pytest.approx(np.sqrt(P.lx / P.g))
     w = special.lambertw(P.beta * P.lq).real
     assert c["upper"] == pytest.approx(np.sqrt(w / (P.beta * P.lq)), rel=1e-12)
@@ -55,31 +46,31 @@ def test_crossovers_are_eq7():
 @pytest.fixture(scope="module")
 def chains():
     """Independent Langevin chains at two well-separated times."""
-    return np.asarray(toy.langevin(jax.random.key(1), jnp.zeros(3000), P, 1e-5, steps=40_000, record_every=20_000))
+    return np.asarray(simulate.langevin(jax.random.key(1), jnp.zeros(3000), P, 1e-5, steps=40_000, record_every=20_000))
 
 
 def test_langevin_reaches_eq6_and_a_wrong_alpha_is_rejected(chains):
-    assert stats.kstest(chains[-1], toy.cdf(P)).pvalue > 0.01
-    assert stats.kstest(chains[-1], toy.cdf(P._replace(alpha=1.2 * P.alpha))).pvalue < 1e-4
-    assert toy.fit_alpha(chains[-1], P) == pytest.approx(P.alpha, rel=0.05)
+    assert stats.kstest(chains[-1], theory.cdf(P)).pvalue > 0.01
+    assert stats.kstest(chains[-1], theory.cdf(P._replace(alpha=1.2 * P.alpha))).pvalue < 1e-4
+    assert experiment.fit_alpha(chains[-1], P) == pytest.approx(P.alpha, rel=0.05)
 
 
 def test_power_law_exponent_is_alpha_over_beta(chains):
-    c = toy.crossovers(P)
-    fit = toy.exponent_fit(chains.ravel(), c["lower"], c["upper"])
+    c = theory.crossovers(P)
+    fit = experiment.exponent_fit(chains.ravel(), c["lower"], c["upper"])
     assert fit["ci95"][0] - 0.05 <= P.alpha / P.beta <= fit["ci95"][1] + 0.05
 
 
 def test_fit_alpha_on_exact_samples():
-    grid, _ = toy.density_grid(P)
+    grid, _ = theory.density_grid(P)
     u = np.random.default_rng(0).random(20_000)
-    samples = np.interp(u, toy.cdf(P)(grid), grid)
-    assert toy.fit_alpha(samples, P) == pytest.approx(P.alpha, rel=0.03)
+    samples = np.interp(u, theory.cdf(P)(grid), grid)
+    assert experiment.fit_alpha(samples, P) == pytest.approx(P.alpha, rel=0.03)
 
 
 def test_sgd_drift_is_minus_eta_dF_and_its_noise_sets_alpha_effective():
     q = P.qb + np.concatenate([-np.geomspace(1.5, 0.03, 6), np.geomspace(0.03, 1.5, 6)])
-    res = toy.drift_check(jax.random.key(2), P, 1e-5, q, repeats=50_000)
+    res = simulate.drift_check(jax.random.key(2), P, 1e-5, q, repeats=50_000)
     assert res["max_abs_z"] < 4.0  # 12 z-scores of a correct mean
     np.testing.assert_allclose(res["alpha_effective"], res["alpha_effective_theory"], rtol=0.1)
 
@@ -90,8 +81,8 @@ def test_sgd_drift_is_minus_eta_dF_and_its_noise_sets_alpha_effective():
     ("g", -1.0, "g > 0"), ("alpha", 0.0, "must be positive"),
 ])
 def test_bad_parameters_name_the_failed_condition(field, value, message):
-    with pytest.raises(toy.ToyError, match=message.replace("(", r"\(")):
-        toy.validate(P._replace(**{field: value}))
+    with pytest.raises(theory.ToyError, match=message.replace("(", r"\(")):
+        theory.validate(P._replace(**{field: value}))
 
 
 def test_toy_command_writes_json_and_figure(tmp_path, capsys):
@@ -120,8 +111,8 @@ def test_langevin_vmaps_over_a_parameter_sweep():
 
     alphas = jnp.array([1.2, 1.5, 2.0])
     sweep = P._replace(alpha=alphas)
-    run = partial(toy.langevin, steps=2000, record_every=1000)
-    axes = toy.ToyParams(*(0 if f == "alpha" else None for f in toy.ToyParams._fields))
+    run = partial(simulate.langevin, steps=2000, record_every=1000)
+    axes = ToyParams(*(0 if f == "alpha" else None for f in ToyParams._fields))
     together = jax.vmap(run, in_axes=(None, None, axes, None))(jax.random.key(3), jnp.zeros(64), sweep, 1e-5)
     for i, a in enumerate([1.2, 1.5, 2.0]):
         alone = run(jax.random.key(3), jnp.zeros(64), P._replace(alpha=jnp.float32(a)), 1e-5)
@@ -134,7 +125,7 @@ def test_langevin_vmaps_over_a_parameter_sweep():
 
 # ---- the quartic term kx and the frustrated regime lx < 0 ----
 
-FRUSTRATED = toy.ToyParams(lx=-1e-3, kx=1e-6 / 12)  # barrier beta lx^2 / (4 kx) = 3 at q = qb
+FRUSTRATED = ToyParams(lx=-1e-3, kx=1e-6 / 12)  # barrier beta lx^2 / (4 kx) = 3 at q = qb
 
 
 def _quad_moments(c: float) -> tuple[float, float, float]:
@@ -151,14 +142,14 @@ def test_quartic_integrals_match_bessel_closed_forms_and_scipy_quad():
     (pi/2) sqrt(|A|/(2B)) e^z (I_-1/4(z) + I_1/4(z)) for c < 0; moments against SciPy's quad."""
     c = np.concatenate([-np.logspace(4, -3, 40), np.logspace(-3, 4, 40)])
     with jax.enable_x64(True):
-        log_j, t2, t4 = (np.asarray(v) for v in toy._quartic_integrals(jnp.asarray(c)))
+        log_j, t2, t4 = (np.asarray(v) for v in theory._quartic_integrals(jnp.asarray(c)))
     z = c**2 / 8
     ref = np.where(c > 0, np.log(np.sqrt(2 * np.abs(c)) / 2 * special.kve(0.25, z)),
                    np.log(np.pi / 2 * np.sqrt(np.abs(c)) * (special.ive(-0.25, z) + special.ive(0.25, z))) + 2 * z)
     np.testing.assert_allclose(log_j, ref, rtol=1e-12, atol=1e-11)
     for ci in (-200.0, -12.0, -1.0, 0.0, 0.7, 40.0):
         with jax.enable_x64(True):
-            ours = [float(v) for v in toy._quartic_integrals(jnp.float64(ci))]
+            ours = [float(v) for v in theory._quartic_integrals(jnp.float64(ci))]
         np.testing.assert_allclose(ours, _quad_moments(ci), rtol=1e-9)
 
 
@@ -179,16 +170,16 @@ def test_quartic_free_energy_and_moments_against_quadrature_in_x():
         ref_f.append(-(np.log(z0) + top - 0.5 * np.log(2 * np.pi)) / p.beta + p.lq * (qi - p.qb) ** 2 / 2)
         ref_m2.append(z2 / z0)
     with jax.enable_x64(True):
-        p64 = toy.ToyParams(*(jnp.float64(v) for v in p))
-        np.testing.assert_allclose(toy.free_energy(jnp.asarray(q), p64), ref_f, rtol=1e-9)
-        np.testing.assert_allclose(toy.x_moments(jnp.asarray(q), p64)[1], ref_m2, rtol=1e-9)
-        autodiff = jax.vmap(jax.grad(lambda x: toy.free_energy(x, p64)))(jnp.asarray(q))
-        np.testing.assert_allclose(toy.dfree_energy(jnp.asarray(q), p64), autodiff, rtol=1e-8, atol=1e-10)
+        p64 = ToyParams(*(jnp.float64(v) for v in p))
+        np.testing.assert_allclose(theory.free_energy(jnp.asarray(q), p64), ref_f, rtol=1e-9)
+        np.testing.assert_allclose(theory.x_moments(jnp.asarray(q), p64)[1], ref_m2, rtol=1e-9)
+        autodiff = jax.vmap(jax.grad(lambda x: theory.free_energy(x, p64)))(jnp.asarray(q))
+        np.testing.assert_allclose(theory.dfree_energy(jnp.asarray(q), p64), autodiff, rtol=1e-8, atol=1e-10)
         tiny = P._replace(kx=1e-14)
-        np.testing.assert_allclose(toy.free_energy(jnp.asarray(q), tiny), toy.free_energy(jnp.asarray(q), P), rtol=1e-6)
+        np.testing.assert_allclose(theory.free_energy(jnp.asarray(q), tiny), theory.free_energy(jnp.asarray(q), P), rtol=1e-6)
         # a traced kx (a sweep over it) that is 0 falls back to the closed forms
-        traced = jax.jit(lambda kx: toy.free_energy(jnp.asarray(q), P._replace(kx=kx)))(0.0)
-        np.testing.assert_allclose(traced, toy.free_energy(jnp.asarray(q), P), rtol=1e-13)
+        traced = jax.jit(lambda kx: theory.free_energy(jnp.asarray(q), P._replace(kx=kx)))(0.0)
+        np.testing.assert_allclose(traced, theory.free_energy(jnp.asarray(q), P), rtol=1e-13)
 
 
 @pytest.mark.parametrize("q", [0.0, 0.02, 0.0316, 0.05, 1.0])
@@ -198,7 +189,7 @@ def test_x_sampler_draws_p_x_given_q(q):
     the quartic term matters."""
     p = FRUSTRATED
     q = float(np.float32(q))
-    draw = lambda params: np.asarray(jax.jit(toy.sample_x)(jax.random.key(4), jnp.full((200_000,), q, jnp.float32), params), np.float64)
+    draw = lambda params: np.asarray(jax.jit(simulate.sample_x)(jax.random.key(4), jnp.full((200_000,), q, jnp.float32), params), np.float64)
     a = p.g * q**2 + p.lx
     dens = lambda u: np.exp(-p.beta * (a * u**2 / 2 + p.kx * u**4 / 4) - (p.beta * a**2 / (4 * p.kx) if a < 0 else 0))
     rms = np.sqrt(max(-a, 0) / p.kx + 1 / (p.beta * abs(a) + np.sqrt(p.beta * p.kx)))  # roughly
@@ -215,41 +206,41 @@ def test_x_sampler_with_kx_zero_is_the_gaussian_of_eq2():
     """kx traced (as in a sweep over it) takes the rejection sampler, whose envelope (A) is then the
     Gaussian of eq. (2) itself, always accepted; with kx = 0 known statically the draw is direct."""
     q = jnp.array([0.0, 0.1, 1.0])
-    x = np.asarray(jax.jit(toy.sample_x)(jax.random.key(5), jnp.repeat(q[:, None], 20_000, 1), P))
+    x = np.asarray(jax.jit(simulate.sample_x)(jax.random.key(5), jnp.repeat(q[:, None], 20_000, 1), P))
     sd = 1 / np.sqrt(P.beta * (P.g * np.asarray(q) ** 2 + P.lx))
-    direct = np.asarray(jax.jit(toy.sample_x, static_argnums=3)(jax.random.key(5), jnp.repeat(q[:, None], 20_000, 1), P, False))
+    direct = np.asarray(jax.jit(simulate.sample_x, static_argnums=3)(jax.random.key(5), jnp.repeat(q[:, None], 20_000, 1), P, False))
     for row, s in [*zip(x, sd), *zip(direct, sd)]:
         assert stats.kstest(row / s, "norm").pvalue > 1e-3
 
 
 def test_frustrated_langevin_reaches_p_q_and_sgd_drift_is_minus_eta_dF():
     p = FRUSTRATED
-    chains = np.asarray(toy.langevin(jax.random.key(6), jnp.zeros(3000), p, 1e-5, steps=40_000, record_every=20_000))
-    assert stats.kstest(chains[-1], toy.cdf(p)).pvalue > 0.01
-    assert stats.kstest(chains[-1], toy.cdf(p._replace(alpha=1.2 * p.alpha))).pvalue < 1e-3
+    chains = np.asarray(simulate.langevin(jax.random.key(6), jnp.zeros(3000), p, 1e-5, steps=40_000, record_every=20_000))
+    assert stats.kstest(chains[-1], theory.cdf(p)).pvalue > 0.01
+    assert stats.kstest(chains[-1], theory.cdf(p._replace(alpha=1.2 * p.alpha))).pvalue < 1e-3
     q = p.qb + np.concatenate([-np.geomspace(1.5, 0.003, 6), np.geomspace(0.003, 1.5, 6)])
-    res = toy.drift_check(jax.random.key(7), p, 1e-5, q, repeats=50_000)
+    res = simulate.drift_check(jax.random.key(7), p, 1e-5, q, repeats=50_000)
     assert res["max_abs_z"] < 4.0
     np.testing.assert_allclose(res["alpha_effective"], res["alpha_effective_theory"], rtol=0.1)
 
 
 def test_frustrated_crossovers_and_a_too_large_step_is_refused():
-    c = toy.crossovers(FRUSTRATED)
+    c = theory.crossovers(FRUSTRATED)
     assert c["frustrated"] and c["lower"] == pytest.approx(np.sqrt(1e-3)) and c["barrier_at_qb"] == pytest.approx(3.0)
     p = FRUSTRATED  # beta = 1: u^2 = t^2 / sqrt(kx) and c = lx / sqrt(kx) at q = qb
-    assert toy.stiffness(p) == pytest.approx(p.g * _quad_moments(p.lx / np.sqrt(p.kx))[1] / np.sqrt(p.kx) + p.lq, rel=1e-9)
-    with pytest.raises(toy.ToyError, match="use dt <="):
-        toy.run(FRUSTRATED, chains=8, steps=8, dt=1e-4)
+    assert theory.stiffness(p) == pytest.approx(p.g * _quad_moments(p.lx / np.sqrt(p.kx))[1] / np.sqrt(p.kx) + p.lq, rel=1e-9)
+    with pytest.raises(theory.ToyError, match="use dt <="):
+        experiment.run(FRUSTRATED, chains=8, steps=8, dt=1e-4)
     # lx = 0: no frustrated core; the power law starts where the quartic term stops mattering
-    flat = toy.crossovers(P._replace(lx=0.0, kx=1e-8))
+    flat = theory.crossovers(P._replace(lx=0.0, kx=1e-8))
     assert flat["lower"] == 0 and flat["power_law_from"] == pytest.approx(1e-2)
-    assert len(set(toy.x_probes(P._replace(lx=0.0, kx=1e-8), flat))) == 3
+    assert len(set(experiment.x_probes(P._replace(lx=0.0, kx=1e-8), flat))) == 3
 
 
 def test_sweep_over_kx_traces_the_quartic_path_and_each_value_reaches_its_eq6():
     """A vmapped sweep over kx (traced, so the Langevin force is tabulated by quadrature, with the
     closed forms where kx = 0) lands on each value's own p(q)."""
-    res = toy.sweep(P, "kx", [0.0, 1e-9], chains=2000, steps=40_000)
+    res = experiment.sweep(P, "kx", [0.0, 1e-9], chains=2000, steps=40_000)
     assert [r["value"] for r in res["rows"]] == [0.0, 1e-9]
     for r in res["rows"]:
         assert r["p_value"] > 0.01 and r["analytic"]["exponent"] == 1.5
