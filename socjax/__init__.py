@@ -1,8 +1,34 @@
 """socjax: self-organized criticality in neural networks (Katsnelson, Vanchurin, Westerhout,
 arXiv:2107.03402), reimplemented as pure JAX functions.
 
-Modules: config (static config, presets), data (MNIST), model (MLP, loss), train (the compiled
-per-example SGD scan, vmapped over runs), runner (host loop), rundir (run-directory format), cli.
+Modules, upstream to downstream: config (static config, presets, the table of flags), data (MNIST
+sources), model (MLP, loss), step (the SGD step seam and its reference implementation), train (the
+compiled per-example SGD scan, vmapped over runs), weight_stats, checkpoint (pytree files), rundir
+(the run-directory format), runner (host loop), analysis/ and analyze (run directory ->
+analysis.json), plots, report, toy/ (Section 2), cli.
+
+`import socjax` is cheap (no JAX); each module is imported on first access, e.g. `socjax.rundir`.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("socjax")
+except metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
+    __version__ = "unknown"
+
+_MODULES = ("analysis", "analyze", "checkpoint", "cli", "config", "data", "model", "plots", "report", "rundir",
+            "runner", "step", "toy", "train", "weight_stats")
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return importlib.import_module(f"socjax.{name}")
+    raise AttributeError(f"module 'socjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_MODULES])

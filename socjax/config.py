@@ -1,8 +1,14 @@
-"""Run configuration: frozen, hashable dataclasses, the presets, and input validation.
+"""Run configuration: frozen, hashable dataclasses, the presets, the table of flags, validation.
 
 Everything that fixes a shape or a loop length lives here as static config. Values one may sweep
 (seed, learning rate, L2) are listed here too, but the trainer receives them as traced arrays, one
-entry per run, so that runs are a `vmap` axis (see `socjax.train.Hyper`).
+entry per run, so that runs are a `vmap` axis (see `socjax.step.Hyper`).
+
+The one entry point: `build(preset, **overrides)` starts from a preset, applies the overrides named
+in `FLAGS` (the CLI parses exactly these, and `resume_conflicts` refuses exactly these on resume)
+and returns a `RunConfig`. A `RunConfig` validates itself when constructed, so one that exists is
+valid; `check_data` adds the one check that needs the data (stride against the epoch length).
+Every choice list (LOSSES, INITS, DATASETS, STEPS) is declared once here.
 
 Defaults are the paper's protocol (../shared/PAPER.md, Section 5). Where the paper is silent the
 choice is marked DEFAULT in the field's comment.
@@ -10,10 +16,12 @@ choice is marked DEFAULT in the field's comment.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import itertools
+import typing
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 INPUT_SIZE = 784
 NUM_CLASSES = 10
@@ -21,10 +29,24 @@ NUM_CLASSES = 10
 LossName = Literal["mse", "xent"]
 InitName = Literal["torch", "glorot"]
 DatasetName = Literal["mnist", "mnist-mini"]
+LOSSES: tuple[str, ...] = typing.get_args(LossName)
+INITS: tuple[str, ...] = typing.get_args(InitName)
+DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
+
+# The SGD step implementations (socjax.step): name -> "module:function", imported only when a run
+# selects it. A new implementation adds its own module and one line here.
+STEPS: dict[str, str] = {
+    "xla": "socjax.step:xla_step",
+}
 
 
 class ConfigError(ValueError):
     """Invalid user input; the message is one line, suitable for a CLI error."""
+
+
+def _choose(what: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; choose {' or '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,17 @@ class ModelConfig:
     loss: LossName = "mse"
     init: InitName = "torch"
     decay_biases: bool = True
+
+    def __post_init__(self):
+        if len(self.sizes) < 2 or any((not isinstance(s, int)) or s <= 0 for s in self.sizes):
+            raise ConfigError(f"layer sizes must be positive integers, got {self.sizes}")
+        if self.sizes[0] != INPUT_SIZE or self.sizes[-1] != NUM_CLASSES:
+            raise ConfigError(
+                f"layer sizes must start at {INPUT_SIZE} (MNIST pixels) and end at {NUM_CLASSES} "
+                f"(classes), got {self.sizes}"
+            )
+        _choose("loss", self.loss, LOSSES)
+        _choose("init", self.init, INITS)
 
     @property
     def num_layers(self) -> int:
@@ -63,7 +96,8 @@ class RunConfig:
     """A whole training job: one model, one dataset, and the runs (seed x lr x l2) trained at once.
 
     Training is `epochs_equilibrate` epochs without recording, then `epochs_record` epochs during
-    which the tracked weights are recorded after every `stride`-th SGD step.
+    which the tracked weights are recorded after every `stride`-th SGD step. Constructing one
+    validates it (ConfigError, one line).
     """
 
     model: ModelConfig = ModelConfig()
@@ -80,10 +114,14 @@ class RunConfig:
     seeds: tuple[int, ...] = (0,)
     lr: tuple[float, ...] = (2e-3,)
     l2: tuple[float, ...] = (5e-4,)
+    step: str = "xla"  # the SGD step implementation, a key of STEPS
     chunk_epochs: int = 1  # epochs per compiled call; the host writes results between calls
     save_order: bool = False
     weight_stats: bool = False  # running statistics of every weight's increments while recording
     preset: str = "custom"
+
+    def __post_init__(self):
+        _validate(self)
 
     @property
     def epochs(self) -> int:
@@ -108,59 +146,11 @@ class RunConfig:
         return RunConfig(**d)
 
 
-class ToyParams(NamedTuple):
-    """lx, lq, g, xb, qb of eq. (2); beta: inverse temperature of x; alpha: of the learning equilibrium;
-    kx: a quartic term kx (x-xb)^4/4 added to H (not in the paper; 0 = the paper's model), which
-    keeps p(x|q) normalizable where g (q-qb)^2 + lx <= 0 (the frustrated regime, lx < 0)."""
-
-    lx: float = 1e-4
-    lq: float = 0.5
-    g: float = 1.0
-    xb: float = 0.0
-    qb: float = 0.0
-    beta: float = 1.0
-    alpha: float = 1.5
-    kx: float = 0.0
-
-
-PRESETS: dict[str, RunConfig] = {
-    # Seconds: the paper's network on 2,000 embedded examples, 1 + 2 epochs (4,000 recorded steps:
-    # enough for a spectrum with 512-step segments). For tests and CI.
-    "smoke": RunConfig(
-        dataset="mnist-mini", train_limit=2000, epochs_equilibrate=1, epochs_record=2, preset="smoke"
-    ),
-    # A few minutes on a 2-core CPU: the 10,000 embedded examples. The increment distribution and
-    # spectrum take shape within a few epochs; bimodal layer-2 neurons need many more steps, so
-    # this preset spends most of its budget equilibrating (30 epochs = 300,000 steps).
-    "quick": RunConfig(
-        dataset="mnist-mini", epochs_equilibrate=30, epochs_record=3, preset="quick"
-    ),
-    # The paper's protocol: full MNIST, 3000 epochs to equilibrium, then 200 recorded epochs.
-    "paper": RunConfig(
-        dataset="mnist", epochs_equilibrate=3000, epochs_record=200, preset="paper"
-    ),
-}
-
-
-def validate(cfg: RunConfig, num_train: int | None = None) -> None:
-    """Raise ConfigError (one line) for anything that would fail later; call before compiling.
-
-    num_train: the number of training examples, when already known (checks stride and limits).
-    """
+def _validate(cfg: RunConfig) -> None:
+    """Raise ConfigError (one line) for anything that would fail later. The model checks itself."""
     m = cfg.model
-    if len(m.sizes) < 2 or any((not isinstance(s, int)) or s <= 0 for s in m.sizes):
-        raise ConfigError(f"layer sizes must be positive integers, got {m.sizes}")
-    if m.sizes[0] != INPUT_SIZE or m.sizes[-1] != NUM_CLASSES:
-        raise ConfigError(
-            f"layer sizes must start at {INPUT_SIZE} (MNIST pixels) and end at {NUM_CLASSES} "
-            f"(classes), got {m.sizes}"
-        )
-    if m.loss not in ("mse", "xent"):
-        raise ConfigError(f"unknown loss {m.loss!r}; choose mse or xent")
-    if m.init not in ("torch", "glorot"):
-        raise ConfigError(f"unknown init {m.init!r}; choose torch or glorot")
-    if cfg.dataset not in ("mnist", "mnist-mini"):
-        raise ConfigError(f"unknown dataset {cfg.dataset!r}; choose mnist or mnist-mini")
+    _choose("dataset", cfg.dataset, DATASETS)
+    _choose("step", cfg.step, tuple(STEPS))
     if not cfg.seeds or not cfg.lr or not cfg.l2:
         raise ConfigError("seeds, lr and l2 each need at least one value")
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -197,30 +187,196 @@ def validate(cfg: RunConfig, num_train: int | None = None) -> None:
         raise ConfigError(f"track must be >= 0, got {cfg.track}")
     elif cfg.track > 0 and m.num_layers < 2:
         raise ConfigError("random tracking draws from layers 1 and 2; the model has one layer")
-    if num_train is not None:
-        n = min(num_train, cfg.train_limit or num_train)
-        if n % cfg.stride:
-            raise ConfigError(
-                f"stride {cfg.stride} must divide the number of steps per epoch ({n})"
-            )
 
 
-def with_overrides(cfg: RunConfig, **kw) -> RunConfig:
-    """cfg with the given fields replaced; None values are ignored (unset CLI flags)."""
-    kw = {k: v for k, v in kw.items() if v is not None}
-    model_kw = {k: kw.pop(k) for k in ("sizes", "loss", "init", "decay_biases") if k in kw}
-    if model_kw:
-        kw["model"] = dataclasses.replace(cfg.model, **model_kw)
-    return dataclasses.replace(cfg, **kw)
+def steps_per_epoch(cfg: RunConfig, num_train: int) -> int:
+    """SGD steps per epoch for a training set of num_train examples (train_limit applied)."""
+    return min(num_train, cfg.train_limit or num_train)
+
+
+def check_data(cfg: RunConfig, num_train: int) -> None:
+    """The check that needs the data: the recording stride must divide the steps per epoch."""
+    n = steps_per_epoch(cfg, num_train)
+    if n % cfg.stride:
+        raise ConfigError(f"stride {cfg.stride} must divide the number of steps per epoch ({n})")
+
+
+class ToyParams(NamedTuple):
+    """lx, lq, g, xb, qb of eq. (2); beta: inverse temperature of x; alpha: of the learning equilibrium;
+    kx: a quartic term kx (x-xb)^4/4 added to H (not in the paper; 0 = the paper's model), which
+    keeps p(x|q) normalizable where g (q-qb)^2 + lx <= 0 (the frustrated regime, lx < 0)."""
+
+    lx: float = 1e-4
+    lq: float = 0.5
+    g: float = 1.0
+    xb: float = 0.0
+    qb: float = 0.0
+    beta: float = 1.0
+    alpha: float = 1.5
+    kx: float = 0.0
+
+
+PRESETS: dict[str, RunConfig] = {
+    # Seconds: the paper's network on 2,000 embedded examples, 1 + 2 epochs (4,000 recorded steps:
+    # enough for a spectrum with 512-step segments). For tests and CI.
+    "smoke": RunConfig(
+        dataset="mnist-mini", train_limit=2000, epochs_equilibrate=1, epochs_record=2, preset="smoke"
+    ),
+    # A few minutes on a 2-core CPU: the 10,000 embedded examples. The increment distribution and
+    # spectrum take shape within a few epochs; bimodal layer-2 neurons need many more steps, so
+    # this preset spends most of its budget equilibrating (30 epochs = 300,000 steps).
+    "quick": RunConfig(
+        dataset="mnist-mini", epochs_equilibrate=30, epochs_record=3, preset="quick"
+    ),
+    # The paper's protocol: full MNIST, 3000 epochs to equilibrium, then 200 recorded epochs.
+    "paper": RunConfig(
+        dataset="mnist", epochs_equilibrate=3000, epochs_record=200, preset="paper"
+    ),
+}
+
+
+DEFAULT_PRESET = "quick"
+
+
+# --- the flags of `socjax train`: one table, from which the CLI, `build` and resume derive ------
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def tracked_weight(text: str) -> TrackedWeight:
+    """LAYER:ROW:COL (argparse type)."""
+    try:
+        layer, row, col = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYER:ROW:COL, got {text!r}") from None
+    return TrackedWeight(layer, row, col)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One configuration flag of `socjax train`: `--dest-with-dashes`, parsed with `argparse`
+    keywords `arg`, setting the RunConfig field `field` ("model.X" for a ModelConfig field), or,
+    with field None, interpreted by `build` (preset, epochs, record_epochs, seeds, seed, hidden).
+    Every flag's value is None when not given, so `build` and resume can tell what was given."""
+
+    dest: str
+    help: str
+    field: str | None = None
+    arg: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def option(self) -> str:
+        return "--" + self.dest.replace("_", "-")
+
+
+_CONST = dict(action="store_const", const=True)
+FLAGS: tuple[Flag, ...] = (
+    Flag("preset", f"starting configuration (default: {DEFAULT_PRESET})", arg=dict(choices=tuple(PRESETS))),
+    Flag("epochs", "total epochs (equilibration + recorded); default from the preset", arg=dict(type=positive_int)),
+    Flag("record_epochs", "how many of the last epochs record trajectories (default: the preset's, at most "
+         "--epochs)", arg=dict(type=int)),
+    Flag("seeds", "number of seeds (default 1)", arg=dict(type=positive_int)),
+    Flag("seed", "first seed; seeds are SEED..SEED+N-1 (default 0)", arg=dict(type=int)),
+    Flag("lr", "learning rate(s); several values sweep (default 2e-3)", "lr", dict(type=float, nargs="+")),
+    Flag("l2", "L2 coefficient(s); several values sweep (default 5e-4)", "l2", dict(type=float, nargs="+")),
+    Flag("track", "number of weights to record, half from w1, half from w2 (default 16)", "track", dict(type=int)),
+    Flag("track_weights", "record these weights instead: layer (1-based), row, column of w (fan_in, fan_out)",
+         "track_weights", dict(type=tracked_weight, nargs="+", metavar="L:R:C")),
+    Flag("track_seed", "seed of the random choice of tracked weights, the same for every run (default 0)",
+         "track_seed", dict(type=int)),
+    Flag("stride", "record every K-th step; must divide the steps per epoch (default 1)", "stride",
+         dict(type=positive_int)),
+    Flag("data_dir", "directory with the four MNIST IDX .gz files (checked by SHA-256); implies --dataset mnist",
+         "data_dir"),
+    Flag("dataset", "mnist: full MNIST via tensorflow-datasets (downloads once); mnist-mini: the embedded "
+         "10,000/2,000 subset (default from the preset)", "dataset", dict(choices=DATASETS)),
+    Flag("train_limit", "use only the first N training examples", "train_limit", dict(type=positive_int)),
+    Flag("pixel_scale", "pixels are divided by this (default 255: blank pixels stay exactly 0)", "pixel_scale",
+         dict(type=float)),
+    Flag("hidden", "hidden layer widths (default 700 476)", arg=dict(type=positive_int, nargs="+")),
+    Flag("loss", "mse: eq. (10), the default; xent: cross-entropy", "model.loss", dict(choices=LOSSES)),
+    Flag("init", "parameter init (default torch: PyTorch's nn.Linear)", "model.init", dict(choices=INITS)),
+    Flag("decay_biases", "L2 on biases too (default: yes, as PyTorch's weight_decay)", "model.decay_biases",
+         dict(action=argparse.BooleanOptionalAction)),
+    Flag("step", "SGD step implementation (default xla)", "step", dict(choices=STEPS)),
+    Flag("chunk_epochs", "epochs per compiled call; results are written after each (default 1)", "chunk_epochs",
+         dict(type=positive_int)),
+    Flag("save_order", "write order.npy, the example of every step", "save_order", _CONST),
+    Flag("weight_stats", "accumulate, for every weight and bias, running statistics of its increments over the "
+         "recorded epochs (mean, variance, mean |dw|, pure-decay fraction; per-layer histograms of |dw|) and "
+         "write weight_stats.npz", "weight_stats", _CONST),
+)
+FLAG_DESTS = tuple(f.dest for f in FLAGS)
+
+
+def _epochs(base: RunConfig, epochs: int | None, record_epochs: int | None) -> tuple[int, int]:
+    """(equilibrate, record) from a total and a recorded count, either given or the preset's."""
+    if epochs is None:
+        return base.epochs_equilibrate, base.epochs_record if record_epochs is None else record_epochs
+    record = min(base.epochs_record, epochs) if record_epochs is None else record_epochs
+    if not 0 <= record <= epochs:
+        raise ConfigError(f"--record-epochs must be in 0..{epochs}, got {record}")
+    return epochs - record, record
+
+
+def build(preset: str | None = None, **given) -> RunConfig:
+    """The RunConfig of a preset with overrides: keywords are FLAGS' dests; None means not given.
+
+    Lists become tuples; --hidden sets the inner layer widths; --data-dir implies the mnist dataset.
+    Raises ConfigError (one line) for an unknown preset or an invalid result."""
+    unknown = set(given) - set(FLAG_DESTS)
+    if unknown:
+        raise TypeError(f"build() got unknown settings {sorted(unknown)}")
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+    preset = preset or DEFAULT_PRESET
+    _choose("preset", preset, tuple(PRESETS))
+    base = PRESETS[preset]
+    equilibrate, record = _epochs(base, given.pop("epochs", None), given.pop("record_epochs", None))
+    first, count = given.pop("seed", 0), given.pop("seeds", 1)
+    top: dict[str, Any] = dict(epochs_equilibrate=equilibrate, epochs_record=record,
+                               seeds=tuple(range(first, first + count)))
+    model: dict[str, Any] = {}
+    if "hidden" in given:
+        model["sizes"] = (base.model.sizes[0], *given.pop("hidden"), base.model.sizes[-1])
+    if "data_dir" in given:
+        if "dataset" in given:
+            raise ConfigError("--data-dir reads full MNIST from IDX files; give it or --dataset, not both")
+        top["dataset"] = "mnist"
+    fields = {f.dest: f.field for f in FLAGS}
+    for dest, value in given.items():
+        section, _, name = fields[dest].rpartition(".")
+        (model if section == "model" else top)[name] = value
+    if model:
+        top["model"] = dataclasses.replace(base.model, **model)
+    return dataclasses.replace(base, **top)
+
+
+def resume_conflicts(given: dict[str, Any]) -> list[str]:
+    """The configuration flags (as `--option`) that a resume must refuse: every flag given, except a
+    longer --epochs. `given`: dest -> value, None when not given."""
+    return sorted(f.option for f in FLAGS if f.dest != "epochs" and given.get(f.dest) is not None)
+
+
+def extend(cfg: RunConfig, epochs: int | None) -> RunConfig:
+    """cfg with a total of `epochs` (the extra epochs are recorded); None keeps it. Never shorter."""
+    if epochs is None:
+        return cfg
+    if epochs < cfg.epochs:
+        raise ConfigError(f"--epochs {epochs} is shorter than the run's {cfg.epochs}; resume can only extend a run")
+    return dataclasses.replace(cfg, epochs_record=cfg.epochs_record + epochs - cfg.epochs)
 
 
 __all__ = [
-    "ConfigError",
-    "ModelConfig",
-    "PRESETS",
-    "RunConfig",
-    "ToyParams",
-    "TrackedWeight",
-    "validate",
-    "with_overrides",
+    "DATASETS", "FLAGS", "INITS", "LOSSES", "PRESETS", "STEPS", "ConfigError", "Flag", "ModelConfig",
+    "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
+    "steps_per_epoch",
 ]
