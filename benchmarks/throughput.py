@@ -6,7 +6,7 @@ hit all methods alike), reporting the median over rounds of SGD steps per second
   scan          socjax's trainer (train.make_train_chunk): one compiled call per epoch of
                 --steps examples, tracking 16 weights at every step, end-of-epoch test evaluation
                 on the embedded 2,000 test images included
-  jit-loop      the same jitted sgd_step called from a Python loop (dispatch per step)
+  jit-loop      the same jitted step (socjax.step.xla_step) called from a Python loop (dispatch per step)
   torch-eager   PyTorch eager, same model, loss, SGD(lr, weight_decay) and per-example loop
                 (only when torch is installed; the table says when it is not)
   vmap S=k      the scan trainer with k seeds vmapped; steps/s counts seed-steps (k per step)
@@ -34,6 +34,7 @@ import numpy as np
 
 from socjax import data, train
 from socjax.config import ModelConfig
+from socjax.step import xla_step
 
 CFG = ModelConfig()
 LR, L2 = 2e-3, 5e-4
@@ -63,7 +64,7 @@ def make_scan(ds, seeds: int):
 
 def make_jit_loop(ds, steps: int):
     hyper = train.Hyper(jnp.float32(LR), jnp.float32(L2))
-    step = jax.jit(lambda p, o, x, y: train.sgd_step(p, o, x, y, hyper, CFG), donate_argnums=(0, 1))
+    step = jax.jit(lambda p, o, x, y: xla_step(p, o, x, y, hyper, CFG)[:4], donate_argnums=(0, 1))
     state = train.init_state(jax.random.key(0), CFG)
     box = {"p": state.params, "o": state.opt_state}
     xs, ys = ds.train_x[:steps], ds.train_y[:steps]

@@ -9,6 +9,7 @@ runs E epochs. Epoch e (global, counted in `state.epoch`) visits the training ex
 
     w <- w - lr * (dL/dw + l2 * w)          L = eq. (10) on one example; l2 on weights (and biases)
 
+Each step is `socjax.step`'s contract, implemented by the step named in `spec.step`.
 `out.trajectory[t, k]` is tracked weight k after step (t + 1) * stride of the chunk, and
 `out.metrics` holds per-epoch train loss/accuracy (mean over the epoch's steps, each taken before
 its update, so no extra pass is spent) and test loss/accuracy (frozen parameters, end of epoch).
@@ -30,13 +31,8 @@ import optax
 from socjax import model, weight_stats
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.data import Dataset
-
-
-class Hyper(NamedTuple):
-    """Traced hyperparameters of one run (vmapped for sweeps). lr: (), l2: () float32."""
-
-    lr: jax.Array
-    l2: jax.Array
+from socjax.step import Hyper, make_optimizer
+from socjax.step import resolve as resolve_step
 
 
 class TrainState(NamedTuple):
@@ -44,7 +40,11 @@ class TrainState(NamedTuple):
 
     params: model.Params; opt_state: optax state of `make_optimizer`;
     key: typed PRNG key for the example order; epoch: () int32, epochs completed;
-    stats: weight_stats.WeightStats while --weight-stats accumulates, else None.
+    stats: weight_stats.WeightStats with --weight-stats (zeros until the recording phase
+        accumulates into it), else None.
+
+    Checkpoints save and restore this pytree generically (socjax.checkpoint), so a new field
+    needs no change there.
     """
 
     params: model.Params
@@ -85,56 +85,29 @@ class TrainSpec:
     record: bool = False
     save_order: bool = False
     weight_stats: bool = False  # accumulate state.stats at every step (recording phase)
+    step: str = "xla"  # the step implementation: a key of config.STEPS (see socjax.step)
 
 
-def make_optimizer(hyper: Hyper, cfg: ModelConfig) -> optax.GradientTransformation:
-    """Plain SGD with decoupled L2: updates = -lr * (grad + l2 * w), l2 masked per `cfg`.
-
-    Identical in exact arithmetic to SGD on the loss with (l2/2) sum(w^2) added (test_sgd.py).
-    """
-    return optax.chain(
-        optax.add_decayed_weights(hyper.l2, mask=model.decay_mask(cfg)),
-        optax.sgd(hyper.lr),
-    )
-
-
-def init_state(key: jax.Array, cfg: ModelConfig) -> TrainState:
-    """A run's initial state from its root key (typed, from jax.random.key(seed))."""
+def init_state(key: jax.Array, cfg: ModelConfig, with_stats: bool = False) -> TrainState:
+    """A run's initial state from its root key (typed, from jax.random.key(seed)); with_stats adds
+    zeroed --weight-stats accumulators."""
     init_key, order_key = jax.random.split(key)
     params = model.init(init_key, cfg)
     # sgd/add_decayed_weights states hold no hyperparameters, so any Hyper builds the same state.
     opt_state = make_optimizer(Hyper(1.0, 0.0), cfg).init(params)
-    return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32), None)
+    stats = weight_stats.init(params) if with_stats else None
+    return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32), stats)
 
 
-def init_runs(seeds, cfg: ModelConfig) -> TrainState:
+def init_runs(seeds, cfg: ModelConfig, with_stats: bool = False) -> TrainState:
     """Initial states of several runs, stacked on a leading axis: one per seed in `seeds`."""
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    return jax.jit(jax.vmap(init_state, in_axes=(0, None)), static_argnums=1)(keys, cfg)
+    return jax.jit(jax.vmap(init_state, in_axes=(0, None, None)), static_argnums=(1, 2))(keys, cfg, with_stats)
 
 
 def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
     """The example order of a global epoch: (n,) int32, a permutation of 0..n-1."""
     return jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)
-
-
-def sgd_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
-    """One SGD step on one example x: (784,). Returns (params, opt_state, loss, correct), where
-    loss is the data loss of eq. (10) and correct whether argmax(out) == label, both before the step."""
-    return sgd_step_with_grads(params, opt_state, x, label, hyper, cfg)[:4]
-
-
-def sgd_step_with_grads(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig):
-    """`sgd_step`, also returning the data-loss gradients (zero exactly where the step is pure decay)."""
-
-    def objective(p):
-        out = model.apply(p, x)
-        return model.data_loss(out, label, cfg.loss), out
-
-    (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = make_optimizer(hyper, cfg).update(grads, opt_state, params)
-    new = optax.apply_updates(params, updates)
-    return new, opt_state, loss, (jnp.argmax(out) == label), grads
 
 
 def tracked_values(params: model.Params, tracked: tuple[TrackedWeight, ...]) -> jax.Array:
@@ -162,17 +135,15 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
     if n % spec.stride:
         raise ValueError(f"stride {spec.stride} must divide the steps per epoch {n}")
     cfg = spec.model
-
+    sgd_step = resolve_step(spec.step)
     accumulate = spec.weight_stats and spec.record
 
     def step(carry, i):
         params, opt_state, stats = carry
-        new, opt_state, loss, correct, grads = sgd_step_with_grads(
-            params, opt_state, data.train_x[i], data.train_y[i], hyper, cfg
-        )
+        out = sgd_step(params, opt_state, data.train_x[i], data.train_y[i], hyper, cfg)
         if accumulate:
-            stats = weight_stats.update(stats, params, new, grads)
-        return (new, opt_state, stats), (loss, correct)
+            stats = weight_stats.update(stats, params, out.params, out.grads)
+        return (out.params, out.opt_state, stats), (out.loss, out.correct)
 
     def block(carry, idx):  # idx: (stride,) example indices; records after the last step
         carry, stats = jax.lax.scan(step, carry, idx)

@@ -10,6 +10,7 @@ import pytest
 
 from socjax import data, train
 from socjax.config import ModelConfig, TrackedWeight
+from socjax.step import xla_step
 
 CFG = ModelConfig()
 TRACKED = (TrackedWeight(1, 300, 5), TrackedWeight(2, 10, 400), TrackedWeight(1, 0, 0), TrackedWeight(3, 7, 3))
@@ -47,7 +48,7 @@ def test_scan_equals_python_loop_of_single_steps(small):
 
     ref = train.init_state(jax.random.key(3), CFG)
     hyper = train.Hyper(jnp.float32(2e-3), jnp.float32(5e-4))
-    step = jax.jit(lambda p, o, x, y: train.sgd_step(p, o, x, y, hyper, CFG))
+    step = jax.jit(lambda p, o, x, y: xla_step(p, o, x, y, hyper, CFG)[:4])
     params, opt_state = ref.params, ref.opt_state
     n = small.train_x.shape[0]
     trajectory, losses = [], []
