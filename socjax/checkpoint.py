@@ -1,79 +1,93 @@
-"""Checkpoints of a training run: everything needed to continue it bitwise identically.
+"""Checkpoint files: any pytree of arrays (a TrainState) with metadata, saved leaf by leaf and
+restored against a template of the same structure, so a new state field costs nothing here.
 
-DIR/checkpoint.npz holds, for every run (leading axis): the parameters (w1, b1, ...), the optax
-state's leaves, the order key's raw data, the epoch counter and the --weight-stats accumulators; plus the number of finished
-epochs and the metrics so far. The trajectory and order files are not copied: a checkpoint
-taken after epoch E is written only once their rows up to epoch E are flushed and fsynced, and
-rows after E are recomputed (identically) on resume.
+An .npz written to a file object (socjax.rundir decides where, and writes it safely):
 
-Writing is atomic: a temporary file in the same directory, fsync, rename, fsync of the directory.
-A crash at any moment leaves either the previous checkpoint or the new one, never a torn file.
-(orbax-checkpoint does the same for sharded pytrees across hosts; for a few MB per run on one
-host a single .npz with the same write protocol is as safe and has no extra dependency.)
+    leaf_0 ... leaf_{n-1}   the tree's leaves in jax.tree order; typed PRNG keys as their key data
+    __meta__                JSON: {"format": FORMAT, "socjax": version, "jax": version,
+                            "paths": [keystr of each leaf], "keys": {leaf index: PRNG impl name},
+                            "user": the caller's metadata}
+
+`read` takes a template with the tree's structure, shapes and dtypes (jax.eval_shape of the initial
+state: nothing is computed) and refuses, in one line, a file of another format or a file whose
+leaves do not match it. (orbax-checkpoint does the same for sharded pytrees across hosts; for a few
+MB per run on one host one .npz has no extra dependency.)
 """
 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
+from typing import Any, BinaryIO
 
 import jax
 import numpy as np
 
-from socjax import model, train, weight_stats
-from socjax.config import ModelConfig
+from socjax.config import ConfigError
 
-CHECKPOINT = "checkpoint.npz"
+FORMAT = 2
+FORMAT_1 = "format 1 (socjax 0.1.0)"  # the earlier layout: named arrays, no __meta__
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be restored into the expected state; one line."""
+
+
+def _is_key(x) -> bool:
+    return jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _this_version() -> str:
+    import socjax
+
+    return f"format {FORMAT} (socjax {socjax.__version__}, jax {jax.__version__})"
+
+
+def save(f: BinaryIO, tree, user: dict[str, Any]) -> None:
+    """Write `tree` (device or host arrays) and JSON-able `user` metadata as an .npz into f."""
+    import socjax
+
+    paths, leaves = zip(*jax.tree_util.tree_flatten_with_path(tree)[0]) if jax.tree.leaves(tree) else ((), ())
+    keys = {i: str(jax.random.key_impl(x)) for i, x in enumerate(leaves) if _is_key(x)}
+    leaves = [jax.random.key_data(x) if i in keys else x for i, x in enumerate(leaves)]
+    arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(jax.device_get(leaves))}
+    meta = dict(format=FORMAT, socjax=socjax.__version__, jax=jax.__version__,
+                paths=[jax.tree_util.keystr(p) for p in paths], keys=keys, user=user)
+    np.savez(f, **arrays, __meta__=np.asarray(json.dumps(meta)))
+
+
+def read_meta(f) -> dict:
+    """The __meta__ of a checkpoint file (format, versions, leaf paths, the caller's "user" data),
+    without its arrays; {"format": 1} for the earlier layout."""
+    with np.load(f) as z:
+        return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {"format": 1}
+
+
+def read(f, template, name: str = "checkpoint"):
+    """(tree, user metadata) from a file written by `save`, restored into `template`'s structure
+    (host NumPy leaves; typed PRNG keys re-wrapped). `name` labels the one-line errors."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save(out: Path, state: train.TrainState, epochs_done: int, metrics: dict) -> None:
-    """Write DIR/checkpoint.npz atomically from a host copy of the (stacked) state."""
-    arrays = {k: np.asarray(v) for k, v in model.to_named(state.params).items()}
-    for i, leaf in enumerate(jax.tree.leaves(state.opt_state)):
-        arrays[f"opt_{i}"] = np.asarray(leaf)
-    if state.stats is not None:
-        for i, leaf in enumerate(jax.tree.leaves(state.stats)):
-            arrays[f"stats_{i}"] = np.asarray(leaf)
-    arrays["key"] = np.asarray(state.key)
-    arrays["epoch"] = np.asarray(state.epoch)
-    arrays["epochs_done"] = np.asarray(epochs_done)
-    arrays["metrics"] = np.asarray(json.dumps(metrics))
-    tmp = out / f".{CHECKPOINT}.tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, out / CHECKPOINT)
-    fsync_dir(out)
-
-
-def host_state(state: train.TrainState) -> train.TrainState:
-    """A host (NumPy) copy of a device state, with the typed key as raw key data."""
-    return jax.device_get(state._replace(key=jax.random.key_data(state.key)))
-
-
-def load(out: Path, cfg: ModelConfig, num_runs: int) -> tuple[train.TrainState, int, dict]:
-    """(state on the host with a typed key, finished epochs, metrics) from DIR/checkpoint.npz."""
-    with np.load(out / CHECKPOINT) as z:
-        named = {k: z[k] for k in z.files if k[0] in "wb" and k[1:].isdigit()}
-        params = model.from_named(named, cfg.num_layers)
-        # only the tree structure is needed: trace the initialisation, do not run it
-        template = jax.eval_shape(lambda: train.init_runs(list(range(num_runs)), cfg)).opt_state
-        leaves = [z[f"opt_{i}"] for i in range(len(jax.tree.leaves(template)))]
-        opt_state = jax.tree.unflatten(jax.tree.structure(template), leaves)
-        key = jax.random.wrap_key_data(z["key"])
-        stats = None
-        if "stats_0" in z.files:
-            structure = jax.tree.structure(weight_stats.init(params))
-            stats = jax.tree.unflatten(structure, [z[f"stats_{i}"] for i in range(structure.num_leaves)])
-        state = train.TrainState(params, opt_state, key, z["epoch"], stats)
-        return state, int(z["epochs_done"]), json.loads(str(z["metrics"]))
+        z = np.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
+    with z:
+        if "__meta__" not in z.files:
+            raise CheckpointError(f"{name}: written in {FORMAT_1}; this is {_this_version()}: "
+                                  "resume it with the socjax that started it")
+        meta = json.loads(str(z["__meta__"]))
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{name}: written in format {meta.get('format')} (socjax {meta.get('socjax')}, "
+                                  f"jax {meta.get('jax')}); this is {_this_version()}")
+        expected, treedef = jax.tree_util.tree_flatten_with_path(template)
+        paths = [jax.tree_util.keystr(p) for p, _ in expected]
+        if meta["paths"] != paths:
+            raise CheckpointError(f"{name}: holds state fields {meta['paths']}, this run expects {paths}")
+        leaves = []
+        for i, (path, want) in enumerate(zip(paths, (t for _, t in expected))):
+            arr = z[f"leaf_{i}"]
+            impl = meta["keys"].get(str(i))
+            value = jax.random.wrap_key_data(arr, impl=impl) if impl else arr
+            if value.shape != want.shape or value.dtype != want.dtype:
+                raise CheckpointError(f"{name}: {path} is {value.dtype}{list(value.shape)}, this run expects "
+                                      f"{want.dtype}{list(want.shape)}")
+            leaves.append(value)
+    return jax.tree_util.tree_unflatten(treedef, leaves), meta["user"]

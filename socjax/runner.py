@@ -1,31 +1,32 @@
-"""The host loop: load data, compile, run chunks of epochs on the device, write the run directory.
+"""The host loop: plan -> compile -> dispatch -> write -> progress, around the compiled trainer.
 
-This is the thin boundary between Python and the compiled trainer. Each chunk is dispatched before
-the previous chunk's outputs are copied to the host and written, so disk I/O overlaps compute.
-After every chunk, metrics.json is rewritten atomically and the trajectory rows are flushed, so an
-interrupted run keeps every finished epoch.
+`run(cfg, out)` loads the data, plans the chunks of epochs (equilibration, then recording),
+compiles each distinct chunk once ahead of time (timed), then dispatches the chunks one after
+another. Chunk i + 1 is dispatched before chunk i's outputs are copied to the host and written
+(socjax.rundir.RunWriter), so disk I/O overlaps compute; every finished epoch is on disk.
 
-Long runs: a checkpoint (socjax.checkpoint) is written every `checkpoint_epochs` epochs or
-`checkpoint_minutes` minutes, whichever comes first, and after the last chunk; `resume=True`
-continues from it, bitwise identically to a run that was never interrupted. SIGINT and SIGTERM
-stop the run after the chunk in flight, with a checkpoint. A non-finite loss or parameter stops
-the run at the end of its chunk, keeping the last good checkpoint.
+Long runs: a checkpoint is written every `checkpoint_epochs` epochs or `checkpoint_minutes`
+minutes, whichever comes first, and after the last chunk; `resume=True` continues from it, bitwise
+identically to a run that was never interrupted. SIGINT and SIGTERM stop the run after the chunk in
+flight, with a checkpoint (Interrupted). A non-finite loss or parameter stops the run at the end of
+its chunk, keeping the last good checkpoint and writing every run's final parameters (Diverged).
+A failed write is one RunDirError line (socjax.rundir).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from socjax import checkpoint, data, model, rundir, train, weight_stats
-from socjax.config import ConfigError, RunConfig, validate
+from socjax import config, data, model, rundir, train, weight_stats
+from socjax.config import RunConfig
 
 
 class Interrupted(Exception):
@@ -36,44 +37,32 @@ class Diverged(Exception):
     """A run's loss or parameters became non-finite; str() names the epoch and the run."""
 
 
-def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[tuple[bool, int]]:
-    """[(record, num_epochs), ...] from `start_epoch` on: equilibration then recording, in
-    chunk_epochs pieces. Chunking does not change results (the example order is per global epoch)."""
+class Chunk(NamedTuple):
+    """One compiled call: `epochs` epochs, recording or not."""
+
+    record: bool
+    epochs: int
+
+
+def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[Chunk]:
+    """The chunks from `start_epoch` on: equilibration then recording, in chunk_epochs pieces.
+    Chunking does not change results (the example order is per global epoch)."""
     plan = []
     epoch = start_epoch
     for record, end in ((False, cfg.epochs_equilibrate), (True, cfg.epochs)):
         while epoch < end:
             e = min(cfg.chunk_epochs, end - epoch)
-            plan.append((record, e))
+            plan.append(Chunk(record, e))
             epoch += e
     return plan
 
 
-def _layout(cfg: RunConfig, n: int, num_test: int, num_runs: int) -> dict:
-    return dict(first_step=cfg.epochs_equilibrate * n + cfg.stride, stride=cfg.stride,
-                steps=cfg.epochs_record * n // cfg.stride, steps_per_epoch=n, num_train=n,
-                num_test=num_test, num_runs=num_runs)
-
-
-def _load_data(cfg: RunConfig):
-    raw, source = data.load_raw(cfg.dataset, cfg.data_dir)
-    dataset = data.decode(raw, cfg.pixel_scale, cfg.train_limit)
-    validate(cfg, dataset.train_x.shape[0])
-    return dataset, source
-
-
 def resume_config(out: str | Path, epochs: int | None = None) -> RunConfig:
-    """The configuration of the run in `out`, with a longer total of `epochs` if given (the extra
-    epochs are recorded). Refuses anything else."""
-    out = Path(out)
-    if not (out / checkpoint.CHECKPOINT).exists():
-        raise ConfigError(f"{out}: no {checkpoint.CHECKPOINT} to resume from")
-    cfg = RunConfig.from_json(rundir.load_config(out)["config"])
-    if epochs is not None:
-        if epochs < cfg.epochs:
-            raise ConfigError(f"--epochs {epochs} is shorter than the run's {cfg.epochs}; resume can only extend a run")
-        cfg = dataclasses.replace(cfg, epochs_record=cfg.epochs_record + epochs - cfg.epochs)
-    return cfg
+    """The configuration of the run in `out`, extended to `epochs` in total if given."""
+    cfg = rundir.read_info(out).config
+    if cfg is None:
+        raise rundir.RunDirError(f"{out}: config.json holds no run configuration to resume")
+    return config.extend(cfg, epochs)
 
 
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = False,
@@ -85,163 +74,96 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
     Raises ConfigError (or a subclass) for bad input before anything is compiled or written,
     Interrupted on SIGINT/SIGTERM and Diverged on non-finite values, each after saving what it can.
     """
-    validate(cfg)
     out = Path(out)
     if not resume:
         rundir.check_new(out)
     dataset, source = _load_data(cfg)
     n = dataset.train_x.shape[0]
     tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
-    runs = cfg.runs()
-    num_runs, num_tracked = len(runs), len(tracked)
-    layout = _layout(cfg, n, int(dataset.test_x.shape[0]), num_runs)
-    hyper = train.Hyper(jnp.asarray([lr for _, lr, _ in runs], jnp.float32),
-                        jnp.asarray([l2 for _, _, l2 in runs], jnp.float32))
-
+    layout = rundir.layout(cfg, n, int(dataset.test_x.shape[0]))
+    seeds = [s for s, _, _ in cfg.runs()]
     if resume:
-        host, epoch, metrics = checkpoint.load(out, cfg.model, num_runs)
-        state = jax.device_put(host)
-        trajectory = _reopen(out / rundir.TRAJECTORY, (num_runs, layout["steps"], num_tracked))
-        order = _reopen(out / rundir.ORDER, (num_runs, cfg.epochs * n)) if cfg.save_order else None
-        rundir.write_config(out, cfg, layout, source)  # a longer --epochs changes the layout
+        template = jax.eval_shape(lambda: train.init_runs(seeds, cfg.model, cfg.weight_stats))
+        writer, state = rundir.RunWriter.reopen(out, cfg, layout, source, template)
     else:
-        out = rundir.create(out)
-        rundir.write_config(out, cfg, layout, source)
-        rundir.write_tracked(out, tracked)
-        state = train.init_runs([s for s, _, _ in runs], cfg.model)
-        rundir.write_params(out / rundir.PARAMS_INIT, model.to_named(jax.device_get(state.params)))
-        trajectory = rundir.open_array(out / rundir.TRAJECTORY, np.float32, (num_runs, layout["steps"], num_tracked))
-        order = (rundir.open_array(out / rundir.ORDER, np.int32, (num_runs, cfg.epochs * n))
-                 if cfg.save_order else None)
-        epoch, metrics = 0, {k: [] for k in ("epoch", *train.EpochMetrics._fields)}
+        state = train.init_runs(seeds, cfg.model, cfg.weight_stats)
+        writer = rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params))
+    state, hyper, device_data = _shard(state), _hyper(cfg), jax.device_put(dataset)
 
-    state = _shard(state)
-    device_data = jax.device_put(dataset)
-    compiled = {}
-    bar = _progress(cfg.epochs, progress, initial=epoch)
-    bar.set_description("compiling")  # the first chunk's steps/s includes compilation
-    t_last = time.perf_counter()
-    last_checkpoint = (epoch, time.monotonic())
-    stop = _StopSignal()
-
-    def write(first_epoch: int, record: bool, num_epochs: int, result: train.ChunkOutput, ckpt):
-        nonlocal t_last, last_checkpoint
-        result = jax.device_get(result)
-        for e in range(num_epochs):
-            metrics["epoch"].append(first_epoch + e + 1)
-            for k in train.EpochMetrics._fields:
-                metrics[k].append([float(v) for v in getattr(result.metrics, k)[:, e]])
-        if record and num_tracked:
-            row = (first_epoch - cfg.epochs_equilibrate) * n // cfg.stride
-            trajectory[:, row : row + result.trajectory.shape[1]] = result.trajectory
-        if order is not None:
-            order[:, first_epoch * n : (first_epoch + num_epochs) * n] = result.order.reshape(num_runs, -1)
-        _durable(out, trajectory, order, metrics)
-        bad = np.flatnonzero(~np.asarray(result.finite))
-        if bad.size:
-            raise Diverged(
-                f"non-finite loss or parameters in epochs {first_epoch + 1}-{first_epoch + num_epochs} of run(s) "
-                + ", ".join(f"{r} (seed {runs[r][0]}, lr {runs[r][1]:g}, l2 {runs[r][2]:g})" for r in bad)
-                + f"; the last good checkpoint (epoch {last_checkpoint[0]}) is kept in {out}"
-            )
-        if ckpt is not None:
-            _io(lambda: checkpoint.save(out, ckpt, first_epoch + num_epochs, metrics), out, last_checkpoint[0])
-            last_checkpoint = (first_epoch + num_epochs, time.monotonic())
-        now = time.perf_counter()
-        bar.set_description("training")
-        bar.update(num_epochs)
-        bar.set_postfix(
-            steps_per_s=f"{num_runs * num_epochs * n / (now - t_last):,.0f}",
-            test_loss=f"{np.nanmean(metrics['test_loss'][-1]):.4f}",
-            test_acc=f"{np.nanmean(metrics['test_acc'][-1]):.4f}",
-        )
-        t_last = now
-
-    def save_final():
-        _io(lambda: rundir.write_params(out / rundir.PARAMS_FINAL, model.to_named(jax.device_get(state.params))),
-            out, last_checkpoint[0])
-
-    pending = None
-    plan = chunk_plan(cfg, epoch)
-    try:
-        with stop:
-            for i, (record, num_epochs) in enumerate(plan):
-                if record and cfg.weight_stats and state.stats is None:
-                    state = state._replace(stats=jax.vmap(weight_stats.init)(state.params))
-                key = (record, num_epochs)
-                if key not in compiled:
-                    spec = train.TrainSpec(cfg.model, tracked, cfg.stride, record, cfg.save_order,
-                                           weight_stats=cfg.weight_stats)
-                    compiled[key] = train.make_train_chunk(spec, num_epochs)
-                state, result = compiled[key](state, hyper, device_data)
-                epoch += num_epochs
-                due = (i == len(plan) - 1 or stop.requested
-                       or (checkpoint_epochs is not None and epoch - last_checkpoint[0] >= checkpoint_epochs)
-                       or time.monotonic() - last_checkpoint[1] >= 60 * checkpoint_minutes)
-                # a host copy now: the next call donates (overwrites) this state's buffers
-                ckpt = checkpoint.host_state(state) if due else None
+    plan = chunk_plan(cfg, writer.epoch)
+    bar = _Progress(cfg.epochs, writer.epoch, len(seeds) * n, progress)
+    with bar:
+        t = time.perf_counter()
+        compiled = {c: _compile(cfg, tracked, c, state, hyper, device_data) for c in dict.fromkeys(plan)}
+        writer.compiled(time.perf_counter() - t)
+        bar.start()
+        clock = _CheckpointClock(checkpoint_epochs, checkpoint_minutes)
+        pending, epoch = None, writer.epoch
+        with _StopSignal() as stop:
+            for i, chunk in enumerate(plan):
+                state, result = compiled[chunk](state, hyper, device_data)
+                epoch += chunk.epochs
+                # a device copy now (asynchronous): the next call donates this state's buffers
+                snapshot = None
+                if i == len(plan) - 1 or stop.requested or clock.due(epoch, writer):
+                    snapshot = jax.tree.map(jnp.copy, state)
                 if pending is not None:
-                    write(*pending)
-                pending = (epoch - num_epochs, record, num_epochs, result, ckpt)
+                    _write(writer, *pending, state, bar)
+                pending = (chunk, result, snapshot)
                 if stop.requested:
                     break
             if pending is not None:
-                write(*pending)
-    except Diverged:
-        save_final()
-        raise
-    finally:
-        bar.close()
-    if stop.requested and epoch < cfg.epochs:
-        raise Interrupted(f"stopped by {stop.name} after epoch {epoch} of {cfg.epochs}, checkpoint written; "
-                          f"continue with: socjax train --resume {out}")
-    save_final()
-    if state.stats is not None:
-        _io(lambda: rundir.write_params(out / rundir.WEIGHT_STATS, weight_stats.to_arrays(jax.device_get(state.stats))),
-            out, last_checkpoint[0])
+                _write(writer, *pending, state, bar)
+    if stop.requested and writer.epoch < cfg.epochs:
+        raise Interrupted(f"stopped by {stop.name} after epoch {writer.epoch} of {cfg.epochs}, checkpoint "
+                          f"written; continue with: socjax train --resume {out}")
+    stats = None if state.stats is None else weight_stats.to_arrays(jax.device_get(state.stats))
+    writer.finish(_named(state.params), stats)
     return out
 
 
-def _durable(out: Path, trajectory, order, metrics) -> None:
-    """Flush the chunk's rows and metrics to disk (fsync) before any checkpoint refers to them."""
-    def write():
-        for arr in (trajectory, order):
-            if arr is not None:
-                arr.flush()
-                with open(arr.filename, "rb+") as f:
-                    os.fsync(f.fileno())
-        rundir.write_json(out / rundir.METRICS, metrics)
-    _io(write, out, None)
+def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, snapshot, latest, bar) -> None:
+    """Copy a finished chunk to the host and write it; stop on divergence; checkpoint if due."""
+    result = jax.device_get(result)  # waits for the chunk: its wall time ends here
+    seconds = bar.chunk_done()
+    first = writer.epoch
+    writer.append(result.metrics._asdict(), result.trajectory if chunk.record else None, result.order, seconds)
+    bad = np.flatnonzero(~np.asarray(result.finite))
+    if bad.size:
+        runs = writer.cfg.runs()
+        writer.finish(_named(latest.params))
+        raise Diverged(
+            f"non-finite loss or parameters in epochs {first + 1}-{first + chunk.epochs} of run(s) "
+            + ", ".join(f"{r} (seed {runs[r][0]}, lr {runs[r][1]:g}, l2 {runs[r][2]:g})" for r in bad)
+            + f"; the last good checkpoint (epoch {writer.checkpointed}) is kept in {writer.out}"
+        )
+    if snapshot is not None:
+        writer.checkpoint(snapshot)
+    bar.show(writer)
 
 
-def _io(fn, out: Path, last_epoch: int | None):
-    """Run a write; turn an OSError (disk full, read-only) into one line naming what is intact."""
-    try:
-        return fn()
-    except OSError as e:
-        kept = "" if last_epoch is None else f"; the last checkpoint (epoch {last_epoch}) is intact"
-        raise rundir.RunDirError(f"{out}: cannot write ({e.strerror or e}){kept}") from None
+def _load_data(cfg: RunConfig):
+    raw, source = data.load_raw(cfg.dataset, cfg.data_dir)
+    dataset = data.decode(raw, cfg.pixel_scale, cfg.train_limit)
+    config.check_data(cfg, dataset.train_x.shape[0])
+    return dataset, source
 
 
-def _reopen(path: Path, shape) -> np.memmap:
-    """A run's .npy (runs, steps, ...) reopened for writing; grown along the steps axis (copied
-    into a larger file, then renamed over it) when --epochs extends the run."""
-    old = np.load(path, mmap_mode="r")
-    if old.shape == tuple(shape):
-        del old
-        return np.load(path, mmap_mode="r+")
-    if old.shape[0] != shape[0] or old.shape[2:] != tuple(shape[2:]) or old.shape[1] > shape[1]:
-        raise ConfigError(f"{path}: shape {old.shape} cannot grow to {tuple(shape)}")
-    tmp = path.with_name(f".{path.name}.grow")
-    new = rundir.open_array(tmp, old.dtype, shape)
-    step = 1 << 20
-    for t0 in range(0, old.shape[1], step):
-        t1 = min(t0 + step, old.shape[1])
-        new[:, t0:t1] = old[:, t0:t1]
-    new.flush()
-    del old, new
-    os.replace(tmp, path)
-    return np.load(path, mmap_mode="r+")
+def _hyper(cfg: RunConfig) -> train.Hyper:
+    runs = cfg.runs()
+    return train.Hyper(jnp.asarray([lr for _, lr, _ in runs], jnp.float32),
+                       jnp.asarray([l2 for _, _, l2 in runs], jnp.float32))
+
+
+def _named(params) -> dict[str, np.ndarray]:
+    return model.to_named(jax.device_get(params))
+
+
+def _compile(cfg: RunConfig, tracked, chunk: Chunk, state, hyper, device_data):
+    """The chunk's program, compiled ahead of time for these exact inputs (shapes and shardings)."""
+    spec = train.TrainSpec(cfg.model, tracked, cfg.stride, chunk.record, cfg.save_order,
+                           weight_stats=cfg.weight_stats, step=cfg.step)
+    return train.make_train_chunk(spec, chunk.epochs).lower(state, hyper, device_data).compile()
 
 
 def _shard(state: train.TrainState) -> train.TrainState:
@@ -257,6 +179,61 @@ def _shard(state: train.TrainState) -> train.TrainState:
     return jax.device_put(state, spec)
 
 
+class _CheckpointClock:
+    """Whether a checkpoint is due after a chunk: every `epochs` epochs or `minutes` minutes since
+    the last one written, whichever comes first."""
+
+    def __init__(self, epochs: int | None, minutes: float):
+        self.epochs, self.seconds = epochs, 60 * minutes
+        self.last_epoch, self.last_time = None, time.monotonic()
+
+    def due(self, epoch: int, writer: rundir.RunWriter) -> bool:
+        if writer.checkpointed != self.last_epoch:  # one was written since we last looked
+            self.last_epoch, self.last_time = writer.checkpointed, time.monotonic()
+        return ((self.epochs is not None and epoch - writer.checkpointed >= self.epochs)
+                or time.monotonic() - self.last_time >= self.seconds)
+
+
+class _Progress:
+    """The progress bar (epochs, steps/s, test loss and accuracy) and the chunks' wall times.
+
+    A chunk's wall time runs from the previous chunk's end (or the first dispatch, after
+    compilation) to its own end, as seen when its outputs reach the host; the steps/s shown is the
+    mean over every chunk since compilation, so it settles instead of jumping."""
+
+    def __init__(self, total: int, initial: int, steps_per_epoch: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, unit="epoch", disable=not enabled, dynamic_ncols=True)
+        self.bar.set_description("compiling")
+        self.steps_per_epoch, self.initial = steps_per_epoch, initial
+        self.t0 = self.last = None
+
+    def start(self) -> None:
+        self.bar.set_description("training")
+        self.t0 = self.last = time.perf_counter()
+
+    def chunk_done(self) -> float:
+        now = time.perf_counter()
+        seconds, self.last = now - self.last, now
+        return seconds
+
+    def show(self, writer: rundir.RunWriter) -> None:
+        self.bar.update(writer.epoch - self.bar.n)
+        steps = (writer.epoch - self.initial) * self.steps_per_epoch
+        m = writer.metrics
+        self.bar.set_postfix(steps_per_s=f"{steps / max(self.last - self.t0, 1e-9):,.0f}",
+                             test_loss=f"{np.nanmean(m['test_loss'][-1]):.4f}",
+                             test_acc=f"{np.nanmean(m['test_acc'][-1]):.4f}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return False
+
+
 class _StopSignal:
     """While active, SIGINT/SIGTERM set `requested` instead of killing the process."""
 
@@ -267,8 +244,6 @@ class _StopSignal:
         self.requested, self.name = True, signal.Signals(signum).name
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -278,9 +253,3 @@ class _StopSignal:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
-
-
-def _progress(total: int, enabled: bool, initial: int = 0):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="epoch", disable=not enabled, dynamic_ncols=True)

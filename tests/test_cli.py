@@ -150,3 +150,11 @@ def test_existing_run_is_not_overwritten(smoke_run, capsys, no_compile):
 def test_config_json_round_trips(smoke_run):
     d = json.loads((smoke_run / "config.json").read_text())["config"]
     assert json.loads(json.dumps(RunConfig.from_json(d).to_json())) == d
+
+
+def test_metrics_record_compile_and_chunk_times(smoke_run):
+    timing = rundir.load_metrics(smoke_run)["timing"]
+    assert len(timing["compile_seconds"]) == 1 and timing["compile_seconds"][0] > 0
+    assert timing["chunk_end_epoch"] == [1, 2, 3]  # one chunk per epoch (chunk_epochs 1)
+    assert len(timing["chunk_seconds"]) == 3 and all(t > 0 for t in timing["chunk_seconds"])
+
