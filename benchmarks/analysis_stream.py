@@ -26,8 +26,10 @@ CHILD = r"""
 import json, re, sys, time
 from socjax import analyze
 t = time.perf_counter()
-cfgd, tracked, traj, stride, lr, l2 = analyze.load_inputs(__import__("pathlib").Path(sys.argv[1]))
-series = analyze.describe_series(cfgd, tracked, traj.shape[0])
+info, tracked, traj = analyze.load_inputs(__import__("pathlib").Path(sys.argv[1]))
+lr, l2 = analyze.decay_rates(info)
+stride = info.stride
+series = analyze.describe_series(info, tracked, traj.shape[0])
 warnings = []
 t0 = time.perf_counter()
 inc, per, pool = analyze.increments_part(traj, lr, l2, stride, series, warnings)

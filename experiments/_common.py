@@ -9,7 +9,7 @@ from socjax import analyze
 
 
 def parse(doc: str, default_name: str, data_dir: bool = False):
-    """(run, output path, analyze.load_inputs(run)[, data_dir]) from the command line."""
+    """(run, output path, analyze.load_inputs(run) = (info, tracked, trajectory)[, data_dir]) from the command line."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run directory from `socjax train` (or `socjax reproduce`)")
     p.add_argument("--out", help=f"PNG to write (default RUN/{default_name})")

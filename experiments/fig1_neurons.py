@@ -12,9 +12,9 @@ from _common import parse
 
 from socjax import analyze, plots
 
-run, out, (cfgd, *_rest), data_dir = parse(__doc__, "fig1_neurons.png", data_dir=True)
+run, out, (info, *_rest), data_dir = parse(__doc__, "fig1_neurons.png", data_dir=True)
 warnings: list[str] = []
-summary, data = analyze.neurons_part(run, cfgd, data_dir, warnings)
+summary, data = analyze.neurons_part(run, info, data_dir, warnings)
 if data is None:
     sys.exit(f"fig1: {summary.get('skipped', warnings)}")
 plots.fig1_neurons(out, summary, *data)

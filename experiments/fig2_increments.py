@@ -10,8 +10,10 @@ from _common import parse
 
 from socjax import analyze, plots
 
-run, out, (cfgd, tracked, traj, stride, lr, l2) = parse(__doc__, "fig2_increments.png")
+run, out, (info, tracked, traj) = parse(__doc__, "fig2_increments.png")
 warnings: list[str] = []
-inc, _, pool = analyze.increments_part(traj, lr, l2, stride, analyze.describe_series(cfgd, tracked, traj.shape[0]), warnings)
+lr, l2 = analyze.decay_rates(info)
+series = analyze.describe_series(info, tracked, traj.shape[0])
+inc, _, pool = analyze.increments_part(traj, lr, l2, info.stride, series, warnings)
 plots.fig2_increments(out, analyze._clean(inc), pool)
 print(f"wrote {out}; pure decay {inc['decay_fraction']:.1%}", *warnings, sep="\n")

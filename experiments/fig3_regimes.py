@@ -8,9 +8,11 @@ from _common import parse
 
 from socjax import analyze, plots
 
-run, out, (cfgd, tracked, traj, stride, lr, l2) = parse(__doc__, "fig3_regimes.png")
+run, out, (info, tracked, traj) = parse(__doc__, "fig3_regimes.png")
 warnings: list[str] = []
-inc, _, pool = analyze.increments_part(traj, lr, l2, stride, analyze.describe_series(cfgd, tracked, traj.shape[0]), warnings)
+lr, l2 = analyze.decay_rates(info)
+series = analyze.describe_series(info, tracked, traj.shape[0])
+inc, _, pool = analyze.increments_part(traj, lr, l2, info.stride, series, warnings)
 plots.fig3_regimes(out, analyze._clean(inc), pool)
 tail = inc.get("tail") or {}
 print(f"wrote {out}; tail winner: {tail.get('winner')}", *warnings, sep="\n")

@@ -8,10 +8,10 @@ from _common import parse
 
 from socjax import analyze, plots
 
-run, out, (cfgd, tracked, traj, stride, lr, l2) = parse(__doc__, "fig4_spectrum.png")
+run, out, (info, tracked, traj) = parse(__doc__, "fig4_spectrum.png")
 warnings: list[str] = []
-spec, f, psd, _ = analyze.spectrum_part(traj, stride, None, "hann", warnings)
+spec, f, psd, _ = analyze.spectrum_part(traj, info.stride, None, "hann", warnings)
 if f is None:
     raise SystemExit(f"fig4: {spec['error']}")
-plots.fig4_spectrum(out, analyze._clean(spec), f, psd, stride)
+plots.fig4_spectrum(out, analyze._clean(spec), f, psd, info.stride)
 print(f"wrote {out}; a_low {spec['a_low']['value']:.3f}, a_high {spec['a_high']['value']:.3f}")

@@ -1,7 +1,8 @@
 """`socjax analyze DIR`: read a run directory, write DIR/analysis.json and the four figures.
 
-Needs trajectory.npy, tracked.json and config.json (at least {"trajectory": {"stride": k}};
-with "config": {"runs": [{"lr": ..., "l2": ...}, ...]} pure weight-decay steps are identified).
+Needs trajectory.npy, tracked.json and config.json (read as a `rundir.RunInfo`: at least
+{"trajectory": {"stride": k}}; with "config": {"runs": [{"lr": ..., "l2": ...}, ...]} pure
+weight-decay steps are identified).
 With params_final.npz and the run's data, Fig. 1 (neuron distributions) is made too.
 Problems in the data (NaN, constant series, too short for a spectrum) are flagged in
 analysis.json's "warnings" and in the affected entries, never turned into silent numbers.
@@ -17,7 +18,7 @@ import numpy as np
 
 from socjax import rundir
 from socjax.analysis import increments, neurons, spectrum
-from socjax.config import ConfigError
+from socjax.config import ConfigError, TrackedWeight
 
 ANALYSIS = "analysis.json"
 FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
@@ -42,11 +43,11 @@ def _clean(obj):
     return obj
 
 
-def load_inputs(run: Path):
-    """(config dict, tracked, trajectory memmap, stride, lr, l2), validated."""
+def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], rundir.TrajectoryReader]:
+    """(config.json typed, tracked weights, the trajectory reader) of a run directory, validated."""
     if not run.is_dir():
         raise AnalysisError(f"{run}: run directory not found")
-    cfgd = rundir.load_config(run)
+    info = rundir.read_info(run)
     try:
         tracked = rundir.load_tracked(run)
     except (json.JSONDecodeError, TypeError, KeyError) as e:
@@ -63,16 +64,16 @@ def load_inputs(run: Path):
         raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps, no increments to analyse")
     if traj.dtype.kind != "f":
         raise AnalysisError(f"{run / rundir.TRAJECTORY}: dtype {traj.dtype}, expected floating point")
-    layout = cfgd.get("trajectory", {})
-    stride = int(layout.get("stride", 1))
-    runs = cfgd.get("config", {}).get("runs")
-    lr = l2 = None
-    if runs is not None:
-        if len(runs) != traj.shape[0]:
-            raise AnalysisError(f"config.json lists {len(runs)} runs, trajectory.npy holds {traj.shape[0]}")
-        lr = [r["lr"] for r in runs]
-        l2 = [r["l2"] for r in runs]
-    return cfgd, tracked, traj, stride, lr, l2
+    if info.runs is not None and len(info.runs) != traj.shape[0]:
+        raise AnalysisError(f"config.json lists {len(info.runs)} runs, trajectory.npy holds {traj.shape[0]}")
+    return info, tracked, traj
+
+
+def decay_rates(info: rundir.RunInfo) -> tuple[list[float] | None, list[float] | None]:
+    """(lr, l2) per run, which identify pure weight-decay steps; (None, None) when not recorded."""
+    if info.runs is None:
+        return None, None
+    return [r["lr"] for r in info.runs], [r["l2"] for r in info.runs]
 
 
 def increments_part(traj, lr, l2, stride, series, warnings, progress=None):
@@ -109,10 +110,10 @@ def spectrum_part(traj, stride, segment, window, warnings, progress=None):
         return dict(error=str(e)), None, None, None
 
 
-def describe_series(cfgd: dict, tracked, num_runs: int) -> list[dict]:
+def describe_series(info: rundir.RunInfo, tracked, num_runs: int) -> list[dict]:
     """One dict per series (run r, tracked weight k), in series order s = r * K + k."""
-    runs_cfg = cfgd.get("config", {}).get("runs") or [{} for _ in range(num_runs)]
-    return [dict(run=r, seed=runs_cfg[r].get("seed"), layer=t.layer, row=t.row, col=t.col)
+    runs = info.runs or [{} for _ in range(num_runs)]
+    return [dict(run=r, seed=runs[r].get("seed"), layer=t.layer, row=t.row, col=t.col)
             for r in range(num_runs) for t in tracked]
 
 
@@ -120,16 +121,20 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
             window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
     """Analyse a run directory; writes analysis.json (and figures) into it; returns the dict."""
     run = Path(run)
-    cfgd, tracked, traj, stride, lr, l2 = load_inputs(run)
+    info, tracked, traj = load_inputs(run)
+    lr, l2 = decay_rates(info)
+    stride = info.stride
     num_runs, steps, k = traj.shape
     warnings: list[str] = []
     if lr is None:
         warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
-    series = describe_series(cfgd, tracked, num_runs)
+    series = describe_series(info, tracked, num_runs)
 
     from tqdm.auto import tqdm
 
-    with tqdm(total=2 * steps, unit="step", desc="analysing", disable=not progress, dynamic_ncols=True) as bar:
+    # the two passes report what they read: every increment, then every row the Welch segments cover
+    total = (steps - 1) + spectrum.rows_covered(steps, segment)
+    with tqdm(total=total, unit="step", desc="analysing", disable=not progress, dynamic_ncols=True) as bar:
         inc, per_series, pool = increments_part(traj, lr, l2, stride, series, warnings, bar.update)
         spec, f, psd, usable = spectrum_part(traj, stride, segment, window, warnings, bar.update)
     if usable is not None:
@@ -137,10 +142,10 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
             per_series[s]["spectrum"] = {name: spec["per_series"][name][pos] for name in ("a_low", "a_high")}
     spec.pop("per_series", None)
 
-    neuron_summary, neuron_data = neurons_part(run, cfgd, data_dir, warnings)
+    neuron_summary, neuron_data = neurons_part(run, info, data_dir, warnings)
     result = _clean(dict(
         run=str(run.resolve()),
-        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=cfgd.get("trajectory", {}).get("first_step")),
+        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=info.layout.get("first_step")),
         warnings=warnings,
         increments=inc,
         spectrum=spec,
@@ -169,29 +174,28 @@ def _test_loss(run: Path):
                 last=float(loss[-1]))
 
 
-def neurons_part(run: Path, cfgd: dict, data_dir: str | None, warnings: list[str]):
+def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str]):
     """Fig. 1 data: bimodality of layer-2 neurons of run 0 over the run's test images."""
     if not (run / rundir.PARAMS_FINAL).exists():
         return dict(skipped="no params_final.npz"), None
-    cfg = cfgd.get("config")
+    cfg = info.config
     if cfg is None:
         return dict(skipped="config.json has no model configuration"), None
+    if cfg.model.num_layers < 3:
+        return dict(skipped="the network has fewer than two hidden layers"), None
     from socjax import data, model
 
     try:
-        raw, source = data.load_raw(cfg.get("dataset", "mnist-mini"), data_dir or cfg.get("data_dir"))
+        raw, source = data.load_raw(cfg.dataset, data_dir or cfg.data_dir)
     except ConfigError as e:
         warnings.append(f"neurons skipped: {e}")
         return dict(skipped=str(e)), None
-    ds = data.decode(raw, cfg.get("pixel_scale", 255.0))
+    ds = data.decode(raw, cfg.pixel_scale)
     named = rundir.load_params(run, "final")
-    num_layers = len(cfg["model"]["sizes"]) - 1
-    if num_layers < 3:
-        return dict(skipped="the network has fewer than two hidden layers"), None
     per_run = []
     first = None
     for r in range(named["w1"].shape[0]):
-        params = model.from_named({k: v[r] for k, v in named.items()}, num_layers)
+        params = model.from_named({k: v[r] for k, v in named.items()}, cfg.model.num_layers)
         summary, z, extra = neurons.analyze(params, ds.test_x, layer=2)
         per_run.append(dict(run=r, fraction_bimodal_kde=summary["fraction_bimodal_kde"],
                             fraction_bimodal_sarle=summary["fraction_bimodal_sarle"]))

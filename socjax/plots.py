@@ -11,7 +11,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import special  # noqa: E402
 
@@ -177,13 +176,13 @@ def all_figures(run: Path, result: dict, pool, f, psd, neuron_data):
         fig4_spectrum(run / "fig4_spectrum.png", result["spectrum"], f, psd, result["trajectory"]["stride"])
 
 
-def toy_figure(path, result: dict, samples: dict, p) -> None:
-    """The toy model (socjax.toy). Left: log-log density of |q - qb|: eq. (6), both simulations, the frustrated, power-law and
-    Gaussian regions at the analytic crossovers. Right: p(x|q) at x_probes, analytic and sampled."""
+def toy_figure(path, result: dict, samples: dict, p, curves: dict) -> None:
+    """The toy model (socjax.toy). Left: log-log density of |q - qb|: eq. (6), both simulations, the
+    frustrated, power-law and Gaussian regions at the analytic crossovers. Right: p(x|q) at the
+    probes, analytic and sampled. `curves`: the analytic curves (socjax.toy.experiment.curves)."""
     from socjax.analysis import loghist
-    from socjax.toy.theory import density_grid, float64, log_px_given_q, span, x_moments
 
-    q, dens = density_grid(p)
+    q, dens = curves["q"], curves["density"]
     d = np.abs(q - p.qb)
     pos = q >= p.qb
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=100, gridspec_kw=dict(width_ratios=[3, 2]))
@@ -202,19 +201,15 @@ def toy_figure(path, result: dict, samples: dict, p) -> None:
         ax.axvspan(lo, c["lower"], color="C3", alpha=0.10, label="frustrated: p(x|q) bimodal")
     ax.axvspan(c["power_law_from"], c["upper"], color="C2", alpha=0.12, label=f"power law |q-qb|^-{c['exponent']:.3g} (eq. 7)")
     ax.axvspan(c["upper"], d.max(), color="C1", alpha=0.08, label="Gaussian")
-    ax.set_xlim(lo, span(p))
+    ax.set_xlim(lo, curves["span"])
     ax.set_ylim(1e-4 * dens.max(), 5 * dens.max())
     ax.set_xlabel("|q - qb|")
     ax.set_ylabel("density of |q - qb|")
     kx = f", kx = {p.kx:g}" if p.kx else ""
     ax.set_title(f"Toy model (Section 2): learning equilibrium p(q); lx = {p.lx:g}{kx}", fontsize=10)
     ax.legend(fontsize=8, loc="lower left")
-    for i, (r, xs) in enumerate(zip(result["x_given_q"], samples["x"])):
-        with float64(p) as p64:
-            _, m2, _ = x_moments(jnp.float64(r["q"]), p64)
-            rms = float(np.sqrt(m2))
-            u = np.linspace(-4, 4, 801)
-            curve = np.exp(np.asarray(log_px_given_q(jnp.asarray(p.xb + rms * u), jnp.float64(r["q"]), p64))) * rms
+    u = curves["u"]
+    for i, (r, xs, (rms, curve)) in enumerate(zip(result["x_given_q"], samples["x"], curves["x_given_q"])):
         bx.hist((xs - p.xb) / rms, bins=80, range=(-4, 4), density=True, color=f"C{i}", alpha=0.3)
         bx.plot(u, curve, color=f"C{i}", label=f"|q-qb| = {abs(r['q'] - p.qb):.3g}  (KS p = {r['p_value']:.2f})")
     bx.set_xlabel("(x - xb) / rms")

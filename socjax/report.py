@@ -92,23 +92,28 @@ def claims(result: dict) -> list[dict]:
     return out
 
 
+def table_cell(text: str) -> str:
+    """Text for one Markdown table cell: a literal | (as in |dw|) would end the cell, so it is escaped."""
+    return str(text).replace("|", "\\|")
+
+
 def write(run: str | Path, result: dict) -> Path:
     """Write run/report.md from an analysis result; returns its path."""
     run = Path(run)
     try:
-        cfgd = rundir.load_config(run)
+        info = rundir.read_info(run)
     except rundir.RunDirError:
-        cfgd = {}
-    cfg = cfgd.get("config")
+        info = None
+    cfg = info.config if info is not None else None
     rows = claims(result)
     t = result["trajectory"]
     lines = ["# socjax reproduction report", ""]
-    if cfg:
-        lines += [f"Run `{run.name}`: preset `{cfg.get('preset')}`, dataset `{cfg.get('dataset')}`, "
-                  f"{cfg['epochs_equilibrate']} epochs to equilibrate + {cfg['epochs_record']} recorded, "
-                  f"{len(cfg.get('runs', []))} run(s) (seed, lr, l2: "
-                  + ", ".join(f"({r['seed']}, {r['lr']:g}, {r['l2']:g})" for r in cfg.get("runs", [])) + "). "
-                  f"Backend: {cfgd.get('environment', {}).get('backend')}.", ""]
+    if cfg is not None:
+        lines += [f"Run `{run.name}`: preset `{cfg.preset}`, dataset `{cfg.dataset}`, "
+                  f"{cfg.epochs_equilibrate} epochs to equilibrate + {cfg.epochs_record} recorded, "
+                  f"{len(cfg.runs())} run(s) (seed, lr, l2: "
+                  + ", ".join(f"({s}, {lr:g}, {l2:g})" for s, lr, l2 in cfg.runs()) + "). "
+                  f"Step: `{cfg.step}`. Backend: {info.environment.get('backend')}.", ""]
     lines += [f"{t['runs']} run(s) x {t['weights']} tracked weights x {t['steps']:,} recorded steps (stride {t['stride']}).", ""]
     held = sum(r["holds"] is True for r in rows)
     failed = [r for r in rows if r["holds"] is False]
@@ -117,7 +122,7 @@ def write(run: str | Path, result: dict) -> Path:
     lines += ["| claim | measured | holds |", "| --- | --- | --- |"]
     for r in rows:
         mark = {True: "yes", False: "**no**", None: "not tested"}[r["holds"]]
-        lines.append(f"| {r['claim']} | {r['measured']} | {mark} |")
+        lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {mark} |")
     lines += ["", "## Where a claim does not hold, or was not tested", ""]
     for r in rows:
         if r["holds"] is not True:
@@ -137,5 +142,5 @@ def write(run: str | Path, result: dict) -> Path:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
     lines += ["", "All numbers: `analysis.json` (documented in the README)."]
     path = run / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    rundir.safe_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
     return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import jax
@@ -13,6 +14,7 @@ import pytest
 from socjax import analyze, data, train
 from socjax.analysis import increments, loghist
 from socjax.config import ModelConfig, TrackedWeight
+from socjax.step import xla_step
 
 from test_cli import main, socjax
 
@@ -28,7 +30,7 @@ def recorded(mini):
         TrackedWeight(2, 5, 5), TrackedWeight(2, 20, 9))
     state = train.init_state(jax.random.key(0), cfg)
     hyper = train.Hyper(jnp.float32(LR), jnp.float32(L2))
-    step = jax.jit(lambda p, o, x, y: train.sgd_step(p, o, x, y, hyper, cfg))
+    step = jax.jit(lambda p, o, x, y: xla_step(p, o, x, y, hyper, cfg)[:4])
     grad = jax.jit(jax.grad(lambda p, x, y: train.model.data_loss(train.model.apply(p, x), y, "mse")))
     params, opt = state.params, state.opt_state
     values = [np.asarray(train.tracked_values(params, tracked))]
@@ -132,10 +134,16 @@ def test_short_constant_and_nan_trajectories_are_flagged(tmp_path):
     assert res["per_weight"][1]["powerlaw"] is None
 
 
-def test_reproduce_smoke_writes_every_file(tmp_path):
-    out = tmp_path / "r"
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce") / "r"
     res = socjax("reproduce", "--preset", "smoke", "--no-progress", "--out", str(out))
     assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_reproduce_smoke_writes_every_file(reproduced):
+    out = reproduced
     for name in ("analysis.json", "report.md", *analyze.FIGURES):
         assert (out / name).stat().st_size > 0, name
     for name in analyze.FIGURES:
@@ -151,6 +159,26 @@ def test_reproduce_smoke_writes_every_file(tmp_path):
     assert len(a["per_weight"]) == 16
     report = (out / "report.md").read_text()
     assert "| claim | measured | holds |" in report and "fig4_spectrum.png" in report
+
+
+def markdown_cells(row: str) -> list[str]:
+    """A Markdown table row's cells, as GitHub-flavoured Markdown splits them: on | not escaped as \\|."""
+    return re.split(r"(?<!\\)\|", row.strip().strip("|"))
+
+
+def test_report_claims_table_has_the_headers_cells_in_every_row(reproduced):
+    lines = (reproduced / "report.md").read_text().splitlines()
+    start = lines.index("| claim | measured | holds |")
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append(markdown_cells(line))
+    assert len(rows) >= 2 + 6  # header, rule, and the claims
+    assert all(len(r) == 3 for r in rows), [r for r in rows if len(r) != 3]
+    # the |dw| claims keep their measured values and verdicts in their own cells
+    power = next(r for r in rows if "power law" in r[0])
+    assert "exponent" in power[1] and power[2].strip() in ("yes", "**no**", "not tested")
 
 
 def test_trajectory_reader_equals_np_load(tmp_path):

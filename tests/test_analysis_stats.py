@@ -167,3 +167,19 @@ def test_sarle_and_kde_modes():
     np.testing.assert_allclose(neurons.sarle(z), (g**2 + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3))), rtol=1e-10)
     modes, _, _ = neurons.kde_modes(z.astype(np.float32))
     assert list(np.asarray(modes)) == [1, 2]
+
+
+@pytest.mark.parametrize("steps, segment", [(5000, None), (4097, 1024), (3000, 512), (600, 128)])
+def test_progress_reports_sum_to_the_documented_totals(steps, segment):
+    """analyze's bar total is (steps - 1) + spectrum.rows_covered: what the two passes report."""
+    from socjax.analysis import increments
+
+    traj = np.cumsum(np.random.default_rng(4).normal(size=(2, steps, 3)), axis=1).astype(np.float32)
+    seen = []
+    increments.stream(traj, None, None, stride=1, chunk_rows=333, progress=seen.append)
+    assert sum(seen) == steps - 1
+    seen.clear()
+    spectrum.welch(traj, 1, segment, chunk_segments=3, progress=seen.append)
+    covered = spectrum.rows_covered(steps, segment)
+    assert sum(seen) == covered and steps - (segment or spectrum.default_segment(steps)) // 2 < covered <= steps
+    assert spectrum.rows_covered(100) == 0  # too short for a spectrum: nothing to report

@@ -37,6 +37,19 @@ def default_segment(steps: int) -> int:
     return int(min(2**18, 2 ** int(np.floor(np.log2(steps / 4)))))
 
 
+def rows_covered(steps: int, segment: int | None = None) -> int:
+    """How many of `steps` recorded rows `welch` reads with this segment (its default if None):
+    the sum of what it reports to `progress`. 0 when welch would refuse the trajectory."""
+    try:
+        segment = segment or default_segment(steps)
+    except ValueError:
+        return 0
+    if segment < 16 or segment % 2 or steps < segment:
+        return 0
+    hop = segment // 2
+    return ((steps - segment) // hop) * hop + segment
+
+
 def _window(name: str, n: int) -> np.ndarray:
     if name == "hann":
         return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)  # periodic Hann
@@ -65,7 +78,8 @@ def welch(trajectory, stride: int = 1, segment: int | None = None, window: str =
           chunk_segments: int | None = None, progress=None):
     """Welch power spectra of every series of trajectory (R, T, K), streamed in chunks of segments.
 
-    Memory stays bounded whatever the length: each read covers `chunk_segments` segments
+    `progress(rows)`, if given, is called after each chunk with the rows newly covered; the calls sum
+    to `rows_covered(steps, segment)`. Memory stays bounded whatever the length: each read covers `chunk_segments` segments
     (default: as many as fit ELEMENTS_PER_CALL values for all series, at least one), and the FFTs
     run on groups of series of at most ELEMENTS_PER_CALL values.
     Returns f: (segment/2 + 1,) cycles per SGD step, P: (R*K, segment/2 + 1), and the number of
@@ -93,8 +107,8 @@ def welch(trajectory, stride: int = 1, segment: int | None = None, window: str =
             for g0 in range(0, series, group):
                 block = jnp.asarray(rows[:, g0 : g0 + group], jnp.float64)
                 total[:, g0 : g0 + group] += np.asarray(_segments_power(block, wj, segment=segment))
-            if progress is not None:
-                progress((s1 - s0) * hop)
+            if progress is not None:  # rows newly covered: segment s ends at row s * hop + segment
+                progress((s1 - s0) * hop if s0 else (s1 - 1) * hop + segment)
     # one-sided density in (units of w)^2 per (cycle/step): sampling interval = stride steps
     fs = 1.0 / stride
     psd = total / (n_seg * fs * np.sum(win**2))

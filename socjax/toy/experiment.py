@@ -13,7 +13,8 @@ import numpy as np
 from socjax.config import ConfigError, ToyParams
 from socjax.toy.simulate import FORCE_TABLE, drift_check, langevin, sample_x, sgd
 from socjax.toy.theory import (ToyError, _free_energy_grid, _is_quartic, cdf, check_steps, crossovers, density_grid,
-                               float64, free_energy, validate, x_cdf)
+                               float64, free_energy, log_px_given_q, span, validate, x_cdf,
+                               x_moments)
 
 
 def fit_alpha(samples: np.ndarray, p: ToyParams) -> float:
@@ -128,6 +129,21 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     return out, dict(langevin=lang[-2:].ravel(), sgd=learn[-1], x=x_samples)
 
 
+def curves(p: ToyParams, result: dict) -> dict:
+    """What the figure draws of the theory: p(q) on its float64 grid (q, density; span: the grid's
+    half-width) and, at each q of result["x_given_q"], (rms, p(x|q) * rms) on u = (x - xb) / rms."""
+    q, dens = density_grid(p)
+    u = np.linspace(-4, 4, 801)
+    x_given_q = []
+    for r in result["x_given_q"]:
+        with float64(p) as p64:
+            _, m2, _ = x_moments(jnp.float64(r["q"]), p64)
+            rms = float(np.sqrt(m2))
+            logp = log_px_given_q(jnp.asarray(p.xb + rms * u), jnp.float64(r["q"]), p64)
+        x_given_q.append((rms, np.exp(np.asarray(logp)) * rms))
+    return dict(q=q, density=dens, span=span(p), u=u, x_given_q=x_given_q)
+
+
 def sweep_params(p: ToyParams, field: str, values, dt: float, eta: float | None = None) -> list[ToyParams]:
     """The parameter sets of a sweep of `field` over `values`, each validated with its step check."""
     values = [float(v) for v in values]
@@ -182,7 +198,7 @@ def write_run(out: Path, p: ToyParams, chains: int, steps: int, dt: float, eta: 
     _prepare(out, "toy.json")
     result, samples = run(p, chains, steps, dt, eta, seed)
     rundir.write_json(out / "toy.json", result)
-    plots.toy_figure(out / "toy.png", result, samples, p)
+    plots.toy_figure(out / "toy.png", result, samples, p, curves(p, result))
     lang, nan = result["langevin"], float("nan")
     return [f"wrote {out / 'toy.json'} and {out / 'toy.png'}: Langevin vs eq. (6) KS p = {lang['p_value']:.3g}; "
             f"exponent {lang['powerlaw'].get('exponent', nan):.3f} +- {lang['powerlaw'].get('stderr', nan):.3f} "
