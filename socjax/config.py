@@ -21,7 +21,7 @@ import dataclasses
 import itertools
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 INPUT_SIZE = 784
 NUM_CLASSES = 10

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from socjax import checkpoint, data, rundir, train, weight_stats
+from socjax import checkpoint, data, rundir, train
 from socjax.config import ModelConfig, TrackedWeight
 
 from test_cli import main
