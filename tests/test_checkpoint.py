@@ -35,16 +35,16 @@ def test_train_state_with_statistics_round_trips(mini, tmp_path):
     ds = jax.device_put(data.Dataset(mini.train_x[:50], mini.train_y[:50], mini.test_x[:20], mini.test_y[:20]))
     hyper = train.Hyper(jnp.full((2,), 2e-3), jnp.full((2,), 5e-4))
     spec = train.TrainSpec(CFG, (TrackedWeight(1, 150, 3),), 1, True, weight_stats=True)
-    state, _ = train.make_train_chunk(spec, 1)(train.init_runs([0, 1], CFG, with_stats=True), hyper, ds)
+    chunk = train.make_train_chunk(spec, 1)
+    state, _ = chunk(train.init_runs([0, 1], CFG, with_stats=True), hyper, ds)
     rundir.save_checkpoint(tmp_path, state, {"epochs_done": 1, "metrics": {"epoch": [1]}})
     template = jax.eval_shape(lambda: train.init_runs([0, 1], CFG, with_stats=True))
     loaded, epochs, metrics = rundir.load_checkpoint(tmp_path, template)
     assert epochs == 1 and metrics == {"epoch": [1]}
     assert_same_tree(jax.device_get(jax.tree.map(jnp.copy, state)), loaded)
     assert loaded.stats.count.shape == (2,) and float(loaded.stats.count[0]) == 50
-    go_on = train.make_train_chunk(spec, 1)
-    a, _ = go_on(jax.device_put(loaded), hyper, ds)
-    b, _ = go_on(state, hyper, ds)
+    a, _ = chunk(jax.device_put(loaded), hyper, ds)
+    b, _ = chunk(state, hyper, ds)
     assert_same_tree(jax.device_get(a), jax.device_get(b))
 
 
@@ -62,8 +62,8 @@ class ExtendedState(NamedTuple):
 
 def extended(seed: int) -> ExtendedState:
     s = train.init_state(jax.random.key(seed), CFG)
-    mask = jax.tree.map(lambda p: (jax.random.uniform(jax.random.key(seed + 1), p.shape) > 0.5).astype(jnp.float32),
-                        s.params)
+    rng = np.random.default_rng(seed)
+    mask = jax.tree.map(lambda p: jnp.asarray(rng.random(p.shape) > 0.5, jnp.float32), s.params)
     return ExtendedState(*s, mask=mask, visits=jnp.arange(7, dtype=jnp.int32) * seed)
 
 
