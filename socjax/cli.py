@@ -169,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
             cfg = train_config(args)
             from socjax import runner  # imports jax: only once the input is known to be good
 
-
             target = args.resume or args.out
             try:
                 out = runner.run(cfg, target, progress=not args.no_progress, resume=bool(args.resume),
