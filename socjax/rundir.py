@@ -152,6 +152,11 @@ def _grow(path: Path, shape) -> np.memmap:
     return np.load(path, mmap_mode="r+")
 
 
+def _write_config(out: Path, cfg: RunConfig, layout: dict, source: str) -> None:
+    write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
+                                  environment=environment()))
+
+
 def _new_metrics() -> dict:
     return {"epoch": [], "timing": {"compile_seconds": [], "chunk_end_epoch": [], "chunk_seconds": []}}
 
@@ -188,8 +193,7 @@ class RunWriter:
         w = cls(out, cfg, layout, None, None, _new_metrics(), 0)
 
         def write():
-            write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
-                                          environment=environment()))
+            _write_config(out, cfg, layout, source)
             write_json(out / TRACKED, [dict(layer=t.layer, row=t.row, col=t.col) for t in tracked])
             write_npz(out / PARAMS_INIT, params_init)
             w.trajectory = open_array(out / TRAJECTORY, np.float32, (layout["num_runs"], layout["steps"], len(tracked)))
@@ -208,8 +212,7 @@ class RunWriter:
         trajectory = _grow(out / TRAJECTORY, (num_runs, layout["steps"], len(load_tracked(out))))
         order = _grow(out / ORDER, (num_runs, cfg.epochs * n)) if cfg.save_order else None
         w = cls(out, cfg, layout, trajectory, order, metrics, epoch)
-        w._io(write_json, out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
-                                             environment=environment()))
+        w._io(_write_config, out, cfg, layout, source)  # a longer run changes the layout
         return w, state
 
     def compiled(self, seconds: float) -> None:

@@ -180,7 +180,15 @@ def sweep(p: ToyParams, field: str, values, chains: int = 4000, steps: int = 100
     return dict(params=p._asdict(), field=field, chains=chains, steps=steps, dt=dt, seed=seed, rows=rows)
 
 
-def _prepare(out: Path, name: str) -> None:
+def _check(p: ToyParams, steps: int, dt: float, eta: float) -> None:
+    """The checks every command makes before anything is computed or written."""
+    validate(p)
+    check_steps(p, dt, eta)
+    if steps % 4:
+        raise ToyError(f"--steps must be a multiple of 4, got {steps}")
+
+
+def _create(out: Path, name: str) -> None:
     if (out / name).exists():
         raise ConfigError(f"{out}: already holds {name}; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -191,11 +199,8 @@ def write_run(out: Path, p: ToyParams, chains: int, steps: int, dt: float, eta: 
     is computed or written. Returns the lines to print."""
     from socjax import plots, rundir
 
-    validate(p)
-    check_steps(p, dt, eta)
-    if steps % 4:
-        raise ToyError(f"--steps must be a multiple of 4, got {steps}")
-    _prepare(out, "toy.json")
+    _check(p, steps, dt, eta)
+    _create(out, "toy.json")
     result, samples = run(p, chains, steps, dt, eta, seed)
     rundir.write_json(out / "toy.json", result)
     plots.toy_figure(out / "toy.png", result, samples, p, curves(p, result))
@@ -213,17 +218,14 @@ def write_sweep(out: Path, p: ToyParams, text: str, chains: int, steps: int, dt:
     the lines to print."""
     from socjax import plots, rundir
 
-    validate(p)
-    check_steps(p, dt, eta)
-    if steps % 4:
-        raise ToyError(f"--steps must be a multiple of 4, got {steps}")
+    _check(p, steps, dt, eta)
     field, _, values = text.partition("=")
     try:
         values = [float(v) for v in values.split(",") if v.strip()]
     except ValueError:
         raise ToyError(f"--sweep {text!r}: expected FIELD=V1,V2,... with numbers") from None
     sweep_params(p, field, values, dt, eta)
-    _prepare(out, "sweep.json")
+    _create(out, "sweep.json")
     result = sweep(p, field, values, chains, steps, dt, seed)
     rundir.write_json(out / "sweep.json", result)
     plots.toy_sweep_figure(out / "sweep.png", result)
