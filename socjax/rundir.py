@@ -269,11 +269,17 @@ def save_checkpoint(out: Path, state, user: dict) -> None:
     safe_write(out / CHECKPOINT, lambda f: checkpoint.save(f, state, user))
 
 
-def load_checkpoint(out: Path, template) -> tuple[Any, int, dict]:
-    """(state restored into `template`'s structure, finished epochs, metrics) from DIR/checkpoint.npz."""
+def require_checkpoint(out: str | Path) -> Path:
+    """DIR/checkpoint.npz, refused in one line when there is none to resume from."""
     path = Path(out) / CHECKPOINT
     if not path.exists():
         raise RunDirError(f"{out}: no {CHECKPOINT} to resume from")
+    return path
+
+
+def load_checkpoint(out: Path, template) -> tuple[Any, int, dict]:
+    """(state restored into `template`'s structure, finished epochs, metrics) from DIR/checkpoint.npz."""
+    path = require_checkpoint(out)
     state, user = checkpoint.read(path, template, name=str(path))
     return state, int(user["epochs_done"]), user["metrics"]
 

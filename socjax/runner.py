@@ -59,8 +59,7 @@ def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[Chunk]:
 
 def resume_config(out: str | Path, epochs: int | None = None) -> RunConfig:
     """The configuration of the run in `out`, extended to `epochs` in total if given."""
-    if not (Path(out) / rundir.CHECKPOINT).exists():
-        raise rundir.RunDirError(f"{out}: no {rundir.CHECKPOINT} to resume from")
+    rundir.require_checkpoint(out)  # before reading anything else, as load_checkpoint will
     cfg = rundir.read_info(out).config
     if cfg is None:
         raise rundir.RunDirError(f"{out}: config.json holds no run configuration to resume")
