@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -40,8 +41,18 @@ STEPS: dict[str, str] = {
 }
 
 
+MAX_EPOCHS = 2**31 - 1  # TrainState.epoch is an int32
+SEED_LIMIT = 2**32  # seeds are 0 <= s < 2**32: what jax.random.key takes without wrapping around
+
+
 class ConfigError(ValueError):
     """Invalid user input; the message is one line, suitable for a CLI error."""
+
+
+def check_seed(what: str, seed) -> None:
+    """A seed must be an integer in 0 <= s < 2**32 (a larger one would silently wrap to another)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ConfigError(f"{what} must be an integer in 0..{SEED_LIMIT - 1}, got {seed!r}")
 
 
 def _choose(what: str, value, choices) -> None:
@@ -155,12 +166,15 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("seeds, lr and l2 each need at least one value")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds must be distinct, got {cfg.seeds}")
+    for seed in cfg.seeds:
+        check_seed("seed", seed)
+    check_seed("track_seed", cfg.track_seed)
     for lr in cfg.lr:
-        if not lr > 0:
-            raise ConfigError(f"learning rate must be positive, got {lr}")
+        if not (lr > 0 and math.isfinite(lr)):
+            raise ConfigError(f"learning rate must be positive and finite, got {lr}")
     for l2 in cfg.l2:
-        if not l2 >= 0:
-            raise ConfigError(f"l2 must be non-negative, got {l2}")
+        if not (l2 >= 0 and math.isfinite(l2)):
+            raise ConfigError(f"l2 must be non-negative and finite, got {l2}")
     if cfg.epochs_equilibrate < 0 or cfg.epochs_record < 0 or cfg.epochs < 1:
         raise ConfigError(
             f"need epochs_equilibrate >= 0, epochs_record >= 0 and at least one epoch, got "
@@ -172,9 +186,14 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"chunk_epochs must be >= 1, got {cfg.chunk_epochs}")
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise ConfigError(f"train_limit must be >= 1, got {cfg.train_limit}")
-    if not cfg.pixel_scale > 0:
-        raise ConfigError(f"pixel_scale must be positive, got {cfg.pixel_scale}")
+    if not (cfg.pixel_scale > 0 and math.isfinite(cfg.pixel_scale)):
+        raise ConfigError(f"pixel_scale must be positive and finite, got {cfg.pixel_scale}")
+    if cfg.epochs > MAX_EPOCHS:
+        raise ConfigError(f"at most {MAX_EPOCHS:,} epochs (the epoch counter is int32), got {cfg.epochs:,}")
     if cfg.track_weights:
+        if len(set(cfg.track_weights)) != len(cfg.track_weights):
+            dup = next(t for t in cfg.track_weights if cfg.track_weights.count(t) > 1)
+            raise ConfigError(f"tracked weight {dup.layer}:{dup.row}:{dup.col} is given twice")
         for t in cfg.track_weights:
             if not 1 <= t.layer <= m.num_layers:
                 raise ConfigError(f"tracked weight {t}: layer must be in 1..{m.num_layers}")
@@ -187,6 +206,13 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"track must be >= 0, got {cfg.track}")
     elif cfg.track > 0 and m.num_layers < 2:
         raise ConfigError("random tracking draws from layers 1 and 2; the model has one layer")
+    elif cfg.track > 0:
+        # select_tracked: track // 2 distinct weights from w1, the rest from w2
+        for layer, count in ((1, cfg.track // 2), (2, cfg.track - cfg.track // 2)):
+            size = m.sizes[layer - 1] * m.sizes[layer]
+            if count > size:
+                raise ConfigError(f"--track {cfg.track} draws {count} weights from w{layer}, which has {size}; "
+                                  f"at most {2 * min(m.sizes[0] * m.sizes[1], m.sizes[1] * m.sizes[2])}")
 
 
 def steps_per_epoch(cfg: RunConfig, num_train: int) -> int:
@@ -195,7 +221,11 @@ def steps_per_epoch(cfg: RunConfig, num_train: int) -> int:
 
 
 def check_data(cfg: RunConfig, num_train: int) -> None:
-    """The check that needs the data: the recording stride must divide the steps per epoch."""
+    """The checks that need the data: train_limit within the training set, and the recording
+    stride dividing the steps per epoch."""
+    if cfg.train_limit is not None and cfg.train_limit > num_train:
+        raise ConfigError(f"train_limit {cfg.train_limit} exceeds the {num_train:,} training examples of "
+                          f"{cfg.dataset}")
     n = steps_per_epoch(cfg, num_train)
     if n % cfg.stride:
         raise ConfigError(f"stride {cfg.stride} must divide the number of steps per epoch ({n})")
@@ -239,6 +269,28 @@ DEFAULT_PRESET = "quick"
 
 
 # --- the flags of `socjax train`: one table, from which the CLI, `build` and resume derive ------
+
+
+def finite_positive(text: str) -> float:
+    """A finite number > 0 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def seed_int(text: str) -> int:
+    """A seed, 0 <= s < 2**32 (argparse type)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= v < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be in 0..{SEED_LIMIT - 1}, got {v}")
+    return v
 
 
 def positive_int(text: str) -> int:
@@ -285,14 +337,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag("record_epochs", "how many of the last epochs record trajectories (default: the preset's, at most "
          "--epochs)", arg=dict(type=int)),
     Flag("seeds", "number of seeds (default 1)", arg=dict(type=positive_int)),
-    Flag("seed", "first seed; seeds are SEED..SEED+N-1 (default 0)", arg=dict(type=int)),
+    Flag("seed", "first seed; seeds are SEED..SEED+N-1, each in 0..2**32-1 (default 0)", arg=dict(type=seed_int)),
     Flag("lr", "learning rate(s); several values sweep (default 2e-3)", "lr", dict(type=float, nargs="+")),
     Flag("l2", "L2 coefficient(s); several values sweep (default 5e-4)", "l2", dict(type=float, nargs="+")),
     Flag("track", "number of weights to record, half from w1, half from w2 (default 16)", "track", dict(type=int)),
     Flag("track_weights", "record these weights instead: layer (1-based), row, column of w (fan_in, fan_out)",
          "track_weights", dict(type=tracked_weight, nargs="+", metavar="L:R:C")),
     Flag("track_seed", "seed of the random choice of tracked weights, the same for every run (default 0)",
-         "track_seed", dict(type=int)),
+         "track_seed", dict(type=seed_int)),
     Flag("stride", "record every K-th step; must divide the steps per epoch (default 1)", "stride",
          dict(type=positive_int)),
     Flag("data_dir", "directory with the four MNIST IDX .gz files (checked by SHA-256); implies --dataset mnist",
@@ -301,7 +353,7 @@ FLAGS: tuple[Flag, ...] = (
          "10,000/2,000 subset (default from the preset)", "dataset", dict(choices=DATASETS)),
     Flag("train_limit", "use only the first N training examples", "train_limit", dict(type=positive_int)),
     Flag("pixel_scale", "pixels are divided by this (default 255: blank pixels stay exactly 0)", "pixel_scale",
-         dict(type=float)),
+         dict(type=finite_positive)),
     Flag("hidden", "hidden layer widths (default 700 476)", arg=dict(type=positive_int, nargs="+")),
     Flag("loss", "mse: eq. (10), the default; xent: cross-entropy", "model.loss", dict(choices=LOSSES)),
     Flag("init", "parameter init (default torch: PyTorch's nn.Linear)", "model.init", dict(choices=INITS)),

@@ -61,6 +61,17 @@ def test_power_law_exponent_is_alpha_over_beta(chains):
     assert fit["ci95"][0] - 0.05 <= P.alpha / P.beta <= fit["ci95"][1] + 0.05
 
 
+def test_exponent_fit_needs_enough_samples_in_its_range(chains):
+    c = theory.crossovers(P)
+    full = experiment.exponent_fit(chains.ravel(), c["lower"], c["upper"])
+    x = np.abs(chains.ravel() - P.qb)
+    inside = x[(x >= full["xmin"]) & (x < full["xmax"])]  # the samples the fit counts
+    few = experiment.exponent_fit(inside[: experiment.MIN_FIT_SAMPLES - 1], c["lower"], c["upper"])
+    assert "exponent" not in few and few["n"] == experiment.MIN_FIT_SAMPLES - 1 and "needs at least 50" in few["error"]
+    enough = experiment.exponent_fit(inside[: 4 * experiment.MIN_FIT_SAMPLES], c["lower"], c["upper"])
+    assert enough["n"] == 4 * experiment.MIN_FIT_SAMPLES and np.isfinite(enough["exponent"])
+
+
 def test_fit_alpha_on_exact_samples():
     grid, _ = theory.density_grid(P)
     u = np.random.default_rng(0).random(20_000)
@@ -90,6 +101,7 @@ def test_toy_command_writes_json_and_figure(tmp_path, capsys):
     assert main(["toy", "--out", str(out), "--chains", "500", "--steps", "8000"]) == 0
     r = json.loads((out / "toy.json").read_text())
     assert r["analytic"]["exponent"] == 1.5 and "p_value" in r["langevin"] and "drift" in r["sgd"]
+    assert r["seed"] == 0
     assert (out / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["toy", "--out", str(out)]) == 2
     assert "already holds toy.json" in capsys.readouterr().err

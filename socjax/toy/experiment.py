@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from socjax.config import ConfigError, ToyParams
+from socjax.config import ConfigError, ToyParams, check_seed
 from socjax.toy.simulate import FORCE_TABLE, drift_check, langevin, sample_x, sgd
 from socjax.toy.theory import (ToyError, _free_energy_grid, _is_quartic, cdf, check_steps, crossovers, density_grid,
                                float64, free_energy, log_px_given_q, span, validate, x_cdf,
@@ -32,9 +32,13 @@ def fit_alpha(samples: np.ndarray, p: ToyParams) -> float:
     return float(optimize.minimize_scalar(nll, bounds=(1e-3, 100), method="bounded", options=dict(xatol=1e-8)).x)
 
 
+MIN_FIT_SAMPLES = 50  # fewer samples in the range than this: no exponent (Clauset et al. 2009's rule of thumb)
+
+
 def exponent_fit(samples: np.ndarray, lower: float, upper: float) -> dict:
     """The bounded power-law fit of the main experiment (socjax.analysis.powerlaw) on |q - qb| over
-    [3 lower, upper / 2], inside the analytic power-law range."""
+    [3 lower, upper / 2], inside the analytic power-law range; an error entry when fewer than
+    MIN_FIT_SAMPLES samples fall in it."""
     from socjax.analysis import loghist, powerlaw
 
     h = loghist.from_samples(np.abs(samples))
@@ -44,6 +48,8 @@ def exponent_fit(samples: np.ndarray, lower: float, upper: float) -> dict:
     if j - i < g.bins_per_decade // 2:
         return dict(error=f"the power-law range [{3 * lower:.3g}, {upper / 2:.3g}] is narrower than half a decade")
     a, se, n, ks = (float(v[0]) for v in powerlaw.fit_range(h, i, j))
+    if n < MIN_FIT_SAMPLES:
+        return dict(error=f"{int(n)} samples in the power-law range; the fit needs at least {MIN_FIT_SAMPLES}", n=int(n))
     e = g.edges()
     return dict(exponent=a, stderr=se, ci95=[a - 1.96 * se, a + 1.96 * se], xmin=float(e[i]), xmax=float(e[j]), n=int(n), ks=ks)
 
@@ -97,7 +103,7 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     cross = crossovers(p)
     fit_lower = cross["power_law_from"]
     cdf_true = cdf(p)
-    out: dict = dict(params=p._asdict(), chains=chains, steps=steps, analytic=cross, stiffness=kappa)
+    out: dict = dict(params=p._asdict(), chains=chains, steps=steps, seed=seed, analytic=cross, stiffness=kappa)
     wrong = stats.kstest(lang[-1], cdf(p._replace(alpha=1.2 * p.alpha)))
     out["langevin"] = dict(
         dt=dt, **_compare_with_eq6(lang, p, cross, exact_key),
@@ -180,8 +186,9 @@ def sweep(p: ToyParams, field: str, values, chains: int = 4000, steps: int = 100
     return dict(params=p._asdict(), field=field, chains=chains, steps=steps, dt=dt, seed=seed, rows=rows)
 
 
-def _check(p: ToyParams, steps: int, dt: float, eta: float) -> None:
+def _check(p: ToyParams, steps: int, dt: float, eta: float, seed: int) -> None:
     """The checks every command makes before anything is computed or written."""
+    check_seed("--seed", seed)
     validate(p)
     check_steps(p, dt, eta)
     if steps % 4:
@@ -199,17 +206,20 @@ def write_run(out: Path, p: ToyParams, chains: int, steps: int, dt: float, eta: 
     is computed or written. Returns the lines to print."""
     from socjax import plots, rundir
 
-    _check(p, steps, dt, eta)
+    _check(p, steps, dt, eta, seed)
     _create(out, "toy.json")
     result, samples = run(p, chains, steps, dt, eta, seed)
     rundir.write_json(out / "toy.json", result)
     plots.toy_figure(out / "toy.png", result, samples, p, curves(p, result))
-    lang, nan = result["langevin"], float("nan")
+    lang = result["langevin"]
     return [f"wrote {out / 'toy.json'} and {out / 'toy.png'}: Langevin vs eq. (6) KS p = {lang['p_value']:.3g}; "
-            f"exponent {lang['powerlaw'].get('exponent', nan):.3f} +- {lang['powerlaw'].get('stderr', nan):.3f} "
-            f"(the same fit on exact draws of eq. (6): {lang['powerlaw_exact_draws'].get('exponent', nan):.3f}; "
-            f"alpha/beta = {p.alpha / p.beta:g}); "
+            f"{_exponent_text(lang['powerlaw'])} (the same fit on exact draws of eq. (6): "
+            f"{_exponent_text(lang['powerlaw_exact_draws'])}; alpha/beta = {p.alpha / p.beta:g}); "
             f"SGD drift max |z| = {result['sgd']['drift']['max_abs_z']:.2f}"]
+
+
+def _exponent_text(fit: dict) -> str:
+    return f"exponent {fit['exponent']:.3f} +- {fit['stderr']:.3f}" if "exponent" in fit else f"no exponent ({fit['error']})"
 
 
 def write_sweep(out: Path, p: ToyParams, text: str, chains: int, steps: int, dt: float, eta: float,
@@ -218,7 +228,7 @@ def write_sweep(out: Path, p: ToyParams, text: str, chains: int, steps: int, dt:
     the lines to print."""
     from socjax import plots, rundir
 
-    _check(p, steps, dt, eta)
+    _check(p, steps, dt, eta, seed)
     field, _, values = text.partition("=")
     try:
         values = [float(v) for v in values.split(",") if v.strip()]
@@ -230,10 +240,8 @@ def write_sweep(out: Path, p: ToyParams, text: str, chains: int, steps: int, dt:
     rundir.write_json(out / "sweep.json", result)
     plots.toy_sweep_figure(out / "sweep.png", result)
     lines = [f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}"]
-    nan = float("nan")
     for r in result["rows"]:
-        fit, ref = r["powerlaw"], r["powerlaw_exact_draws"]
-        lines.append(f"  {field} = {r['value']:g}: KS p = {r['p_value']:.3g}; exponent "
-                     f"{fit.get('exponent', nan):.3f} +- {fit.get('stderr', nan):.3f} (exact draws "
-                     f"{ref.get('exponent', nan):.3f}; alpha/beta = {r['analytic']['exponent']:g})")
+        lines.append(f"  {field} = {r['value']:g}: KS p = {r['p_value']:.3g}; {_exponent_text(r['powerlaw'])} "
+                     f"(exact draws: {_exponent_text(r['powerlaw_exact_draws'])}; "
+                     f"alpha/beta = {r['analytic']['exponent']:g})")
     return lines

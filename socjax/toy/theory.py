@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +42,9 @@ class ToyError(ConfigError):
 
 
 def validate(p: ToyParams) -> None:
+    bad = [f"{name} = {v}" for name, v in p._asdict().items() if not math.isfinite(v)]
+    if bad:
+        raise ToyError(f"{', '.join(bad)}: every parameter must be a finite number")
     if not p.g > 0:
         raise ToyError(f"g = {p.g}: the coupling must be positive (g > 0) for p(x|q) to be normalizable")
     if not p.kx >= 0:
@@ -241,8 +245,8 @@ def check_steps(p: ToyParams, dt: float, eta: float) -> float:
     """Refuse a Langevin step dt or SGD rate eta too large for the stiffness at q = qb; returns it."""
     kappa = stiffness(p)
     for name, step in (("dt", dt), ("eta", eta)):
-        if not step > 0:
-            raise ToyError(f"{name} = {step:g}: must be positive")
+        if not (step > 0 and math.isfinite(step)):
+            raise ToyError(f"{name} = {step:g}: must be positive and finite")
         if not step * kappa <= MAX_STEP_STIFFNESS:
             raise ToyError(f"{name} = {step:g}: {name} * (g <(x-xb)^2>(qb) + lq) = {step * kappa:.3g} > "
                            f"{MAX_STEP_STIFFNESS} (the steps resolve F'' = {kappa:.3g} at q = qb badly, and "
