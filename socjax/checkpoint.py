@@ -16,7 +16,11 @@ MB per run on one host one .npz has no extra dependency.)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import zipfile
+import zlib
 from typing import Any, BinaryIO
 
 import jax
@@ -55,28 +59,56 @@ def save(f: BinaryIO, tree, user: dict[str, Any]) -> None:
     np.savez(f, **arrays, __meta__=np.asarray(json.dumps(meta)))
 
 
-def read_meta(f) -> dict:
+# what a truncated, empty, random or foreign file raises somewhere in np.load and zipfile
+_UNREADABLE = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
+
+
+def _opened(f):
+    """A path opened here (and closed even when np.load fails on it) or a caller's file object."""
+    return open(f, "rb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f)
+
+
+def read_meta(f, name: str = "checkpoint") -> dict:
     """The __meta__ of a checkpoint file (format, versions, leaf paths, the caller's "user" data),
     without its arrays; {"format": 1} for the earlier layout."""
-    with np.load(f) as z:
-        return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {"format": 1}
+    try:
+        with _opened(f) as fh, np.load(fh) as z:
+            return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {"format": 1}
+    except CheckpointError:
+        raise
+    except _UNREADABLE as e:
+        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _check_format(meta: dict, name: str) -> dict:
+    if meta.get("format") == 1:
+        raise CheckpointError(f"{name}: has no __meta__: not a socjax checkpoint, or written in {FORMAT_1}; "
+                              f"this is {_this_version()}: resume it with the socjax that started it")
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{name}: written in format {meta.get('format')} (socjax {meta.get('socjax')}, "
+                              f"jax {meta.get('jax')}); this is {_this_version()}")
+    return meta
+
+
+def read_user(f, name: str = "checkpoint") -> dict:
+    """The caller's metadata of a checkpoint of this format, without its arrays."""
+    return _check_format(read_meta(f, name), name)["user"]
 
 
 def read(f, template, name: str = "checkpoint"):
     """(tree, user metadata) from a file written by `save`, restored into `template`'s structure
     (host NumPy leaves; typed PRNG keys re-wrapped). `name` labels the one-line errors."""
     try:
-        z = np.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{name}: not a readable checkpoint ({e})") from None
-    with z:
-        if "__meta__" not in z.files:
-            raise CheckpointError(f"{name}: written in {FORMAT_1}; this is {_this_version()}: "
-                                  "resume it with the socjax that started it")
-        meta = json.loads(str(z["__meta__"]))
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{name}: written in format {meta.get('format')} (socjax {meta.get('socjax')}, "
-                                  f"jax {meta.get('jax')}); this is {_this_version()}")
+        return _read(f, template, name)
+    except CheckpointError:
+        raise
+    except _UNREADABLE as e:
+        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def _read(f, template, name):
+    with _opened(f) as fh, np.load(fh) as z:
+        meta = _check_format(json.loads(str(z["__meta__"])) if "__meta__" in z.files else {"format": 1}, name)
         expected, treedef = jax.tree_util.tree_flatten_with_path(template)
         paths = [jax.tree_util.keystr(p) for p, _ in expected]
         if meta["paths"] != paths:
