@@ -14,7 +14,7 @@ from pathlib import Path
 
 import socjax
 from socjax import config
-from socjax.config import ConfigError, ToyParams, positive_int
+from socjax.config import ConfigError, ToyParams, finite_positive, positive_int
 
 DESCRIPTION = """\
 socjax: per-example SGD on MNIST with a 784-700-476-10 MLP, as in "Self-organized criticality in
@@ -115,7 +115,7 @@ def _add_train_args(t: argparse.ArgumentParser) -> None:
                         "configuration flag except a longer --epochs (the extra epochs are recorded)")
     t.add_argument("--checkpoint-epochs", type=positive_int,
                    help="checkpoint after every N epochs (default: every 10 minutes and at the end)")
-    t.add_argument("--checkpoint-minutes", type=float, default=10.0,
+    t.add_argument("--checkpoint-minutes", type=finite_positive, default=10.0,
                    help="checkpoint at least this often, in minutes (default 10)")
     for flag in config.FLAGS:
         t.add_argument(flag.option, dest=flag.dest, help=flag.help, **flag.arg)
@@ -126,6 +126,7 @@ def train_config(args: argparse.Namespace) -> config.RunConfig:
     """The RunConfig a `train` or `reproduce` command line asks for: a new run's, or with --resume
     the recorded one (extended by a longer --epochs). Refuses other configuration flags on resume."""
     given = {f.dest: getattr(args, f.dest) for f in config.FLAGS}
+    _check_out(args.out)
     if args.resume:
         refused = config.resume_conflicts(given) + (["--out"] if args.out is not None else [])
         if refused:
@@ -137,6 +138,11 @@ def train_config(args: argparse.Namespace) -> config.RunConfig:
     if args.out is None:
         raise ConfigError("--out is required (or --resume DIR)")
     return config.build(**given)
+
+
+def _check_out(out: str | None) -> None:
+    if out is not None and not out.strip():
+        raise ConfigError("--out is empty; name a directory")
 
 
 def _analyze(run, args, data_dir):
@@ -153,6 +159,7 @@ def _analyze(run, args, data_dir):
 def _toy(args) -> None:
     from socjax.toy import experiment
 
+    _check_out(args.out)
     params = ToyParams(*(getattr(args, f) for f in ToyParams._fields))
     settings = dict(chains=args.chains, steps=args.steps, dt=args.dt, eta=args.eta, seed=args.seed)
     if args.sweep:
@@ -190,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"socjax: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before or after training (a run's own signals are handled by the runner)
+        print(f"socjax: interrupted during {args.command}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -30,8 +30,10 @@ downstream (analysis, plots, report) reads a run through this module and nothing
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, NamedTuple
 
@@ -42,8 +44,15 @@ from socjax.config import ConfigError, RunConfig, TrackedWeight
 
 CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL = "config.json", "tracked.json", "params_init.npz", "params_final.npz"
 TRAJECTORY, METRICS, ORDER = "trajectory.npy", "metrics.json", "order.npy"
-WEIGHT_STATS, CHECKPOINT = "weight_stats.npz", "checkpoint.npz"
-RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, ORDER, WEIGHT_STATS)
+WEIGHT_STATS, CHECKPOINT, PROGRESS, LOCK = "weight_stats.npz", "checkpoint.npz", "progress.json", ".lock"
+RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, ORDER, WEIGHT_STATS, CHECKPOINT, PROGRESS)
+# what `socjax analyze` derives from a run: removed when the run is resumed, as they no longer describe it
+ANALYSIS, REPORT = "analysis.json", "report.md"
+FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
+DERIVED = (ANALYSIS, REPORT, *FIGURES)
+# config.json fields a resume may find changed: the data files are checked by SHA-256 wherever they
+# are, and a longer epochs_record is an extension (--resume --epochs) whose first checkpoint is pending
+MOVABLE = ("data_dir",)
 
 
 class RunDirError(ConfigError):
@@ -95,9 +104,68 @@ def check_new(out: str | Path) -> Path:
         raise RunDirError(f"{out}: exists and is not a directory")
     if out.is_dir():
         present = [f for f in RUN_FILES if (out / f).exists()]
+        if present and not (out / CHECKPOINT).exists():
+            raise RunDirError(f"{out}: holds a run whose set-up never finished (no {CHECKPOINT}, so nothing to "
+                              f"resume); delete {out} or choose another --out")
         if present:
-            raise RunDirError(f"{out}: already holds a run ({present[0]}); choose another --out")
+            raise RunDirError(f"{out}: already holds a run ({present[0]}); choose another --out, or continue "
+                              f"it with --resume {out}")
     return out
+
+
+class RunLock:
+    """DIR/.lock, held (flock) by the one process that writes a run directory, and holding its pid.
+
+    The kernel drops the lock when the process ends, however it ends, so a killed run leaves no
+    stale lock. A second process is refused in one line naming the holder. create=True makes DIR
+    (a new run); `discard()` then undoes a set-up that failed: the run files, the lock and DIR
+    itself if this lock made it."""
+
+    def __init__(self, out: Path, create: bool):
+        import fcntl
+
+        self.out, self.created, self.fd = out, False, None
+        if create:
+            try:
+                out.mkdir(parents=True)
+                self.created = True
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise RunDirError(f"{out}: cannot create ({e.strerror})") from None
+        elif not out.is_dir():
+            raise RunDirError(f"{out}: run directory not found")
+        try:
+            self.fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            self.discard()
+            raise RunDirError(f"{out}: cannot write ({e.strerror})") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self.fd)
+            self.fd = None
+            raise RunDirError(f"{out}: another socjax process (pid {pid}) is writing this run; wait for it to "
+                              "end or stop it") from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor drops the flock
+            self.fd = None
+
+    def discard(self) -> None:
+        """Remove what a failed set-up wrote (check_new made sure DIR held no run files before)."""
+        for name in (*RUN_FILES, LOCK):
+            (self.out / name).unlink(missing_ok=True)
+        self.release()
+        if self.created:
+            try:
+                self.out.rmdir()
+            except OSError:
+                pass  # something else was put there meanwhile: leave it
 
 
 def environment() -> dict:
@@ -126,29 +194,89 @@ def layout(cfg: RunConfig, steps_per_epoch: int, num_test: int) -> dict:
                 num_test=num_test, num_runs=len(cfg.runs()))
 
 
+def _array_shapes(cfg: RunConfig, layout: dict, num_tracked: int) -> dict[str, tuple[int, ...]]:
+    """The preallocated arrays of a run and their shapes: trajectory (R, T, K), order (R, steps)."""
+    shapes = {TRAJECTORY: (layout["num_runs"], layout["steps"], num_tracked)}
+    if cfg.save_order:
+        shapes[ORDER] = (layout["num_runs"], cfg.epochs * layout["steps_per_epoch"])
+    return shapes
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if nbytes < 1000 or unit == "PB":
+            return f"{nbytes:,.0f} {unit}" if unit == "bytes" else f"{nbytes:,.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError
+
+
+def check_space(out: Path, cfg: RunConfig, layout: dict, num_tracked: int) -> None:
+    """Refuse, before anything is written, trajectory and order files larger than the free space on
+    out's file system (a file that must grow is copied, so its whole new size counts)."""
+    need = 0
+    for name, shape in _array_shapes(cfg, layout, num_tracked).items():
+        nbytes = 4 * math.prod(shape)
+        path = out / name
+        if path.exists():
+            try:
+                if np.load(path, mmap_mode="r").shape == shape:
+                    continue
+            except (OSError, ValueError):
+                pass
+        need += nbytes
+    base = out
+    while not base.exists():
+        base = base.parent
+    free = shutil.disk_usage(base).free
+    if need > free:
+        raise RunDirError(f"{out}: the trajectory and order files need {_size(need)}, {_size(free)} is free there; "
+                          "record fewer epochs, raise --stride or track fewer weights")
+
+
 def open_array(path: Path, dtype, shape) -> np.memmap:
     """A preallocated .npy on disk, opened for writing chunk by chunk (np.load mmap-compatible)."""
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
+def _open_existing(path: Path) -> np.memmap:
+    """A run's .npy opened read-only, or one line saying why it cannot be."""
+    if not path.exists():
+        raise RunDirError(f"{path}: missing, so the run cannot be resumed")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:
+        raise RunDirError(f"{path}: unreadable ({e}), so the run cannot be resumed") from None
+
+
+def check_resumable(out: Path, cfg: RunConfig, layout: dict, num_tracked: int) -> None:
+    """The arrays a resume writes into exist, are readable and can hold (or grow to) the layout."""
+    for name, shape in _array_shapes(cfg, layout, num_tracked).items():
+        old = _open_existing(out / name)
+        if old.shape[0] != shape[0] or old.shape[2:] != shape[2:] or old.shape[1] > shape[1]:
+            raise RunDirError(f"{out / name}: shape {old.shape} does not fit this run's {shape}, so the run "
+                              "cannot be resumed")
+
+
 def _grow(path: Path, shape) -> np.memmap:
     """A run's .npy (runs, steps, ...) reopened for writing; grown along the steps axis (copied
     into a larger file, then renamed over it) when --epochs extends the run."""
-    old = np.load(path, mmap_mode="r")
+    old = _open_existing(path)
     if old.shape == tuple(shape):
         del old
         return np.load(path, mmap_mode="r+")
-    if old.shape[0] != shape[0] or old.shape[2:] != tuple(shape[2:]) or old.shape[1] > shape[1]:
-        raise RunDirError(f"{path}: shape {old.shape} cannot grow to {tuple(shape)}")
     tmp = path.with_name(f".{path.name}.grow")
-    new = open_array(tmp, old.dtype, shape)
-    step = 1 << 20
-    for t0 in range(0, old.shape[1], step):
-        t1 = min(t0 + step, old.shape[1])
-        new[:, t0:t1] = old[:, t0:t1]
-    new.flush()
-    del old, new
-    os.replace(tmp, path)
+    try:
+        new = open_array(tmp, old.dtype, shape)
+        step = 1 << 20
+        for t0 in range(0, old.shape[1], step):
+            t1 = min(t0 + step, old.shape[1])
+            new[:, t0:t1] = old[:, t0:t1]
+        new.flush()
+        del old, new
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return np.load(path, mmap_mode="r+")
 
 
@@ -157,63 +285,95 @@ def _write_config(out: Path, cfg: RunConfig, layout: dict, source: str) -> None:
                                   environment=environment()))
 
 
+def _tracked_json(tracked) -> list[dict]:
+    return [dict(layer=t.layer, row=t.row, col=t.col) for t in tracked]
+
+
 def _new_metrics() -> dict:
     return {"epoch": [], "timing": {"compile_seconds": [], "chunk_end_epoch": [], "chunk_seconds": []}}
 
 
-class RunWriter:
-    """Writes one run directory while it trains. `epoch`: epochs whose outputs are written;
-    `checkpointed`: the epoch of the last checkpoint written (what a failed write says is intact)."""
+def written_rows(cfg: RunConfig, layout: dict, epochs_done: int) -> dict:
+    """progress.json's counts after `epochs_done` epochs: the trajectory rows and order steps (per
+    run) that are written and durable, out of the layout's."""
+    n = layout["steps_per_epoch"]
+    recorded = min(max(epochs_done - cfg.epochs_equilibrate, 0), cfg.epochs_record)
+    out = dict(recorded_epochs=recorded, record_epochs=cfg.epochs_record,
+               trajectory_rows=recorded * n // cfg.stride, trajectory_steps=layout["steps"])
+    if cfg.save_order:
+        out.update(order_rows=epochs_done * n, order_steps=cfg.epochs * n)
+    return out
 
-    def __init__(self, out: Path, cfg: RunConfig, layout: dict, trajectory, order, metrics: dict, epoch: int):
-        self.out, self.cfg, self.layout = out, cfg, layout
+
+class RunWriter:
+    """Writes one run directory while it trains, under its RunLock. `epoch`: epochs whose outputs
+    are written; `checkpointed`: the epoch of the last checkpoint written (what a failed write
+    says is intact), None until the set-up's checkpoint at epoch 0."""
+
+    def __init__(self, out: Path, cfg: RunConfig, layout: dict, tracked: list[dict], trajectory, order,
+                 metrics: dict, epoch: int, checkpointed: int | None):
+        self.out, self.cfg, self.layout, self.tracked = out, cfg, layout, tracked
         self.trajectory, self.order, self.metrics = trajectory, order, metrics
-        self.epoch = self.checkpointed = epoch
+        self.epoch, self.checkpointed = epoch, checkpointed
 
     # The one place where an OSError becomes a one-line error.
     def _io(self, fn, *args):
         try:
             return fn(*args)
         except OSError as e:
-            raise RunDirError(f"{self.out}: cannot write ({e.strerror or e}); the last checkpoint "
-                              f"(epoch {self.checkpointed}) is intact") from None
+            kept = ("the run was not set up" if self.checkpointed is None
+                    else f"the last checkpoint (epoch {self.checkpointed}) is intact")
+            raise RunDirError(f"{self.out}: cannot write ({e.strerror or e}); {kept}") from None
 
     @classmethod
     def create(cls, out: Path, cfg: RunConfig, layout: dict, source: str, tracked: tuple[TrackedWeight, ...],
-               params_init: Mapping[str, np.ndarray]) -> "RunWriter":
-        """A new run directory with its config, tracked weights, initial parameters and
-        preallocated trajectory (and order) files."""
-        out = check_new(out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RunDirError(f"{out}: cannot create ({e.strerror})") from None
-        if not os.access(out, os.W_OK):
-            raise RunDirError(f"{out}: not writable")
-        w = cls(out, cfg, layout, None, None, _new_metrics(), 0)
+               params_init: Mapping[str, np.ndarray], state) -> "RunWriter":
+        """Set up a new run in `out` (made and locked by a RunLock): config, tracked weights,
+        initial parameters, preallocated trajectory (and order), then a checkpoint of the initial
+        `state` at epoch 0, last: a directory with a checkpoint is resumable, one without is a
+        set-up that never finished."""
+        w = cls(out, cfg, layout, _tracked_json(tracked), None, None, _new_metrics(), 0, None)
+        shapes = _array_shapes(cfg, layout, len(tracked))
 
         def write():
             _write_config(out, cfg, layout, source)
-            write_json(out / TRACKED, [dict(layer=t.layer, row=t.row, col=t.col) for t in tracked])
+            write_json(out / TRACKED, w.tracked)
             write_npz(out / PARAMS_INIT, params_init)
-            w.trajectory = open_array(out / TRAJECTORY, np.float32, (layout["num_runs"], layout["steps"], len(tracked)))
-            if cfg.save_order:
-                w.order = open_array(out / ORDER, np.int32, (layout["num_runs"], cfg.epochs * layout["steps_per_epoch"]))
+            w.trajectory = open_array(out / TRAJECTORY, np.float32, shapes[TRAJECTORY])
+            if ORDER in shapes:
+                w.order = open_array(out / ORDER, np.int32, shapes[ORDER])
+            write_json(out / METRICS, w.metrics)
+
+        w._io(write)
+        w.checkpoint(state)
+        return w
+
+    @classmethod
+    def reopen(cls, out: Path, cfg: RunConfig, layout: dict, source: str, epoch: int, metrics: dict) -> "RunWriter":
+        """Continue the run in `out` (locked by a RunLock) after `epoch` epochs, its checkpoint's:
+        grow the trajectory and order files for a longer run, rewrite config.json, reset
+        metrics.json and progress.json to the checkpoint, and remove the analysis outputs, which
+        described the run before it continued."""
+        w = cls(out, cfg, layout, _tracked_json(load_tracked(out)), None, None, metrics, epoch, epoch)
+
+        def write():
+            for name in DERIVED:
+                (out / name).unlink(missing_ok=True)
+            shapes = _array_shapes(cfg, layout, len(w.tracked))
+            w.trajectory = _grow(out / TRAJECTORY, shapes[TRAJECTORY])
+            if ORDER in shapes:
+                w.order = _grow(out / ORDER, shapes[ORDER])
+            _write_config(out, cfg, layout, source)  # a longer run changes the layout
+            write_json(out / METRICS, metrics)
+            w._write_progress()
 
         w._io(write)
         return w
 
-    @classmethod
-    def reopen(cls, out: Path, cfg: RunConfig, layout: dict, source: str, template) -> tuple["RunWriter", Any]:
-        """Continue the run in `out` from its checkpoint: (writer, state restored into `template`'s
-        structure on the host). A longer run grows the trajectory and order files."""
-        state, epoch, metrics = load_checkpoint(out, template)
-        num_runs, n = layout["num_runs"], layout["steps_per_epoch"]
-        trajectory = _grow(out / TRAJECTORY, (num_runs, layout["steps"], len(load_tracked(out))))
-        order = _grow(out / ORDER, (num_runs, cfg.epochs * n)) if cfg.save_order else None
-        w = cls(out, cfg, layout, trajectory, order, metrics, epoch)
-        w._io(_write_config, out, cfg, layout, source)  # a longer run changes the layout
-        return w, state
+    def _write_progress(self) -> None:
+        write_json(self.out / PROGRESS, dict(epochs_done=self.epoch, epochs=self.cfg.epochs,
+                                             checkpoint_epoch=self.checkpointed,
+                                             **written_rows(self.cfg, self.layout, self.epoch)))
 
     def compiled(self, seconds: float) -> None:
         """Note the compile time of this session (written with the next chunk)."""
@@ -222,8 +382,9 @@ class RunWriter:
     def append(self, metrics: Mapping[str, np.ndarray], trajectory: np.ndarray | None, order: np.ndarray | None,
                seconds: float) -> None:
         """Write a chunk's outputs, following `self.epoch`: metrics {name: (R, E)}, trajectory rows
-        (R, T, K) of recorded epochs, order (R, E, N); then flush and fsync them, so a checkpoint
-        written after this can refer to them. `seconds`: the chunk's wall time."""
+        (R, T, K) of recorded epochs, order (R, E, N); flush and fsync them, then metrics.json, then
+        progress.json, which counts them as written (a checkpoint written after this can refer to
+        them). `seconds`: the chunk's wall time."""
         first = self.epoch
         num_epochs = len(next(iter(metrics.values()))[0])
         m = self.metrics
@@ -247,15 +408,19 @@ class RunWriter:
                     with open(arr.filename, "rb+") as f:
                         os.fsync(f.fileno())
             write_json(self.out / METRICS, m)
+            self.epoch = first + num_epochs
+            self._write_progress()
 
         self._io(write)
-        self.epoch = first + num_epochs
 
     def checkpoint(self, state) -> None:
-        """checkpoint.npz: `state` (any pytree) after `self.epoch` epochs, with the metrics so far."""
-        user = dict(epochs_done=self.epoch, metrics=self.metrics)
+        """checkpoint.npz: `state` (any pytree) after `self.epoch` epochs, with the metrics so far
+        and the configuration and tracked weights it belongs to (checked on resume); then
+        progress.json."""
+        user = dict(epochs_done=self.epoch, metrics=self.metrics, config=self.cfg.to_json(), tracked=self.tracked)
         self._io(save_checkpoint, self.out, state, user)
         self.checkpointed = self.epoch
+        self._io(self._write_progress)
 
     def finish(self, params: Mapping[str, np.ndarray], weight_stats: Mapping[str, np.ndarray] | None = None) -> None:
         """The final parameters (and --weight-stats statistics)."""
@@ -271,8 +436,14 @@ def save_checkpoint(out: Path, state, user: dict) -> None:
 
 def require_checkpoint(out: str | Path) -> Path:
     """DIR/checkpoint.npz, refused in one line when there is none to resume from."""
-    path = Path(out) / CHECKPOINT
+    out = Path(out)
+    path = out / CHECKPOINT
+    if not out.is_dir():
+        raise RunDirError(f"{out}: run directory not found")
     if not path.exists():
+        if (out / CONFIG).exists():
+            raise RunDirError(f"{out}: no {CHECKPOINT}: the run's set-up never finished, so there is nothing to "
+                              f"resume; delete {out} and start the run again")
         raise RunDirError(f"{out}: no {CHECKPOINT} to resume from")
     return path
 
@@ -282,6 +453,46 @@ def load_checkpoint(out: Path, template) -> tuple[Any, int, dict]:
     path = require_checkpoint(out)
     state, user = checkpoint.read(path, template, name=str(path))
     return state, int(user["epochs_done"]), user["metrics"]
+
+
+def check_binding(out: Path, cfg: RunConfig) -> None:
+    """Refuse, in one line naming what changed, a config.json (`cfg`, as read) or tracked.json that
+    differs from what DIR's checkpoint was written with: a resume would silently train on with the
+    edited values. Fields in MOVABLE and a longer epochs_record are allowed (see MOVABLE)."""
+    path = require_checkpoint(out)
+    user = checkpoint.read_user(path, name=str(path))
+    if "config" not in user or "tracked" not in user:
+        raise RunDirError(f"{path}: records no configuration to check config.json against (written by an "
+                          "earlier socjax); resume it with that version")
+    bound, now = _flat(user["config"]), _flat(json.loads(json.dumps(cfg.to_json())))  # both as JSON has them
+    changes = [f"{k}: {bound.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(bound) | set(now))
+               if bound.get(k) != now.get(k) and k not in MOVABLE
+               and not (k == "epochs_record" and now[k] > bound[k])]
+    if changes:
+        raise RunDirError(f"{out / CONFIG}: differs from the configuration its checkpoint was written with "
+                          f"({'; '.join(changes)}); undo the edit, or start a new run with the values you want")
+    bound_tracked, now_tracked = user["tracked"], _tracked_json(load_tracked(out))
+    if bound_tracked != now_tracked:
+        if len(bound_tracked) != len(now_tracked):
+            what = f"{len(bound_tracked)} weights -> {len(now_tracked)}"
+        else:
+            i = next(i for i, (a, b) in enumerate(zip(bound_tracked, now_tracked)) if a != b)
+            what = f"entry {i}: {bound_tracked[i]} -> {now_tracked[i]}"
+        raise RunDirError(f"{out / TRACKED}: differs from the weights its checkpoint was written with ({what}); "
+                          "undo the edit")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"model.loss": ..., "lr": [...], ...}, without the derived "runs"."""
+    out = {}
+    for k, v in d.items():
+        if k == "runs":
+            continue
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -350,14 +561,27 @@ def load_trajectory(run: str | Path) -> np.ndarray:
     return np.load(_require(Path(run) / TRAJECTORY), mmap_mode="r")
 
 
+def read_progress(run: str | Path) -> dict | None:
+    """progress.json (how much of the run is written: epochs_done, trajectory_rows, ...), or None
+    for a directory without one (a minimal directory: every trajectory row counts as written)."""
+    path = Path(run) / PROGRESS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: malformed JSON ({e})") from None
+
+
 class TrajectoryReader:
     """trajectory.npy read in chunks of rows with explicit reads, not a memory map: a memory map's
     pages stay resident once touched (a 6 GB trajectory would hold 6 GB), this holds one chunk.
+    rows: read only the first `rows` steps (the written ones of a partial run); default all.
 
     Supports `.shape`, `.dtype`, `.ndim` and `reader[:, t0:t1, :]` -> (R, t1 - t0, K) ndarray.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, rows: int | None = None):
         self.path = path
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -367,6 +591,11 @@ class TrajectoryReader:
         if fortran:
             raise ValueError("Fortran-ordered arrays are not supported")
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
+        self.file_steps = self.shape[1] if self.ndim == 3 else None
+        if rows is not None and self.ndim == 3:
+            if not 0 <= rows <= self.file_steps:
+                raise ValueError(f"{rows} written rows of a file of {self.file_steps}")
+            self.shape = (self.shape[0], rows, self.shape[2])
 
     def __getitem__(self, key) -> np.ndarray:
         if self.ndim != 3 or not (isinstance(key, tuple) and len(key) == 3 and key[0] == slice(None)
@@ -379,14 +608,15 @@ class TrajectoryReader:
         item = self.dtype.itemsize
         with open(self.path, "rb") as f:
             for r in range(runs):
-                f.seek(self.offset + (r * steps + t0) * k * item)
+                f.seek(self.offset + (r * self.file_steps + t0) * k * item)
                 out[r] = np.fromfile(f, self.dtype, rows * k).reshape(rows, k)
         return out
 
 
-def open_trajectory(run: str | Path) -> TrajectoryReader:
-    """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis)."""
-    return TrajectoryReader(_require(Path(run) / TRAJECTORY))
+def open_trajectory(run: str | Path, rows: int | None = None) -> TrajectoryReader:
+    """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis) of its first
+    `rows` steps (default all)."""
+    return TrajectoryReader(_require(Path(run) / TRAJECTORY), rows)
 
 
 def load_params(run: str | Path, which: str = "final") -> dict[str, np.ndarray]:

@@ -1,25 +1,35 @@
 """The host loop: plan -> compile -> dispatch -> write -> progress, around the compiled trainer.
 
-`run(cfg, out)` loads the data, plans the chunks of epochs (equilibration, then recording),
-compiles each distinct chunk once ahead of time (timed), then dispatches the chunks one after
-another. Chunk i + 1 is dispatched before chunk i's outputs are copied to the host and written
-(socjax.rundir.RunWriter), so disk I/O overlaps compute; every finished epoch is on disk.
+`run(cfg, out)` has two phases.
+
+Start-up writes nothing a run depends on: it locks the directory (rundir.RunLock), loads the data,
+builds (or, on resume, reads and checks) the state, plans the chunks of epochs (equilibration,
+then recording) and compiles each distinct chunk once ahead of time (timed). A failure or a
+SIGINT/SIGTERM here ends with one line and leaves no run directory (a new run: what was made is
+removed) or the run directory as it was (a resume).
+
+Training then sets up the directory (a checkpoint at epoch 0 comes last, so a directory that has
+one is resumable) and dispatches the chunks one after another. Chunk i + 1 is dispatched before
+chunk i's outputs are copied to the host and written (socjax.rundir.RunWriter), so disk I/O
+overlaps compute; every finished epoch is on disk and counted in progress.json.
 
 Long runs: a checkpoint is written every `checkpoint_epochs` epochs or `checkpoint_minutes`
-minutes, whichever comes first, and after the last chunk; `resume=True` continues from it, bitwise
-identically to a run that was never interrupted. SIGINT and SIGTERM stop the run after the chunk in
-flight, with a checkpoint (Interrupted). A non-finite loss or parameter stops the run at the end of
-its chunk, keeping the last good checkpoint and writing every run's final parameters (Diverged).
-A failed write is one RunDirError line (socjax.rundir).
+minutes, whichever comes first, and after the last chunk written; `resume=True` continues from
+it, bitwise identically to a run that was never interrupted, after checking that config.json and
+tracked.json are what the checkpoint was written with. SIGINT and SIGTERM stop the run after the
+chunk in flight, which is written and checkpointed (Interrupted). A non-finite loss or parameter
+stops the run at the end of its chunk, keeping the last good checkpoint and writing every run's
+final parameters (Diverged). A failed write is one RunDirError line (socjax.rundir).
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +40,7 @@ from socjax.config import RunConfig
 
 
 class Interrupted(Exception):
-    """The run stopped on SIGINT/SIGTERM after writing a checkpoint; str() says how to resume."""
+    """The run stopped on SIGINT/SIGTERM; str() says what was saved and how to go on."""
 
 
 class Diverged(Exception):
@@ -44,17 +54,27 @@ class Chunk(NamedTuple):
     epochs: int
 
 
-def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[Chunk]:
-    """The chunks from `start_epoch` on: equilibration then recording, in chunk_epochs pieces.
-    Chunking does not change results (the example order is per global epoch)."""
+def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[tuple[Chunk, int]]:
+    """The chunks from `start_epoch` on, as (chunk, how many in a row): equilibration then
+    recording, in chunk_epochs pieces (at most four entries, however many epochs). Chunking does
+    not change results (the example order is per global epoch)."""
     plan = []
     epoch = start_epoch
     for record, end in ((False, cfg.epochs_equilibrate), (True, cfg.epochs)):
-        while epoch < end:
-            e = min(cfg.chunk_epochs, end - epoch)
-            plan.append(Chunk(record, e))
-            epoch += e
+        if epoch >= end:
+            continue
+        full, rest = divmod(end - epoch, cfg.chunk_epochs)
+        plan += [(Chunk(record, cfg.chunk_epochs), full)] if full else []
+        plan += [(Chunk(record, rest), 1)] if rest else []
+        epoch = end
     return plan
+
+
+def chunks(plan: list[tuple[Chunk, int]]) -> Iterator[Chunk]:
+    """The chunks of a plan, one by one."""
+    for chunk, count in plan:
+        for _ in range(count):
+            yield chunk
 
 
 def resume_config(out: str | Path, epochs: int | None = None) -> RunConfig:
@@ -72,55 +92,110 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
 
     resume: continue the run in `out` from its checkpoint (cfg from `resume_config`).
     checkpoint_epochs: checkpoint after every this many epochs (default: only by time and at the end).
-    Raises ConfigError (or a subclass) for bad input before anything is compiled or written,
+    Raises ConfigError (or a subclass) for bad input before anything is written (RunDirError for a
+    directory another process is writing, a changed config.json, too little disk space),
     Interrupted on SIGINT/SIGTERM and Diverged on non-finite values, each after saving what it can.
     """
     out = Path(out)
+    if not (checkpoint_minutes > 0 and math.isfinite(checkpoint_minutes)):
+        raise config.ConfigError(f"checkpoint_minutes must be positive and finite, got {checkpoint_minutes}")
     if not resume:
         rundir.check_new(out)
+    with _StopSignal(out, resume) as stop:
+        lock = bar = None
+        try:
+            lock = rundir.RunLock(out, create=not resume)
+            start = _start_up(cfg, out, resume)
+            bar = _Progress(cfg.epochs, start.epoch, start.steps_per_epoch, progress)  # says "compiling"
+            t = time.perf_counter()
+            compiled = {c: _compile(cfg, start, c) for c, _ in start.plan}
+            compile_seconds = time.perf_counter() - t
+            stop.deferred = True  # from here on a signal stops the run after the chunk in flight
+            writer = start.open_writer()
+        except BaseException:
+            stop.deferred = True
+            if bar is not None:
+                bar.close()
+            if lock is not None:
+                lock.release() if resume else lock.discard()
+            raise
+        try:
+            writer.compiled(compile_seconds)
+            with bar:
+                _train(cfg, out, writer, start, compiled, stop, bar, checkpoint_epochs, checkpoint_minutes)
+        finally:
+            lock.release()
+    return out
+
+
+class _StartUp(NamedTuple):
+    """What start-up prepared; none of it is on disk yet."""
+
+    state: train.TrainState  # on the device(s), sharded
+    hyper: train.Hyper
+    dataset: data.Dataset  # on the device
+    tracked: tuple
+    epoch: int  # epochs already done (a resume's checkpoint)
+    plan: list[tuple[Chunk, int]]
+    steps_per_epoch: int  # over all runs, for the progress bar
+    open_writer: Callable[[], rundir.RunWriter]  # creates, or reopens, the run directory
+
+
+def _start_up(cfg: RunConfig, out: Path, resume: bool) -> _StartUp:
+    if resume:
+        rundir.check_binding(out, cfg)
     dataset, source = _load_data(cfg)
     n = dataset.train_x.shape[0]
-    tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
     layout = rundir.layout(cfg, n, int(dataset.test_x.shape[0]))
     seeds = [s for s, _, _ in cfg.runs()]
     if resume:
+        tracked = rundir.load_tracked(out)
         template = jax.eval_shape(lambda: train.init_runs(seeds, cfg.model, cfg.weight_stats))
-        writer, state = rundir.RunWriter.reopen(out, cfg, layout, source, template)
+        state, epoch, metrics = rundir.load_checkpoint(out, template)
+        rundir.check_resumable(out, cfg, layout, len(tracked))
     else:
-        state = train.init_runs(seeds, cfg.model, cfg.weight_stats)
-        writer = rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params))
+        tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
+        state, epoch = train.init_runs(seeds, cfg.model, cfg.weight_stats), 0
+    rundir.check_space(out, cfg, layout, len(tracked))
     state, hyper, device_data = _shard(state), _hyper(cfg), jax.device_put(dataset)
+    if resume:
+        open_writer = lambda: rundir.RunWriter.reopen(out, cfg, layout, source, epoch, metrics)
+    else:
+        open_writer = lambda: rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params), state)
+    return _StartUp(state, hyper, device_data, tuple(tracked), epoch, chunk_plan(cfg, epoch), len(seeds) * n,
+                    open_writer)
 
-    plan = chunk_plan(cfg, writer.epoch)
-    bar = _Progress(cfg.epochs, writer.epoch, len(seeds) * n, progress)
-    with bar:
-        t = time.perf_counter()
-        compiled = {c: _compile(cfg, tracked, c, state, hyper, device_data) for c in dict.fromkeys(plan)}
-        writer.compiled(time.perf_counter() - t)
-        bar.start()
-        clock = _CheckpointClock(checkpoint_epochs, checkpoint_minutes)
-        pending, epoch = None, writer.epoch
-        with _StopSignal() as stop:
-            for i, chunk in enumerate(plan):
-                state, result = compiled[chunk](state, hyper, device_data)
-                epoch += chunk.epochs
-                # a device copy now (asynchronous): the next call donates this state's buffers
-                snapshot = None
-                if i == len(plan) - 1 or stop.requested or clock.due(epoch, writer):
-                    snapshot = jax.tree.map(jnp.copy, state)
-                if pending is not None:
-                    _write(writer, *pending, state, bar)
-                pending = (chunk, result, snapshot)
-                if stop.requested:
-                    break
-            if pending is not None:
-                _write(writer, *pending, state, bar)
+
+def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp, compiled: dict,
+           stop: "_StopSignal", bar: "_Progress", checkpoint_epochs: int | None, checkpoint_minutes: float) -> None:
+    """Dispatch the planned chunks, write each, checkpoint when due and at the end; then finish."""
+    state = start.state
+    total = sum(count for _, count in start.plan)
+    bar.start()
+    clock = _CheckpointClock(checkpoint_epochs, checkpoint_minutes)
+    pending, epoch = None, writer.epoch
+    # a signal while the directory was set up stops the run before its first chunk
+    for i, chunk in enumerate(() if stop.requested else chunks(start.plan)):
+        state, result = compiled[chunk](state, start.hyper, start.dataset)
+        epoch += chunk.epochs
+        # a device copy now (asynchronous): the next call donates this state's buffers
+        snapshot = None
+        if i < total - 1 and clock.due(epoch, writer):
+            snapshot = jax.tree.map(jnp.copy, state)
+        if pending is not None:
+            _write(writer, *pending, state, bar)
+        pending = (chunk, result, snapshot)
+        if stop.requested:
+            break
+    if pending is not None:
+        # the last chunk dispatched: its state is not donated again, and it is always checkpointed,
+        # whether the plan ended or a signal came (even while the previous chunk was being written)
+        _write(writer, pending[0], pending[1], state, state, bar)
     if stop.requested and writer.epoch < cfg.epochs:
-        raise Interrupted(f"stopped by {stop.name} after epoch {writer.epoch} of {cfg.epochs}, checkpoint "
-                          f"written; continue with: socjax train --resume {out}")
+        raise Interrupted(f"stopped by {stop.name} after epoch {writer.epoch} of {cfg.epochs}; checkpoint written "
+                          f"at epoch {writer.checkpointed}; continue with: socjax train --resume {out}")
     stats = None if state.stats is None else weight_stats.to_arrays(jax.device_get(state.stats))
     writer.finish(_named(state.params), stats)
-    return out
 
 
 def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, snapshot, latest, bar) -> None:
@@ -160,11 +235,11 @@ def _named(params) -> dict[str, np.ndarray]:
     return model.to_named(jax.device_get(params))
 
 
-def _compile(cfg: RunConfig, tracked, chunk: Chunk, state, hyper, device_data):
+def _compile(cfg: RunConfig, start: _StartUp, chunk: Chunk):
     """The chunk's program, compiled ahead of time for these exact inputs (shapes and shardings)."""
-    spec = train.TrainSpec(cfg.model, tracked, cfg.stride, chunk.record, cfg.save_order,
+    spec = train.TrainSpec(cfg.model, start.tracked, cfg.stride, chunk.record, cfg.save_order,
                            weight_stats=cfg.weight_stats, step=cfg.step)
-    return train.make_train_chunk(spec, chunk.epochs).lower(state, hyper, device_data).compile()
+    return train.make_train_chunk(spec, chunk.epochs).lower(start.state, start.hyper, start.dataset).compile()
 
 
 def _shard(state: train.TrainState) -> train.TrainState:
@@ -230,19 +305,29 @@ class _Progress:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def close(self) -> None:
         self.bar.close()
+
+    def __exit__(self, *exc):
+        self.close()
         return False
 
 
 class _StopSignal:
-    """While active, SIGINT/SIGTERM set `requested` instead of killing the process."""
+    """SIGINT/SIGTERM while active. Until `deferred` is set (start-up: nothing written yet) they
+    raise Interrupted at once; after it they set `requested`, and the run stops after the chunk in
+    flight."""
 
-    def __init__(self):
-        self.requested, self.name, self._old = False, None, {}
+    def __init__(self, out: Path, resume: bool):
+        self.requested, self.deferred, self.name, self._old = False, False, None, {}
+        self.kept = (f"the run in {out} is unchanged; continue with: socjax train --resume {out}" if resume
+                     else "nothing was written")
 
     def _handler(self, signum, frame):
         self.requested, self.name = True, signal.Signals(signum).name
+        if not self.deferred:
+            self.deferred = True  # one Interrupted: a second signal must not break the clean-up
+            raise Interrupted(f"stopped by {self.name} during start-up; {self.kept}")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():

@@ -111,6 +111,23 @@ def no_compile(monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--preset", "huge"], "invalid choice: 'huge'"),
+    (["--seed", "-1"], "argument --seed: must be in 0..4294967295, got -1"),
+    (["--seed", "4294967296"], "argument --seed: must be in 0..4294967295, got 4294967296"),
+    (["--seed", "4294967295", "--seeds", "2"], "seed must be an integer in 0..4294967295, got 4294967296"),
+    (["--track-seed", "-3"], "argument --track-seed: must be in 0..4294967295"),
+    (["--track", "700000"], "--track 700000 draws 350000 weights from w2, which has 333200; at most 666400"),
+    (["--track", "-1"], "track must be >= 0"),
+    (["--track-weights", "1:3:4", "2:0:0", "1:3:4"], "tracked weight 1:3:4 is given twice"),
+    (["--train-limit", "20000"], "train_limit 20000 exceeds the 10,000 training examples of mnist-mini"),
+    (["--checkpoint-minutes", "nan"], "argument --checkpoint-minutes: must be a finite number > 0, got nan"),
+    (["--checkpoint-minutes", "inf"], "argument --checkpoint-minutes: must be a finite number > 0, got inf"),
+    (["--checkpoint-minutes", "0"], "must be a finite number > 0"),
+    (["--lr", "2e-3", "inf"], "learning rate must be positive and finite, got inf"),
+    (["--l2", "nan"], "l2 must be non-negative and finite, got nan"),
+    (["--pixel-scale", "nan"], "argument --pixel-scale: must be a finite number > 0"),
+    (["--epochs", "3000000000"], "at most 2,147,483,647 epochs (the epoch counter is int32), got 3,000,000,000"),
+    (["--epochs", "1000000000", "--record-epochs", "1000000000"], "the trajectory and order files need 128.0 TB"),
+    (["--out", ""], "--out is empty; name a directory"),
     (["--lr", "-0.1"], "learning rate must be positive"),
     (["--lr", "0"], "learning rate must be positive"),
     (["--l2", "-1"], "l2 must be non-negative"),
@@ -124,8 +141,39 @@ def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, c
     out = tmp_path / "r"
     assert main(["train", "--preset", "smoke", "--no-progress", "--out", str(out), *args]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.startswith("socjax: error:") and err.count("\n") == 1
-    assert not out.exists()
+    assert message in err and err.startswith("socjax: error:") and err.count("\n") == 1, err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--alpha", "inf"], "alpha = inf: every parameter must be a finite number"),
+    (["--g", "inf"], "g = inf: every parameter must be a finite number"),
+    (["--xb", "nan", "--lq=-inf"], "lq = -inf, xb = nan: every parameter must be a finite number"),
+    (["--seed", "4294967296"], "--seed must be an integer in 0..4294967295, got 4294967296"),
+    (["--seed", "-1"], "--seed must be an integer in 0..4294967295, got -1"),
+    (["--dt", "nan"], "dt = nan: must be positive and finite"),
+    (["--sweep", "alpha=1.5,inf"], "alpha = inf: every parameter must be a finite number"),
+    (["--out", ""], "--out is empty; name a directory"),
+])
+def test_bad_toy_input_is_one_line_error_before_anything_is_written(args, message, tmp_path, capsys):
+    out = tmp_path / "toy"
+    assert main(["toy", "--out", str(out), "--chains", "8", "--steps", "8", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("socjax: error:") and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_half_made_run_directory_says_how_to_recover(tmp_path, capsys, no_compile):
+    """A set-up killed before its checkpoint: --out and --resume both say what to do."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / rundir.CONFIG).write_text("{}")
+    assert main(["train", "--preset", "smoke", "--out", str(run)]) == 2
+    assert (f"{run}: holds a run whose set-up never finished (no checkpoint.npz, so nothing to resume); "
+            f"delete {run} or choose another --out") in capsys.readouterr().err
+    assert main(["train", "--resume", str(run)]) == 2
+    assert (f"{run}: no checkpoint.npz: the run's set-up never finished, so there is nothing to resume; "
+            f"delete {run} and start the run again") in capsys.readouterr().err
 
 
 def test_corrupt_data_dir_refused(mnist_dir, tmp_path, capsys, no_compile):

@@ -15,21 +15,37 @@ import pytest
 
 from socjax import checkpoint, rundir
 
-from test_cli import main
+from test_cli import main, no_compile  # noqa: F401 (a fixture)
 
 BASE = ["train", "--preset", "smoke", "--epochs", "8", "--record-epochs", "3", "--seeds", "2",
         "--save-order", "--checkpoint-epochs", "1", "--no-progress"]
 
 
-def start(args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "socjax", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+def start(args, env=None, script=None):
+    """socjax ARGS in a subprocess; with `script`, python -c SCRIPT ARGS (a wrapper around cli.main)."""
+    cmd = [sys.executable, "-c", script] if script else [sys.executable, "-m", "socjax"]
+    return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def finish(args, env=None):
     p = start(args, env)
     out, err = p.communicate(timeout=600)
     return p.returncode, err
+
+
+def wait_for(stream, text: str, p, timeout: float = 300) -> None:
+    """Read a subprocess's pipe until `text` appears (progress bars end lines with \r, not \n)."""
+    seen, deadline = "", time.time() + timeout
+    while text not in seen:
+        chunk = os.read(stream.fileno(), 4096).decode(errors="replace")
+        assert chunk, f"the process ended before {text!r}: {seen[-2000:]}"
+        assert time.time() < deadline
+        seen += chunk
+
+
+def progress(out) -> dict:
+    return json.loads((out / rundir.PROGRESS).read_text())
 
 
 def same_run(a, b):
@@ -42,6 +58,7 @@ def same_run(a, b):
     np.testing.assert_array_equal(np.load(a / "order.npy"), np.load(b / "order.npy"))
     untimed = lambda m: {k: v for k, v in m.items() if k != "timing"}  # wall times differ between runs
     assert untimed(rundir.load_metrics(a)) == untimed(rundir.load_metrics(b))
+    assert progress(a) == progress(b)
 
 
 @pytest.fixture(scope="module")
@@ -52,37 +69,101 @@ def reference(tmp_path_factory):
     return out
 
 
-def interrupt_after_first_checkpoint(out, sig):
+def test_sigkill_then_resume_is_bitwise_identical_and_sigterm_while_compiling_changes_nothing(reference, tmp_path):
+    out = tmp_path / "run"
     p = start([*BASE, "--out", str(out)])
     deadline = time.time() + 300
-    while not (out / rundir.CHECKPOINT).exists():
+    while not ((out / rundir.PROGRESS).exists() and progress(out)["checkpoint_epoch"] >= 1):
         assert p.poll() is None, p.communicate()[1]
         assert time.time() < deadline
         time.sleep(0.01)
-    assert p.poll() is None, "the run finished before it could be interrupted"
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=300)
-    return p.returncode, err
-
-
-def test_sigkill_then_resume_is_bitwise_identical(reference, tmp_path):
-    out = tmp_path / "run"
-    code, _ = interrupt_after_first_checkpoint(out, signal.SIGKILL)
-    assert code == -signal.SIGKILL
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL
     assert 1 <= checkpoint.read_meta(out / rundir.CHECKPOINT)["user"]["epochs_done"] < 8
     assert not (out / "params_final.npz").exists()
+
+    # a resume stopped while it compiles: one line, and the directory is as it was
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.name != rundir.LOCK}
+    p = start(["train", "--resume", str(out)])  # with the progress bar, which says "compiling"
+    wait_for(p.stderr, "compiling", p)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert err.splitlines()[-1].startswith("socjax: stopped by SIGTERM during start-up; the run in")
+    assert f"is unchanged; continue with: socjax train --resume {out}" in err
+    assert before == {f.name: f.read_bytes() for f in out.iterdir() if f.name != rundir.LOCK}
+
     code, err = finish(["train", "--resume", str(out), "--no-progress"])
     assert code == 0, err
     same_run(out, reference)
 
 
-def test_sigint_stops_cleanly_and_resumes(reference, tmp_path):
+# cli.main with every chunk's write slowed down and announced, so a signal lands inside a write
+SLOW_WRITES = """
+import sys, time
+from socjax import cli, rundir
+append = rundir.RunWriter.append
+def slow(self, *a, **k):
+    append(self, *a, **k)
+    print(f"wrote epoch {self.epoch}", flush=True)
+    time.sleep(1.0)
+rundir.RunWriter.append = slow
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigint_during_a_write_checkpoints_the_chunk_in_flight_and_the_partial_run_analyses_as_its_prefix(
+        reference, tmp_path):
+    from socjax import analyze, report
+
     out = tmp_path / "run"
-    code, err = interrupt_after_first_checkpoint(out, signal.SIGINT)
-    assert code == 130 and f"socjax train --resume {out}" in err and "SIGINT" in err
+    p = start([*BASE, "--checkpoint-epochs", "100", "--out", str(out)], script=SLOW_WRITES)
+    wait_for(p.stdout, "wrote epoch 6", p)  # epoch 6 (the first recorded) written, epoch 7 in flight
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert err.splitlines()[-1] == (f"socjax: stopped by SIGINT after epoch 7 of 8; checkpoint written at epoch 7; "
+                                    f"continue with: socjax train --resume {out}")
+    assert checkpoint.read_meta(out / rundir.CHECKPOINT)["user"]["epochs_done"] == 7
+    written = progress(out)
+    assert written["epochs_done"] == written["checkpoint_epoch"] == 7
+    assert (written["recorded_epochs"], written["trajectory_rows"], written["order_rows"]) == (2, 4000, 7 * 2000)
+
+    # analyse it: the same as the written prefix alone, in a directory that holds only that
+    result = analyze.analyze(out, progress=False, figures=False)
+    report.write(out, result)
+    prefix = tmp_path / "prefix"
+    prefix.mkdir()
+    np.save(prefix / "trajectory.npy", np.load(out / "trajectory.npy")[:, :4000])
+    (prefix / "tracked.json").write_text((out / "tracked.json").read_text())
+    info = rundir.read_info(out)
+    (prefix / "config.json").write_text(json.dumps(dict(trajectory=info.layout, config=dict(runs=info.runs))))
+    alone = analyze.analyze(prefix, progress=False, figures=False)
+    for part in ("increments", "spectrum", "per_weight"):
+        assert result[part] == alone[part], part
+    assert result["trajectory"]["steps"] == 4000 and alone["trajectory"]["partial"] is None
+    assert result["trajectory"]["partial"] == dict(recorded_epochs=2, record_epochs=3, steps=4000, of_steps=6000)
+    assert any(w.startswith("partial run: 2 of 3 recorded epochs") for w in result["warnings"])
+    assert "**Partial run: 2 of 3 recorded epochs" in (out / "report.md").read_text()
+
+    # resume: bitwise the uninterrupted run, and the analysis of the partial run is gone with it
     code, err = finish(["train", "--resume", str(out), "--no-progress"])
     assert code == 0, err
     same_run(out, reference)
+    assert not (out / "analysis.json").exists() and not (out / "report.md").exists()
+
+
+def test_sigint_while_compiling_a_new_run_leaves_nothing(tmp_path):
+    out = tmp_path / "run"
+    p = start([*BASE[:-1], "--out", str(out)])
+    wait_for(p.stderr, "compiling", p)
+    assert (out / rundir.LOCK).exists()  # the directory is made (and locked) first...
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err
+    assert err.splitlines()[-1] == "socjax: stopped by SIGINT during start-up; nothing was written"
+    assert not out.exists()  # ...and removed again
 
 
 def test_resume_refuses_a_different_config(reference, capsys):
@@ -91,6 +172,96 @@ def test_resume_refuses_a_different_config(reference, capsys):
     assert "remove --lr, --seeds" in err and err.count("\n") == 1
     assert main(["train", "--resume", str(reference), "--epochs", "4"]) == 2
     assert "shorter than the run's 8" in capsys.readouterr().err
+
+
+def test_chunk_plan_is_at_most_four_entries_and_equals_the_epoch_by_epoch_plan():
+    from socjax import config, runner
+
+    def by_epoch(cfg, start):  # one epoch at a time, grouped into chunks that never cross into recording
+        out, epoch = [], start
+        while epoch < cfg.epochs:
+            record = epoch >= cfg.epochs_equilibrate
+            end = cfg.epochs if record else cfg.epochs_equilibrate
+            e = min(cfg.chunk_epochs, end - epoch)
+            out.append(runner.Chunk(record, e))
+            epoch += e
+        return out
+
+    for epochs, record, chunk, start in ((8, 3, 1, 0), (8, 3, 3, 2), (10, 10, 4, 0), (10, 0, 3, 5), (7, 2, 5, 7)):
+        cfg = config.build("smoke", epochs=epochs, record_epochs=record, chunk_epochs=chunk)
+        plan = runner.chunk_plan(cfg, start)
+        assert list(runner.chunks(plan)) == by_epoch(cfg, start) and len(plan) <= 4
+    huge = runner.chunk_plan(config.build("smoke", epochs=10**9, record_epochs=10**9 - 5, chunk_epochs=3), 0)
+    assert len(huge) == 4 and sum(c.epochs * n for c, n in huge) == 10**9
+
+
+def edit_json(name, change):
+    def edit(run):
+        d = json.loads((run / name).read_text())
+        change(d)
+        (run / name).write_text(json.dumps(d))
+    return edit
+
+
+def truncate(name):
+    return lambda run: (run / name).write_bytes((run / name).read_bytes()[: (run / name).stat().st_size // 2])
+
+
+def foreign_npz(run):
+    with open(run / rundir.CHECKPOINT, "wb") as f:
+        np.savez(f, weights=np.zeros(3))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (truncate(rundir.CHECKPOINT), "checkpoint.npz: not a readable checkpoint (BadZipFile"),
+    (lambda run: (run / rundir.CHECKPOINT).write_bytes(os.urandom(4096)), "not a readable checkpoint"),
+    (lambda run: (run / rundir.CHECKPOINT).write_bytes(b""), "not a readable checkpoint"),
+    (foreign_npz, "has no __meta__: not a socjax checkpoint"),
+    (lambda run: (run / rundir.CHECKPOINT).unlink(), "the run's set-up never finished, so there is nothing to resume; "
+                                                     "delete"),
+    (lambda run: (run / rundir.TRAJECTORY).unlink(), "trajectory.npy: missing, so the run cannot be resumed"),
+    (truncate(rundir.TRAJECTORY), "trajectory.npy: unreadable (mmap length is greater than file size)"),
+    (truncate(rundir.ORDER), "order.npy: unreadable"),
+    (edit_json(rundir.CONFIG, lambda d: d["config"].update(lr=[0.003])),
+     "config.json: differs from the configuration its checkpoint was written with (lr: [0.002] -> [0.003])"),
+    (edit_json(rundir.CONFIG, lambda d: d["config"]["model"].update(loss="xent")), "(model.loss: 'mse' -> 'xent')"),
+    (edit_json(rundir.CONFIG, lambda d: d["config"].update(epochs_record=2)), "(epochs_record: 3 -> 2)"),
+    (edit_json(rundir.TRACKED, lambda d: d[3].update(col=d[3]["col"] + 1)),
+     "tracked.json: differs from the weights its checkpoint was written with (entry 3:"),
+    (edit_json(rundir.TRACKED, lambda d: d.pop()), "(16 weights -> 15)"),
+])
+def test_resume_refuses_a_damaged_or_edited_run_in_one_line(damage, message, reference, tmp_path, capsys, no_compile):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    (run / rundir.PROGRESS).write_text(json.dumps(dict(progress(run), epochs_done=5)))  # as if interrupted
+    damage(run)
+    files = lambda: {f.name: f.read_bytes() for f in run.iterdir() if f.name != rundir.LOCK}
+    before = files()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("socjax: error: ") and message in err and err.count("\n") == 1, err
+    assert before == files()  # untouched
+
+
+def test_a_second_writer_is_refused_naming_the_holder(reference, tmp_path, capsys, no_compile):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    holder = start([str(run)], script="import sys, time\nfrom pathlib import Path\nfrom socjax import rundir\n"
+                   "lock = rundir.RunLock(Path(sys.argv[1]), create=False)\nprint('locked', flush=True)\ntime.sleep(300)")
+    try:
+        wait_for(holder.stdout, "locked", holder)
+        assert main(["train", "--resume", str(run), "--epochs", "9", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"socjax: error: {run}: another socjax process (pid {holder.pid}) is writing this run; "
+                       "wait for it to end or stop it\n")
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert rundir.read_info(run).config.epochs == 8  # not extended by the refused process
 
 
 def test_resume_with_longer_epochs_equals_a_longer_run(reference, tmp_path):
@@ -107,16 +278,24 @@ def test_resume_with_longer_epochs_equals_a_longer_run(reference, tmp_path):
     assert rundir.load_config(extended)["trajectory"]["steps"] == 5 * 2000
 
 
-def test_divergence_stops_keeps_checkpoint_and_saves_the_others(tmp_path):
+def test_divergence_stops_keeps_checkpoint_and_saves_the_others(tmp_path, capsys):
     out = tmp_path / "run"
-    code, err = finish(["train", "--preset", "smoke", "--epochs", "3", "--lr", "2e-3", "30", "--checkpoint-epochs", "1",
-                        "--no-progress", "--out", str(out)])
+    code, err = finish(["train", "--preset", "smoke", "--epochs", "3", "--record-epochs", "3", "--lr", "2e-3", "30",
+                        "--checkpoint-epochs", "1", "--no-progress", "--out", str(out)])
     assert code == 3
     assert "run(s) 1 (seed 0, lr 30" in err and "epochs 1-1" in err and err.count("\n") == 1
+    assert f"the last good checkpoint (epoch 0) is kept in {out}" in err
+    assert checkpoint.read_meta(out / rundir.CHECKPOINT)["user"]["epochs_done"] == 0
     final = rundir.load_params(out, "final")
     assert np.all(np.isfinite(final["w1"][0])) and not np.all(np.isfinite(final["w1"][1]))
     m = rundir.load_metrics(out)
-    assert len(m["epoch"]) >= 1 and np.isfinite(m["test_loss"][0][0])
+    assert len(m["epoch"]) == 1 and np.isfinite(m["test_loss"][0][0])
+    # the analysis reads the one written epoch, sets the diverged run aside and says so
+    assert main(["analyze", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "partial run: 1 of 3 recorded epochs written (2,000 of 6,000" in err and "non-finite values" in err
+    a = json.loads((out / "analysis.json").read_text())
+    assert a["trajectory"]["steps"] == 2000 and a["test_loss"]["runs"] == 1
 
 
 def test_disk_full_is_one_line_error(monkeypatch, tmp_path, capsys):
@@ -127,7 +306,7 @@ def test_disk_full_is_one_line_error(monkeypatch, tmp_path, capsys):
 
     def full(*a, **k):
         calls["n"] += 1
-        if calls["n"] > 1:
+        if calls["n"] > 2:  # the set-up's checkpoint (epoch 0) and epoch 1's are written
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(*a, **k)
 
@@ -137,6 +316,27 @@ def test_disk_full_is_one_line_error(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and "last checkpoint (epoch 1) is intact" in err
     assert checkpoint.read_meta(out / rundir.CHECKPOINT)["user"]["epochs_done"] == 1
+    assert [f.name for f in out.iterdir() if f.name.endswith(".tmp")] == []  # no temporary file left on the disk
+
+
+def test_disk_full_during_set_up_removes_what_it_wrote(monkeypatch, tmp_path, capsys):
+    import errno
+
+    from socjax import runner
+
+    real = rundir.write_npz
+
+    def full(path, arrays):
+        real(path, arrays)  # the file is written, then the disk is full: set-up must take it away again
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(rundir, "write_npz", full)
+    monkeypatch.setattr(runner, "_compile", lambda *a: None)  # set-up fails before anything is run
+    out = tmp_path / "run"
+    code = main(["train", "--preset", "smoke", "--no-progress", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err == f"socjax: error: {out}: cannot write (No space left on device); the run was not set up\n"
+    assert not out.exists()
 
 
 def test_seeds_sharded_over_four_devices_equal_one_device(tmp_path):
