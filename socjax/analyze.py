@@ -6,6 +6,10 @@ weight-decay steps are identified).
 With params_final.npz and the run's data, Fig. 1 (neuron distributions) is made too.
 Problems in the data (NaN, constant series, too short for a spectrum) are flagged in
 analysis.json's "warnings" and in the affected entries, never turned into silent numbers.
+
+A run that is still training, or was interrupted, is analysed on the trajectory rows its
+progress.json counts as written ("trajectory": {"partial": ...} and a warning say so); the
+preallocated rows after them are never read.
 """
 
 from __future__ import annotations
@@ -20,8 +24,7 @@ from socjax import rundir
 from socjax.analysis import increments, neurons, spectrum
 from socjax.config import ConfigError, TrackedWeight
 
-ANALYSIS = "analysis.json"
-FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
+ANALYSIS, FIGURES = rundir.ANALYSIS, rundir.FIGURES
 
 
 class AnalysisError(ConfigError):
@@ -52,16 +55,25 @@ def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], r
         tracked = rundir.load_tracked(run)
     except (json.JSONDecodeError, TypeError, KeyError) as e:
         raise AnalysisError(f"{run / rundir.TRACKED}: malformed ({e})") from None
+    if not tracked:
+        raise AnalysisError(f"{run / rundir.TRACKED}: lists no weights (the run was trained with --track 0); "
+                            "nothing to analyse")
+    progress = rundir.read_progress(run)
     try:
         traj = rundir.open_trajectory(run)
-    except ValueError as e:
-        raise AnalysisError(f"{run / rundir.TRAJECTORY}: not a readable .npy ({e})") from None
+        if progress is not None and traj.ndim == 3:
+            traj = rundir.open_trajectory(run, int(progress["trajectory_rows"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise AnalysisError(f"{run / rundir.TRAJECTORY}: not readable with {rundir.PROGRESS} "
+                            f"({type(e).__name__}: {e})") from None
     if traj.ndim != 3 or traj.shape[2] != len(tracked):
         raise AnalysisError(
             f"{run / rundir.TRAJECTORY}: shape {traj.shape}, expected (runs, steps, {len(tracked)} tracked weights)"
         )
     if traj.shape[1] < 2:
-        raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps, no increments to analyse")
+        written = "" if progress is None else f" written so far (of {traj.file_steps:,}; see {rundir.PROGRESS})"
+        raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written}, "
+                            "no increments to analyse")
     if traj.dtype.kind != "f":
         raise AnalysisError(f"{run / rundir.TRAJECTORY}: dtype {traj.dtype}, expected floating point")
     if info.runs is not None and len(info.runs) != traj.shape[0]:
@@ -83,8 +95,13 @@ def increments_part(traj, lr, l2, stride, series, warnings, progress=None):
     if st.n_nonfinite.sum():
         bad = sorted({series[s]["run"] for s in np.flatnonzero(st.n_nonfinite)})
         warnings.append(f"non-finite values in the trajectory of runs {bad}: those increments are excluded")
-    for s in np.flatnonzero(st.n_decay + st.n_zero + st.n_nonfinite >= st.n):
-        warnings.append(f"series {series[s]} is constant or pure decay: no fluctuations to fit")
+    still = st.n_decay + st.n_zero + st.n_nonfinite >= st.n
+    if still.all():
+        warnings.append("every series is constant or pure decay: no fluctuations, so the claims about them "
+                        "cannot be tested")
+    else:
+        for s in np.flatnonzero(still):
+            warnings.append(f"series {series[s]} is constant or pure decay: no fluctuations to fit")
     return inc, per_series, pool
 
 
@@ -117,6 +134,16 @@ def describe_series(info: rundir.RunInfo, tracked, num_runs: int) -> list[dict]:
             for r in range(num_runs) for t in tracked]
 
 
+def partial(run: Path, traj: rundir.TrajectoryReader) -> dict | None:
+    """How much of a run that is still training, or was interrupted, is analysed; None when the
+    whole trajectory is written."""
+    progress = rundir.read_progress(run)
+    if progress is None or traj.shape[1] == traj.file_steps:
+        return None
+    return dict(recorded_epochs=progress.get("recorded_epochs"), record_epochs=progress.get("record_epochs"),
+                steps=traj.shape[1], of_steps=traj.file_steps)
+
+
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
             window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
     """Analyse a run directory; writes analysis.json (and figures) into it; returns the dict."""
@@ -128,6 +155,10 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
     warnings: list[str] = []
     if lr is None:
         warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
+    part = partial(run, traj)
+    if part is not None:
+        warnings.append(f"partial run: {part['recorded_epochs']} of {part['record_epochs']} recorded epochs written "
+                        f"({part['steps']:,} of {part['of_steps']:,} recorded steps); only these are analysed")
     series = describe_series(info, tracked, num_runs)
 
     from tqdm.auto import tqdm
@@ -145,7 +176,8 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
     neuron_summary, neuron_data = neurons_part(run, info, data_dir, warnings)
     result = _clean(dict(
         run=str(run.resolve()),
-        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=info.layout.get("first_step")),
+        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=info.layout.get("first_step"),
+                        partial=part),
         warnings=warnings,
         increments=inc,
         spectrum=spec,
@@ -167,10 +199,12 @@ def _test_loss(run: Path):
         m = rundir.load_metrics(run)
     except (rundir.RunDirError, json.JSONDecodeError):
         return None
-    loss = np.mean(np.array(m["test_loss"], dtype=float), axis=1)
-    if loss.size == 0:
+    per_run = np.array(m.get("test_loss", []), dtype=float)  # (epochs, runs)
+    finite = per_run.size and np.all(np.isfinite(per_run), axis=0)
+    if per_run.size == 0 or not finite.any():
         return None
-    return dict(epochs=len(loss), first=float(loss[0]), min=float(loss.min()), min_epoch=int(np.argmin(loss)) + 1,
+    loss = per_run[:, finite].mean(axis=1)  # over the runs that never diverged
+    return dict(epochs=len(loss), runs=int(finite.sum()), first=float(loss[0]), min=float(loss.min()), min_epoch=int(np.argmin(loss)) + 1,
                 last=float(loss[-1]))
 
 

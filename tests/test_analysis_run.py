@@ -117,6 +117,10 @@ def test_bad_run_directories(tmp_path, capsys):
     write_minimal_run(short, np.zeros((1, 1, 2)))
     assert main(["analyze", str(short), "--no-progress"]) == 2
     assert "no increments" in capsys.readouterr().err
+    untracked = tmp_path / "untracked"  # trained with --track 0
+    write_minimal_run(untracked, np.zeros((1, 100, 0)))
+    assert main(["analyze", str(untracked), "--no-progress"]) == 2
+    assert "tracked.json: lists no weights (the run was trained with --track 0)" in capsys.readouterr().err
 
 
 def test_short_constant_and_nan_trajectories_are_flagged(tmp_path):
@@ -132,6 +136,20 @@ def test_short_constant_and_nan_trajectories_are_flagged(tmp_path):
     assert "constant or pure decay" in text and "non-finite values" in text
     assert res["spectrum"].get("error")
     assert res["per_weight"][1]["powerlaw"] is None
+
+
+def test_a_constant_trajectory_tests_no_claim(tmp_path):
+    """All-zero weights are all 'pure decay' (0 = 0 (1 - lr l2)): a number, but no evidence."""
+    from socjax import report
+
+    run = tmp_path / "run"
+    write_minimal_run(run, np.zeros((1, 3000, 2)), runs=[dict(seed=0, lr=LR, l2=L2)])
+    res = analyze.analyze(run, progress=False, figures=False)
+    assert res["increments"]["decay_fraction"] == 1.0 and res["increments"]["fluctuating"] == 0
+    assert any(w.startswith("every series is constant or pure decay") for w in res["warnings"])
+    claims = {c["key"]: c for c in report.claims(res)}
+    assert claims["decay"]["measured"].startswith("not testable")
+    assert all(c["holds"] is None for c in claims.values()), claims  # nothing is "yes", nothing "no"
 
 
 @pytest.fixture(scope="module")
@@ -192,3 +210,8 @@ def test_trajectory_reader_equals_np_load(tmp_path):
         np.testing.assert_array_equal(reader[:, t0:t1, :], arr[:, t0:t1, :])
     with pytest.raises(TypeError):
         reader[0, :, :]
+    # the written prefix of a partial run: rows beyond it are never read
+    prefix = rundir.open_trajectory(tmp_path, rows=600)
+    assert prefix.shape == (3, 600, 5)
+    for t0, t1 in ((0, 600), (17, 400), (590, 1200)):
+        np.testing.assert_array_equal(prefix[:, t0:t1, :], arr[:, :600][:, t0:t1, :])

@@ -229,6 +229,7 @@ def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tu
         decay_fraction=float(st.n_decay.sum() / st.n.sum()),
         zero_fraction=float(st.n_zero.sum() / st.n.sum()),
         nonfinite=int(st.n_nonfinite.sum()),
+        fluctuating=int(n_fluct.sum()),  # increments that are neither pure decay, zero nor non-finite
         excess_kurtosis=pooled_kurt,
         decay_rule="|w(t+1) - w(t) (1 - lr l2)^stride| <= (stride + 1) ulp(w(t))",
     )
