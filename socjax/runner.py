@@ -153,6 +153,9 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool) -> _StartUp:
         template = jax.eval_shape(lambda: train.init_runs(seeds, cfg.model, cfg.weight_stats))
         state, epoch, metrics = rundir.load_checkpoint(out, template)
         rundir.check_resumable(out, cfg, layout, len(tracked))
+        if epoch >= cfg.epochs and (out / rundir.PARAMS_FINAL).exists():
+            raise rundir.RunDirError(f"{out}: the run is complete ({epoch} of {cfg.epochs} epochs); to extend it, "
+                                     "give a longer --epochs")
     else:
         tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
         state, epoch = train.init_runs(seeds, cfg.model, cfg.weight_stats), 0

@@ -166,12 +166,15 @@ def test_sigint_while_compiling_a_new_run_leaves_nothing(tmp_path):
     assert not out.exists()  # ...and removed again
 
 
-def test_resume_refuses_a_different_config(reference, capsys):
+def test_resume_refuses_a_different_config_and_a_complete_run(reference, capsys, no_compile):
     assert main(["train", "--resume", str(reference), "--lr", "0.1", "--seeds", "3"]) == 2
     err = capsys.readouterr().err
     assert "remove --lr, --seeds" in err and err.count("\n") == 1
     assert main(["train", "--resume", str(reference), "--epochs", "4"]) == 2
     assert "shorter than the run's 8" in capsys.readouterr().err
+    assert main(["train", "--resume", str(reference)]) == 2
+    assert capsys.readouterr().err == (f"socjax: error: {reference}: the run is complete (8 of 8 epochs); to extend it, "
+                                       "give a longer --epochs\n")
 
 
 def test_chunk_plan_is_at_most_four_entries_and_equals_the_epoch_by_epoch_plan():
