@@ -15,13 +15,21 @@
     weight_stats.npz    (with --weight-stats) running statistics of every weight's increments
                         over the recorded phase (see socjax.weight_stats)
     checkpoint.npz      the training state to resume from (socjax.checkpoint's format), with the
-                        finished epochs and the metrics so far
+                        finished epochs, the metrics so far, and the configuration and tracked
+                        weights it was written with (a resume refuses a config.json or tracked.json
+                        that differs: `check_binding`)
+    progress.json       what is written and durable: epochs_done, checkpoint_epoch, trajectory_rows
+                        (and order_rows) of the preallocated ones; readers use no row beyond them
+    .lock               flock'd by the one process writing the run (`RunLock`), with its pid
 
-Writing: `RunWriter` (create, or reopen for resume; append a chunk's outputs; checkpoint; finish).
-Every file goes through `safe_write`: a temporary file in the same directory, fsync, rename, fsync
-of the directory, so a crash leaves the old file or the new one, never a torn one. The trajectory
-and order rows a checkpoint refers to are flushed and fsynced before it is written. A write that
-fails (disk full, read-only) raises one RunDirError line naming the last intact checkpoint.
+Writing: `RunLock`, then `RunWriter` (create, or reopen for resume; append a chunk's outputs;
+checkpoint; finish). `create` writes a checkpoint of the initial state last, so a directory with a
+checkpoint is resumable and one without is a set-up that never finished (named so by `check_new`
+and `require_checkpoint`). Every file goes through `safe_write`: a temporary file in the same
+directory, fsync, rename, fsync of the directory, so a crash leaves the old file or the new one,
+never a torn one. The trajectory and order rows are flushed and fsynced before progress.json
+counts them and before a checkpoint refers to them. A write that fails (disk full, read-only)
+raises one RunDirError line naming the last intact checkpoint.
 
 Reading: `read_info` (config.json, typed), `load_*`, `open_trajectory` (bounded memory). Anything
 downstream (analysis, plots, report) reads a run through this module and nothing else.
