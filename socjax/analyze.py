@@ -60,9 +60,7 @@ def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], r
                             "nothing to analyse")
     progress = rundir.read_progress(run)
     try:
-        traj = rundir.open_trajectory(run)
-        if progress is not None and traj.ndim == 3:
-            traj = rundir.open_trajectory(run, int(progress["trajectory_rows"]))
+        traj = rundir.open_trajectory(run, None if progress is None else int(progress["trajectory_rows"]))
     except (ValueError, KeyError, TypeError) as e:
         raise AnalysisError(f"{run / rundir.TRAJECTORY}: not readable with {rundir.PROGRESS} "
                             f"({type(e).__name__}: {e})") from None
@@ -204,8 +202,8 @@ def _test_loss(run: Path):
     if per_run.size == 0 or not finite.any():
         return None
     loss = per_run[:, finite].mean(axis=1)  # over the runs that never diverged
-    return dict(epochs=len(loss), runs=int(finite.sum()), first=float(loss[0]), min=float(loss.min()), min_epoch=int(np.argmin(loss)) + 1,
-                last=float(loss[-1]))
+    return dict(epochs=len(loss), runs=int(finite.sum()), first=float(loss[0]), min=float(loss.min()),
+                min_epoch=int(np.argmin(loss)) + 1, last=float(loss[-1]))
 
 
 def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str]):
