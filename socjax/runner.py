@@ -24,6 +24,7 @@ final parameters (Diverged). A failed write is one RunDirError line (socjax.rund
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
@@ -104,9 +105,11 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
     with _StopSignal(out, resume) as stop:
         lock = bar = None
         try:
-            lock = rundir.RunLock(out, create=not resume)
+            with stop.held():  # an object half made when a signal lands could not be undone
+                lock = rundir.RunLock(out, create=not resume)
             start = _start_up(cfg, out, resume)
-            bar = _Progress(cfg.epochs, start.epoch, start.steps_per_epoch, progress)  # says "compiling"
+            with stop.held():
+                bar = _Progress(cfg.epochs, start.epoch, start.steps_per_epoch, progress)  # says "compiling"
             t = time.perf_counter()
             compiled = {c: _compile(cfg, start, c) for c, _ in start.plan}
             compile_seconds = time.perf_counter() - t
@@ -329,8 +332,22 @@ class _StopSignal:
     def _handler(self, signum, frame):
         self.requested, self.name = True, signal.Signals(signum).name
         if not self.deferred:
-            self.deferred = True  # one Interrupted: a second signal must not break the clean-up
-            raise Interrupted(f"stopped by {self.name} during start-up; {self.kept}")
+            self._interrupt()
+
+    def _interrupt(self):
+        self.deferred = True  # one Interrupted: a second signal must not break the clean-up
+        raise Interrupted(f"stopped by {self.name} during start-up; {self.kept}")
+
+    @contextlib.contextmanager
+    def held(self):
+        """During start-up: a signal in this block takes effect at its end, not inside it."""
+        deferred, self.deferred = self.deferred, True
+        try:
+            yield
+        finally:
+            self.deferred = deferred
+        if self.requested and not deferred:
+            self._interrupt()
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
