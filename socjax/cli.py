@@ -173,20 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "reproduce"):
-            cfg = train_config(args)
-            from socjax import runner  # imports jax: only once the input is known to be good
+            from socjax.interrupt import Interrupted, StopSignal
 
-            target = args.resume or args.out
-            try:
-                out = runner.run(cfg, target, progress=not args.no_progress, resume=bool(args.resume),
-                                 checkpoint_epochs=args.checkpoint_epochs,
-                                 checkpoint_minutes=args.checkpoint_minutes)
-            except runner.Interrupted as e:
-                print(f"socjax: {e}", file=sys.stderr)
-                return 130
-            except runner.Diverged as e:
-                print(f"socjax: error: {e}", file=sys.stderr)
-                return 3
+            with StopSignal() as stop:  # before JAX is imported: a Ctrl-C from now on is never lost
+                cfg = train_config(args)
+                from socjax import runner  # imports jax: only once the input is known to be good
+
+                try:
+                    out = runner.run(cfg, args.resume or args.out, progress=not args.no_progress,
+                                     resume=bool(args.resume), checkpoint_epochs=args.checkpoint_epochs,
+                                     checkpoint_minutes=args.checkpoint_minutes, stop=stop)
+                except Interrupted as e:
+                    print(f"socjax: {e}", file=sys.stderr)
+                    return 130
+                except runner.Diverged as e:
+                    print(f"socjax: error: {e}", file=sys.stderr)
+                    return 3
             print(f"wrote {out}")
             if args.command == "reproduce":
                 _analyze(out, args, data_dir=None)

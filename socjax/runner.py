@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -38,10 +36,9 @@ import numpy as np
 
 from socjax import config, data, model, rundir, train, weight_stats
 from socjax.config import RunConfig
+from socjax.interrupt import Interrupted, StopSignal
 
-
-class Interrupted(Exception):
-    """The run stopped on SIGINT/SIGTERM; str() says what was saved and how to go on."""
+__all__ = ["Chunk", "Diverged", "Interrupted", "chunk_plan", "chunks", "resume_config", "run"]
 
 
 class Diverged(Exception):
@@ -88,11 +85,12 @@ def resume_config(out: str | Path, epochs: int | None = None) -> RunConfig:
 
 
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = False,
-        checkpoint_epochs: int | None = None, checkpoint_minutes: float = 10.0) -> Path:
+        checkpoint_epochs: int | None = None, checkpoint_minutes: float = 10.0, stop: StopSignal | None = None) -> Path:
     """Train every run of `cfg` and write the run directory `out`. Returns its path.
 
     resume: continue the run in `out` from its checkpoint (cfg from `resume_config`).
     checkpoint_epochs: checkpoint after every this many epochs (default: only by time and at the end).
+    stop: an active StopSignal (the CLI starts one before it imports JAX); default: one of its own.
     Raises ConfigError (or a subclass) for bad input before anything is written (RunDirError for a
     directory another process is writing, a changed config.json, too little disk space),
     Interrupted on SIGINT/SIGTERM and Diverged on non-finite values, each after saving what it can.
@@ -102,21 +100,23 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
         raise config.ConfigError(f"checkpoint_minutes must be positive and finite, got {checkpoint_minutes}")
     if not resume:
         rundir.check_new(out)
-    with _StopSignal(out, resume) as stop:
+    with contextlib.nullcontext(stop) if stop is not None else StopSignal() as stop:
+        if resume:
+            stop.kept = f"the run in {out} is unchanged; continue with: socjax train --resume {out}"
         lock = bar = None
         try:
-            with stop.held():  # an object half made when a signal lands could not be undone
-                lock = rundir.RunLock(out, create=not resume)
-            start = _start_up(cfg, out, resume)
-            with stop.held():
-                bar = _Progress(cfg.epochs, start.epoch, start.steps_per_epoch, progress)  # says "compiling"
+            stop.check()
+            lock = rundir.RunLock(out, create=not resume)
+            start = _start_up(cfg, out, resume, stop)
+            bar = _Progress(cfg.epochs, start.epoch, start.steps_per_epoch, progress)  # says "compiling"
             t = time.perf_counter()
-            compiled = {c: _compile(cfg, start, c) for c, _ in start.plan}
+            compiled = {}
+            for c, _ in start.plan:
+                compiled[c] = _compile(cfg, start, c)
+                stop.check()
             compile_seconds = time.perf_counter() - t
-            stop.deferred = True  # from here on a signal stops the run after the chunk in flight
-            writer = start.open_writer()
+            writer = start.open_writer()  # a signal from here on stops the run after the chunk in flight
         except BaseException:
-            stop.deferred = True
             if bar is not None:
                 bar.close()
             if lock is not None:
@@ -144,10 +144,11 @@ class _StartUp(NamedTuple):
     open_writer: Callable[[], rundir.RunWriter]  # creates, or reopens, the run directory
 
 
-def _start_up(cfg: RunConfig, out: Path, resume: bool) -> _StartUp:
+def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _StartUp:
     if resume:
         rundir.check_binding(out, cfg)
-    dataset, source = _load_data(cfg)
+    with stop.at_once():  # NumPy only: safe to interrupt anywhere (a long tfds download, say)
+        dataset, source = _load_data(cfg)
     n = dataset.train_x.shape[0]
     layout = rundir.layout(cfg, n, int(dataset.test_x.shape[0]))
     seeds = [s for s, _, _ in cfg.runs()]
@@ -163,6 +164,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool) -> _StartUp:
         tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
         state, epoch = train.init_runs(seeds, cfg.model, cfg.weight_stats), 0
     rundir.check_space(out, cfg, layout, len(tracked))
+    stop.check()
     state, hyper, device_data = _shard(state), _hyper(cfg), jax.device_put(dataset)
     if resume:
         open_writer = lambda: rundir.RunWriter.reopen(out, cfg, layout, source, epoch, metrics)
@@ -173,7 +175,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool) -> _StartUp:
 
 
 def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp, compiled: dict,
-           stop: "_StopSignal", bar: "_Progress", checkpoint_epochs: int | None, checkpoint_minutes: float) -> None:
+           stop: StopSignal, bar: "_Progress", checkpoint_epochs: int | None, checkpoint_minutes: float) -> None:
     """Dispatch the planned chunks, write each, checkpoint when due and at the end; then finish."""
     state = start.state
     total = sum(count for _, count in start.plan)
@@ -316,46 +318,4 @@ class _Progress:
 
     def __exit__(self, *exc):
         self.close()
-        return False
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM while active. Until `deferred` is set (start-up: nothing written yet) they
-    raise Interrupted at once; after it they set `requested`, and the run stops after the chunk in
-    flight."""
-
-    def __init__(self, out: Path, resume: bool):
-        self.requested, self.deferred, self.name, self._old = False, False, None, {}
-        self.kept = (f"the run in {out} is unchanged; continue with: socjax train --resume {out}" if resume
-                     else "nothing was written")
-
-    def _handler(self, signum, frame):
-        self.requested, self.name = True, signal.Signals(signum).name
-        if not self.deferred:
-            self._interrupt()
-
-    def _interrupt(self):
-        self.deferred = True  # one Interrupted: a second signal must not break the clean-up
-        raise Interrupted(f"stopped by {self.name} during start-up; {self.kept}")
-
-    @contextlib.contextmanager
-    def held(self):
-        """During start-up: a signal in this block takes effect at its end, not inside it."""
-        deferred, self.deferred = self.deferred, True
-        try:
-            yield
-        finally:
-            self.deferred = deferred
-        if self.requested and not deferred:
-            self._interrupt()
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
         return False

@@ -154,6 +154,25 @@ def test_sigint_during_a_write_checkpoints_the_chunk_in_flight_and_the_partial_r
     assert not (out / "analysis.json").exists() and not (out / "report.md").exists()
 
 
+def test_sigint_at_any_moment_of_start_up_or_training_is_one_line_and_keeps_what_it_says(tmp_path):
+    """Wherever the signal lands (loading, initialising, compiling, the first epochs): exit 130, one
+    line, and either no directory or a checkpoint at the epoch the line names. A signal that
+    raised inside a jitted call once made the process crash as it exited (status -11)."""
+    for delay in (0.5, 2.0, 3.5, 5.0, 6.5, 8.0):
+        out = tmp_path / f"run-{delay}"
+        p = start(["train", "--preset", "smoke", "--epochs", "20", "--no-progress", "--out", str(out)])
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 130 and err.count("\n") == 1, (delay, p.returncode, err)
+        if err == "socjax: stopped by SIGINT during start-up; nothing was written\n":
+            assert not out.exists(), delay
+        else:
+            epoch = int(err.split("checkpoint written at epoch ")[1].split(";")[0])
+            assert checkpoint.read_meta(out / rundir.CHECKPOINT)["user"]["epochs_done"] == epoch
+            assert progress(out)["epochs_done"] == progress(out)["checkpoint_epoch"] == epoch, delay
+
+
 def test_sigint_while_compiling_a_new_run_leaves_nothing(tmp_path):
     out = tmp_path / "run"
     p = start([*BASE[:-1], "--out", str(out)])
