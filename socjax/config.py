@@ -271,12 +271,17 @@ DEFAULT_PRESET = "quick"
 # --- the flags of `socjax train`: one table, from which the CLI, `build` and resume derive ------
 
 
+def _number(text: str, kind: type, what: str):
+    """text as int or float, or the argparse error naming what was expected."""
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
 def finite_positive(text: str) -> float:
     """A finite number > 0 (argparse type)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    v = _number(text, float, "a number")
     if not (math.isfinite(v) and v > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return v
@@ -284,10 +289,7 @@ def finite_positive(text: str) -> float:
 
 def seed_int(text: str) -> int:
     """A seed, 0 <= s < 2**32 (argparse type)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    v = _number(text, int, "an integer")
     if not 0 <= v < SEED_LIMIT:
         raise argparse.ArgumentTypeError(f"must be in 0..{SEED_LIMIT - 1}, got {v}")
     return v
@@ -295,10 +297,7 @@ def seed_int(text: str) -> int:
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (argparse type)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    v = _number(text, int, "an integer")
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
     return v
