@@ -63,6 +63,17 @@ def save(f: BinaryIO, tree, user: dict[str, Any]) -> None:
 _UNREADABLE = (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error)
 
 
+@contextlib.contextmanager
+def _readable(name: str):
+    """What a damaged file raises inside the block becomes one CheckpointError line."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except _UNREADABLE as e:
+        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+
+
 def _opened(f):
     """A path opened here (and closed even when np.load fails on it) or a caller's file object."""
     return open(f, "rb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f)
@@ -71,13 +82,8 @@ def _opened(f):
 def read_meta(f, name: str = "checkpoint") -> dict:
     """The __meta__ of a checkpoint file (format, versions, leaf paths, the caller's "user" data),
     without its arrays; {"format": 1} for the earlier layout."""
-    try:
-        with _opened(f) as fh, np.load(fh) as z:
-            return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {"format": 1}
-    except CheckpointError:
-        raise
-    except _UNREADABLE as e:
-        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    with _readable(name), _opened(f) as fh, np.load(fh) as z:
+        return json.loads(str(z["__meta__"])) if "__meta__" in z.files else {"format": 1}
 
 
 def _check_format(meta: dict, name: str) -> dict:
@@ -98,12 +104,8 @@ def read_user(f, name: str = "checkpoint") -> dict:
 def read(f, template, name: str = "checkpoint"):
     """(tree, user metadata) from a file written by `save`, restored into `template`'s structure
     (host NumPy leaves; typed PRNG keys re-wrapped). `name` labels the one-line errors."""
-    try:
+    with _readable(name):
         return _read(f, template, name)
-    except CheckpointError:
-        raise
-    except _UNREADABLE as e:
-        raise CheckpointError(f"{name}: not a readable checkpoint ({type(e).__name__}: {e})") from None
 
 
 def _read(f, template, name):
