@@ -218,20 +218,25 @@ def _size(nbytes: float) -> str:
     raise AssertionError
 
 
+def _open_existing(path: Path) -> np.memmap:
+    """A run's .npy opened read-only, or one line saying why it cannot be."""
+    if not path.exists():
+        raise RunDirError(f"{path}: missing, so the run cannot be resumed")
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:
+        raise RunDirError(f"{path}: unreadable ({e}), so the run cannot be resumed") from None
+
+
 def check_space(out: Path, cfg: RunConfig, layout: dict, num_tracked: int) -> None:
     """Refuse, before anything is written, trajectory and order files larger than the free space on
     out's file system (a file that must grow is copied, so its whole new size counts)."""
     need = 0
     for name, shape in _array_shapes(cfg, layout, num_tracked).items():
-        nbytes = 4 * math.prod(shape)
         path = out / name
-        if path.exists():
-            try:
-                if np.load(path, mmap_mode="r").shape == shape:
-                    continue
-            except (OSError, ValueError):
-                pass
-        need += nbytes
+        if path.exists() and _open_existing(path).shape == shape:
+            continue
+        need += 4 * math.prod(shape)
     base = out
     while not base.exists():
         base = base.parent
@@ -244,16 +249,6 @@ def check_space(out: Path, cfg: RunConfig, layout: dict, num_tracked: int) -> No
 def open_array(path: Path, dtype, shape) -> np.memmap:
     """A preallocated .npy on disk, opened for writing chunk by chunk (np.load mmap-compatible)."""
     return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-
-
-def _open_existing(path: Path) -> np.memmap:
-    """A run's .npy opened read-only, or one line saying why it cannot be."""
-    if not path.exists():
-        raise RunDirError(f"{path}: missing, so the run cannot be resumed")
-    try:
-        return np.load(path, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as e:
-        raise RunDirError(f"{path}: unreadable ({e}), so the run cannot be resumed") from None
 
 
 def check_resumable(out: Path, cfg: RunConfig, layout: dict, num_tracked: int) -> None:
