@@ -101,6 +101,13 @@ def main(argv) -> int:
         return e.code
 
 
+def refused(argv, message, capsys) -> None:
+    """cli.main(argv) exits with status 2 and one line, `socjax: error: ...`, holding `message`."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("socjax: error: ") and err.count("\n") == 1, err
+
+
 @pytest.fixture
 def no_compile(monkeypatch):
     """Fail the test if anything reaches the compiled trainer."""
@@ -139,9 +146,7 @@ def no_compile(monkeypatch):
 ])
 def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, capsys, no_compile):
     out = tmp_path / "r"
-    assert main(["train", "--preset", "smoke", "--no-progress", "--out", str(out), *args]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.startswith("socjax: error:") and err.count("\n") == 1, err
+    refused(["train", "--preset", "smoke", "--no-progress", "--out", str(out), *args], message, capsys)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -156,10 +161,7 @@ def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, c
     (["--out", ""], "--out is empty; name a directory"),
 ])
 def test_bad_toy_input_is_one_line_error_before_anything_is_written(args, message, tmp_path, capsys):
-    out = tmp_path / "toy"
-    assert main(["toy", "--out", str(out), "--chains", "8", "--steps", "8", *args]) == 2
-    err = capsys.readouterr().err
-    assert message in err and err.startswith("socjax: error:") and err.count("\n") == 1, err
+    refused(["toy", "--out", str(tmp_path / "toy"), "--chains", "8", "--steps", "8", *args], message, capsys)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from socjax import checkpoint, rundir
 
-from test_cli import main, no_compile  # noqa: F401 (a fixture)
+from test_cli import main, no_compile, refused  # noqa: F401 (no_compile: a fixture)
 
 BASE = ["train", "--preset", "smoke", "--epochs", "8", "--record-epochs", "3", "--seeds", "2",
         "--save-order", "--checkpoint-epochs", "1", "--no-progress"]
@@ -261,9 +261,7 @@ def test_resume_refuses_a_damaged_or_edited_run_in_one_line(damage, message, ref
     damage(run)
     files = lambda: {f.name: f.read_bytes() for f in run.iterdir() if f.name != rundir.LOCK}
     before = files()
-    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("socjax: error: ") and message in err and err.count("\n") == 1, err
+    refused(["train", "--resume", str(run), "--no-progress"], message, capsys)
     assert before == files()  # untouched
 
 
