@@ -352,12 +352,13 @@ class RunWriter:
         return w
 
     @classmethod
-    def reopen(cls, out: Path, cfg: RunConfig, layout: dict, source: str, epoch: int, metrics: dict) -> "RunWriter":
+    def reopen(cls, out: Path, cfg: RunConfig, layout: dict, source: str, tracked: tuple[TrackedWeight, ...],
+               epoch: int, metrics: dict) -> "RunWriter":
         """Continue the run in `out` (locked by a RunLock) after `epoch` epochs, its checkpoint's:
         grow the trajectory and order files for a longer run, rewrite config.json, reset
         metrics.json and progress.json to the checkpoint, and remove the analysis outputs, which
         described the run before it continued."""
-        w = cls(out, cfg, layout, _tracked_json(load_tracked(out)), None, None, metrics, epoch, epoch)
+        w = cls(out, cfg, layout, _tracked_json(tracked), None, None, metrics, epoch, epoch)
 
         def write():
             for name in DERIVED:

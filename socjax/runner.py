@@ -167,7 +167,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
     stop.check()
     state, hyper, device_data = _shard(state), _hyper(cfg), jax.device_put(dataset)
     if resume:
-        open_writer = lambda: rundir.RunWriter.reopen(out, cfg, layout, source, epoch, metrics)
+        open_writer = lambda: rundir.RunWriter.reopen(out, cfg, layout, source, tracked, epoch, metrics)
     else:
         open_writer = lambda: rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params), state)
     return _StartUp(state, hyper, device_data, tuple(tracked), epoch, chunk_plan(cfg, epoch), len(seeds) * n,
