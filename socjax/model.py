@@ -13,7 +13,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from socjax.config import ModelConfig
+import numpy as np
+
+from socjax.config import ModelConfig, TrackedWeight
 
 
 class Dense(NamedTuple):
@@ -104,6 +106,18 @@ def loss(params: Params, x: jax.Array, label: jax.Array, l2: jax.Array, cfg: Mod
     return data_loss(apply(params, x), label, cfg.loss) + 0.5 * l2 * l2_penalty(
         params, cfg.decay_biases
     )
+
+
+def tracked_values(params: Params, tracked: tuple[TrackedWeight, ...]) -> jax.Array:
+    """Values of the tracked weights: (K,) float32, in the order of `tracked` (one gather per layer)."""
+    layers = np.array([t.layer for t in tracked], int)
+    rows = np.array([t.row for t in tracked], int)
+    cols = np.array([t.col for t in tracked], int)
+    values = jnp.zeros((len(tracked),), jnp.float32)
+    for layer in np.unique(layers):
+        sel = np.flatnonzero(layers == layer)
+        values = values.at[sel].set(params[layer - 1].w[rows[sel], cols[sel]])
+    return values
 
 
 def decay_mask(cfg: ModelConfig) -> Params:

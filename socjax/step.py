@@ -15,14 +15,19 @@ A step takes ONE example and returns the run's next parameters and optimizer sta
                correct (argmax == label), both measured before the update; grads, the data-loss
                gradients, exactly zero where the update is pure weight decay (for --weight-stats)
 
-The trainer (socjax.train) selects the implementation by name, `TrainSpec.step`, from the
-registry `socjax.config.STEPS` (name -> "module:function", imported on first use): "xla" is
-`xla_step` below, the reference every other implementation is tested against and the path for
-GPU/TPU.
+The trainer (socjax.train) drives an implementation as a `Stepper`: four pure functions that move
+one run into the implementation's own form at the start of an epoch, step it, read the tracked
+weights from it, and move it back to ordinary parameters at the end of the epoch. A step with the
+contract above is a Stepper whose form is the parameters themselves (`params_stepper`); the native
+CPU step (socjax.native) keeps its own. It selects the Stepper by name, `TrainSpec.step`, from the
+registry `socjax.config.STEPS` (name -> "module:function" of a factory
+`(cfg: ModelConfig, accumulate: bool) -> Stepper`, imported on first use): "xla" is `xla_step`
+below, the reference every other implementation is tested against and the path for GPU/TPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Callable, NamedTuple
 
@@ -30,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from socjax import model
-from socjax.config import STEPS, ConfigError, ModelConfig
+from socjax import model, weight_stats
+from socjax.config import AUTO_STEP, STEPS, ConfigError, ModelConfig, RunConfig, TrackedWeight
 
 
 class Hyper(NamedTuple):
@@ -52,6 +57,39 @@ class StepOutput(NamedTuple):
 
 
 Step = Callable[..., StepOutput]
+
+
+class Stepper(NamedTuple):
+    """A step implementation as the trainer drives it through one epoch of one run.
+
+    enter(params, opt_state, stats) -> carry    the run in the implementation's own form
+    step(carry, x, label, hyper) -> (carry, loss, correct)    one SGD step (the contract above);
+        with `accumulate`, it also adds the step to the --weight-stats statistics
+    tracked(carry, tracked) -> (K,) float32     the values of the tracked weights
+    leave(carry) -> (params, opt_state, stats)  back to ordinary parameters
+    """
+
+    enter: Callable
+    step: Callable
+    tracked: Callable
+    leave: Callable
+
+
+def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool) -> Stepper:
+    """The Stepper of a per-example `step` (the contract above): the carry is (params, opt_state,
+    stats), and with `accumulate` every step updates `stats` (socjax.weight_stats)."""
+
+    def one(carry, x, label, hyper):
+        params, opt_state, stats = carry
+        out = step(params, opt_state, x, label, hyper, cfg)
+        if accumulate:
+            stats = weight_stats.update(stats, params, out.params, out.grads)
+        return (out.params, out.opt_state, stats), out.loss, out.correct
+
+    def tracked(carry, weights: tuple[TrackedWeight, ...]):
+        return model.tracked_values(carry[0], weights)
+
+    return Stepper(lambda *carry: carry, one, tracked, lambda carry: carry)
 
 
 def make_optimizer(hyper: Hyper, cfg: ModelConfig) -> optax.GradientTransformation:
@@ -78,8 +116,13 @@ def xla_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig) -> Ste
     return StepOutput(new, opt_state, loss, jnp.argmax(out) == label, grads)
 
 
-def resolve(name: str) -> Step:
-    """The step function registered as `name` in config.STEPS ("module:function", or a callable)."""
+def xla_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+    """The registry's "xla": `xla_step` as a Stepper."""
+    return params_stepper(xla_step, cfg, accumulate)
+
+
+def resolve(name: str) -> Callable[[ModelConfig, bool], Stepper]:
+    """The Stepper factory registered as `name` in config.STEPS ("module:function", or a callable)."""
     if name not in STEPS:
         raise ConfigError(f"unknown step {name!r}; choose {' or '.join(STEPS)}")
     target = STEPS[name]
@@ -87,3 +130,33 @@ def resolve(name: str) -> Step:
         return target
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def native_unavailable(cfg: RunConfig) -> str | None:
+    """Why the native step (socjax.native) cannot train `cfg` here, in one line; None if it can.
+    Builds and registers the kernel on first use (seconds, then cached)."""
+    backend = jax.default_backend()
+    if backend != "cpu":
+        return f"the backend is {backend}; the native step runs on the CPU"
+    big = [(lr, l2) for _, lr, l2 in cfg.runs() if lr * l2 >= 1]
+    if big:
+        return f"the native step needs lr * l2 < 1, got lr {big[0][0]:g} and l2 {big[0][1]:g}"
+    from socjax.native import build
+
+    return build.unavailable()
+
+
+def choose(cfg: RunConfig) -> tuple[RunConfig, str | None]:
+    """`cfg` with step "auto" resolved: native when it can train cfg here, else xla. Returns the
+    config and, when auto chose xla, a one-line note saying why. Raises ConfigError when cfg names
+    the native step and it cannot run here."""
+    if cfg.step not in ("native", AUTO_STEP):
+        return cfg, None
+    why = native_unavailable(cfg)
+    if cfg.step == "native":
+        if why:
+            raise ConfigError(f"--step native: {why}")
+        return cfg, None
+    if why:
+        return dataclasses.replace(cfg, step="xla"), f"step: xla ({why})"
+    return dataclasses.replace(cfg, step="native"), None

@@ -9,7 +9,9 @@ runs E epochs. Epoch e (global, counted in `state.epoch`) visits the training ex
 
     w <- w - lr * (dL/dw + l2 * w)          L = eq. (10) on one example; l2 on weights (and biases)
 
-Each step is `socjax.step`'s contract, implemented by the step named in `spec.step`.
+Each step is `socjax.step`'s contract, implemented by the Stepper named in `spec.step`; a run
+enters the Stepper's form at the start of every epoch and leaves it at the end, so between epochs
+(and chunks) the state is ordinary parameters whatever the step.
 `out.trajectory[t, k]` is tracked weight k after step (t + 1) * stride of the chunk, and
 `out.metrics` holds per-epoch train loss/accuracy (mean over the epoch's steps, each taken before
 its update, so no extra pass is spent) and test loss/accuracy (frozen parameters, end of epoch).
@@ -85,7 +87,7 @@ class TrainSpec:
     record: bool = False
     save_order: bool = False
     weight_stats: bool = False  # accumulate state.stats at every step (recording phase)
-    step: str = "xla"  # the step implementation: a key of config.STEPS (see socjax.step)
+    step: str = "xla"  # the step implementation: a key of config.STEPS (see socjax.step.Stepper)
 
 
 def init_state(key: jax.Array, cfg: ModelConfig, with_stats: bool = False) -> TrainState:
@@ -110,18 +112,6 @@ def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)
 
 
-def tracked_values(params: model.Params, tracked: tuple[TrackedWeight, ...]) -> jax.Array:
-    """Values of the tracked weights: (K,) float32, in the order of `tracked` (one gather per layer)."""
-    layers = np.array([t.layer for t in tracked], int)
-    rows = np.array([t.row for t in tracked], int)
-    cols = np.array([t.col for t in tracked], int)
-    values = jnp.zeros((len(tracked),), jnp.float32)
-    for layer in np.unique(layers):
-        sel = np.flatnonzero(layers == layer)
-        values = values.at[sel].set(params[layer - 1].w[rows[sel], cols[sel]])
-    return values
-
-
 def evaluate(params: model.Params, x: jax.Array, y: jax.Array, loss: str):
     """Mean data loss and accuracy over a set: x (M, 784), y (M,). Returns two () float32."""
     out = jax.vmap(model.apply, in_axes=(None, 0))(params, x)
@@ -135,26 +125,22 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
     if n % spec.stride:
         raise ValueError(f"stride {spec.stride} must divide the steps per epoch {n}")
     cfg = spec.model
-    sgd_step = resolve_step(spec.step)
-    accumulate = spec.weight_stats and spec.record
+    stepper = resolve_step(spec.step)(cfg, spec.weight_stats and spec.record)
 
     def step(carry, i):
-        params, opt_state, stats = carry
-        out = sgd_step(params, opt_state, data.train_x[i], data.train_y[i], hyper, cfg)
-        if accumulate:
-            stats = weight_stats.update(stats, params, out.params, out.grads)
-        return (out.params, out.opt_state, stats), (out.loss, out.correct)
+        carry, loss, correct = stepper.step(carry, data.train_x[i], data.train_y[i], hyper)
+        return carry, (loss, correct)
 
     def block(carry, idx):  # idx: (stride,) example indices; records after the last step
         carry, stats = jax.lax.scan(step, carry, idx)
-        tracked = tracked_values(carry[0], spec.tracked) if spec.record else None
+        tracked = stepper.tracked(carry, spec.tracked) if spec.record else None
         return carry, (stats, tracked)
 
     def epoch(state: TrainState, _):
         order = epoch_order(state.key, state.epoch, n)
-        (params, opt_state, stats), ((loss, correct), tracked) = jax.lax.scan(
-            block, (state.params, state.opt_state, state.stats), order.reshape(n // spec.stride, spec.stride)
-        )
+        carry = stepper.enter(state.params, state.opt_state, state.stats)
+        carry, ((loss, correct), tracked) = jax.lax.scan(block, carry, order.reshape(n // spec.stride, spec.stride))
+        params, opt_state, stats = stepper.leave(carry)
         test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg.loss)
         metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
         state = TrainState(params, opt_state, state.key, state.epoch + 1, stats)

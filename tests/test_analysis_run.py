@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from socjax import analyze, data, train
+from socjax import analyze, data, model, train
 from socjax.analysis import increments, loghist
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
@@ -33,14 +33,14 @@ def recorded(mini):
     step = jax.jit(lambda p, o, x, y: xla_step(p, o, x, y, hyper, cfg)[:4])
     grad = jax.jit(jax.grad(lambda p, x, y: train.model.data_loss(train.model.apply(p, x), y, "mse")))
     params, opt = state.params, state.opt_state
-    values = [np.asarray(train.tracked_values(params, tracked))]
+    values = [np.asarray(model.tracked_values(params, tracked))]
     grads = []
     for i in range(1500):
         x, y = mini.train_x[i], mini.train_y[i]
         g = grad(params, x, y)
         grads.append([float(g[t.layer - 1].w[t.row, t.col]) for t in tracked])
         params, opt, _, _ = step(params, opt, x, y)
-        values.append(np.asarray(train.tracked_values(params, tracked)))
+        values.append(np.asarray(model.tracked_values(params, tracked)))
     return np.array(values, np.float32)[None], np.array(grads)
 
 

@@ -25,12 +25,12 @@ def wrapped_xla_step(params, opt_state, x, label, hyper, cfg):
 
 
 def test_a_registered_step_runs_through_the_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(config.STEPS, "wrapped", wrapped_xla_step)
+    monkeypatch.setitem(config.STEPS, "wrapped", lambda cfg, acc: step.params_stepper(wrapped_xla_step, cfg, acc))
     args = ["train", "--preset", "smoke", "--epochs", "2", "--record-epochs", "1", "--no-progress"]
     TRACED.clear()
     assert main([*args, "--step", "wrapped", "--out", str(tmp_path / "wrapped")]) == 0
     assert TRACED  # the trainer called the registered function
-    assert main([*args, "--out", str(tmp_path / "xla")]) == 0
+    assert main([*args, "--step", "xla", "--out", str(tmp_path / "xla")]) == 0
     assert rundir.read_info(tmp_path / "wrapped").config.step == "wrapped"
     assert rundir.read_info(tmp_path / "xla").config.step == "xla"
     a, b = rundir.load_params(tmp_path / "wrapped"), rundir.load_params(tmp_path / "xla")
@@ -63,7 +63,7 @@ def masked_step(params, opt_state, x, label, hyper, cfg):
 
 def test_a_masked_step_fits_the_seam(mini, monkeypatch):
     """Two runs with different masks in one vmapped call, against a Python loop of single steps."""
-    monkeypatch.setitem(config.STEPS, "masked", masked_step)
+    monkeypatch.setitem(config.STEPS, "masked", lambda cfg, acc: step.params_stepper(masked_step, cfg, acc))
     cfg = ModelConfig(sizes=(784, 32, 16, 10))
     ds = jax.device_put(data.Dataset(mini.train_x[:60], mini.train_y[:60], mini.test_x[:20], mini.test_y[:20]))
     state = train.init_runs([0, 1], cfg)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from socjax import data, train
+from socjax import data, model, train
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
 
@@ -115,7 +115,7 @@ def test_epoch_order_is_a_fresh_permutation_each_epoch():
 
 def test_tracked_values_index_the_right_weights():
     params = train.init_state(jax.random.key(0), CFG).params
-    got = train.tracked_values(params, TRACKED)
+    got = model.tracked_values(params, TRACKED)
     want = [params[t.layer - 1].w[t.row, t.col] for t in TRACKED]
     np.testing.assert_array_equal(got, np.array(want))
 

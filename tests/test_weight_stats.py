@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from socjax import data, train, weight_stats
+from socjax import data, model, train, weight_stats
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
 
@@ -22,7 +22,7 @@ def test_weight_stats_equal_statistics_of_the_full_trajectory(mini):
     hyper = train.Hyper(jnp.full((1,), 2e-3), jnp.full((1,), 5e-4))
     state = train.init_runs([0], CFG)
     state = state._replace(stats=jax.vmap(weight_stats.init)(state.params))
-    start = np.asarray(jax.vmap(lambda p: train.tracked_values(p, TRACKED))(state.params))
+    start = np.asarray(jax.vmap(lambda p: model.tracked_values(p, TRACKED))(state.params))
     fn = train.make_train_chunk(train.TrainSpec(CFG, TRACKED, 1, True, weight_stats=True), 1)
     trajectory = [start]
     for _ in range(2):  # two chunks: the statistics carry across chunk boundaries
@@ -46,7 +46,7 @@ def test_weight_stats_equal_statistics_of_the_full_trajectory(mini):
     for e in range(2):
         for i in np.asarray(train.epoch_order(state0.key, jnp.int32(e), 400)):
             p, o, _, _, g = step(p, o, ds.train_x[i], ds.train_y[i])
-            zero_steps.append(np.asarray(train.tracked_values(g, TRACKED)) == 0)
+            zero_steps.append(np.asarray(model.tracked_values(g, TRACKED)) == 0)
     zero_steps = np.array(zero_steps)
     zero = zero_steps.sum(0)
     # the trajectory's rounding rule can only add steps whose gradient is below float32 resolution
