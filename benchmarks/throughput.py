@@ -3,15 +3,20 @@
 Measured in one process, interleaved (round r times every method once, so drifts in machine load
 hit all methods alike), reporting the median over rounds of SGD steps per second:
 
-  scan          socjax's trainer (train.make_train_chunk): one compiled call per epoch of
-                --steps examples, tracking 16 weights at every step, end-of-epoch test evaluation
-                on the embedded 2,000 test images included
-  jit-loop      the same jitted step (socjax.step.xla_step) called from a Python loop (dispatch per step)
+  xla           socjax's trainer (train.make_train_chunk) with the XLA step: one compiled call per
+                epoch of --steps examples, tracking 16 weights at every step, end-of-epoch test
+                evaluation on the embedded 2,000 test images included
+  native        the same trainer with the native C++ step (socjax.native; CPU only)
+  native +stats the native step with --weight-stats accumulating
+  jit-loop      the XLA step (socjax.step.xla_step) jitted and called from a Python loop (dispatch per step)
   torch-eager   PyTorch eager, same model, loss, SGD(lr, weight_decay) and per-example loop
                 (only when torch is installed; the table says when it is not)
-  vmap S=k      the scan trainer with k seeds vmapped; steps/s counts seed-steps (k per step)
+  xla S=k, native S=k   k seeds vmapped; steps/s counts seed-steps (k per step)
 
     python benchmarks/throughput.py [--steps 5000] [--rounds 5] [--out benchmarks/results/NAME.json]
+
+The native rows need the kernel to build (g++; SOCJAX_NATIVE_ARCH=native for AVX-512); without it
+they are left out and the table says why.
 
 XLA flags (e.g. XLA_FLAGS=--xla_gpu_enable_command_buffer=...) must be set in the environment
 before the run; they are recorded in the JSON.
@@ -34,6 +39,7 @@ import numpy as np
 
 from socjax import data, train
 from socjax.config import ModelConfig
+from socjax.native import build
 from socjax.step import xla_step
 
 CFG = ModelConfig()
@@ -48,11 +54,12 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
-def make_scan(ds, seeds: int):
+def make_scan(ds, seeds: int, step: str = "xla", weight_stats: bool = False):
     tracked = train.select_tracked(CFG.sizes, 16, 0)
-    fn = train.make_train_chunk(train.TrainSpec(CFG, tracked, 1, record=True), 1)
+    spec = train.TrainSpec(CFG, tracked, 1, record=True, weight_stats=weight_stats, step=step)
+    fn = train.make_train_chunk(spec, 1)
     hyper = train.Hyper(jnp.full((seeds,), LR, jnp.float32), jnp.full((seeds,), L2, jnp.float32))
-    box = {"state": train.init_runs(list(range(seeds)), CFG)}
+    box = {"state": train.init_runs(list(range(seeds)), CFG, weight_stats)}
     steps = ds.train_x.shape[0] * seeds
 
     def run():
@@ -122,19 +129,26 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5000, help="examples per compiled epoch (scan, vmap)")
     p.add_argument("--loop-steps", type=int, default=1000, help="steps per round for jit-loop and torch-eager")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8], help="vmapped seed counts")
+    p.add_argument("--seeds", type=int, nargs="+", default=[2, 4], help="vmapped seed counts (xla and native)")
     p.add_argument("--out", help="JSON path (default benchmarks/results/<backend>-<host>.json)")
     args = p.parse_args()
 
     mini = data.decode(data.load_embedded())
     ds = jax.device_put(data.Dataset(mini.train_x[: args.steps], mini.train_y[: args.steps], mini.test_x, mini.test_y))
 
-    methods = {"scan": make_scan(ds, 1), "jit-loop": make_jit_loop(ds, args.loop_steps)}
+    native = build.unavailable() is None
+    methods = {"xla": make_scan(ds, 1)}
+    if native:
+        methods["native"] = make_scan(ds, 1, "native")
+        methods["native +stats"] = make_scan(ds, 1, "native", weight_stats=True)
+    methods["jit-loop"] = make_jit_loop(ds, args.loop_steps)
     torch_run = make_torch(ds, args.loop_steps)
     if torch_run[0] is not None:
         methods["torch-eager"] = torch_run
     for s in args.seeds:
-        methods[f"vmap S={s}"] = make_scan(ds, s)
+        methods[f"xla S={s}"] = make_scan(ds, s)
+        if native:
+            methods[f"native S={s}"] = make_scan(ds, s, "native")
 
     for name, (run, _) in methods.items():  # compile and warm up
         run()
@@ -158,6 +172,7 @@ def main() -> None:
         backend=jax.default_backend(),
         device=str(getattr(device, "device_kind", device)),
         xla_flags=os.environ.get("XLA_FLAGS", ""),
+        native=dict(arch=build.arch(), unavailable=build.unavailable()),
         versions=versions(),
         args=vars(args),
         rows=rows,
@@ -165,12 +180,15 @@ def main() -> None:
 
     print(f"\nbackend {result['backend']} ({result['device']}), {result['machine']['cpu']}, "
           f"{result['machine']['cores']} cores; median of {args.rounds} interleaved rounds")
-    print(f"{'method':<14}{'steps/s':>12}{'us/step':>10}{'x torch':>9}")
+    print(f"{'method':<15}{'steps/s':>12}{'us/step':>10}{'x xla':>8}{'x torch':>9}")
     for r in rows:
         rel = f"{r['steps_per_s'] / base['torch-eager']:.1f}" if "torch-eager" in base else "-"
-        print(f"{r['method']:<14}{r['steps_per_s']:>12,.0f}{r['us_per_step']:>10.1f}{rel:>9}")
+        print(f"{r['method']:<15}{r['steps_per_s']:>12,.0f}{r['us_per_step']:>10.1f}"
+              f"{r['steps_per_s'] / base['xla']:>8.1f}{rel:>9}")
     if "torch-eager" not in base:
         print("torch-eager: not measured, torch is not installed (pip install torch)")
+    if not native:
+        print(f"native: not measured, {build.unavailable()}")
 
     out = Path(args.out or Path(__file__).parent / "results" / f"{result['backend']}-{platform.node()}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

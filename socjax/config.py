@@ -34,11 +34,28 @@ LOSSES: tuple[str, ...] = typing.get_args(LossName)
 INITS: tuple[str, ...] = typing.get_args(InitName)
 DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
 
-# The SGD step implementations (socjax.step): name -> "module:function", imported only when a run
-# selects it. A new implementation adds its own module and one line here.
+# The SGD step implementations (socjax.step): name -> "module:function" of a Stepper factory,
+# imported only when a run selects it. A new implementation adds its own module and one line here.
 STEPS: dict[str, str] = {
-    "xla": "socjax.step:xla_step",
+    "xla": "socjax.step:xla_stepper",
+    "native": "socjax.native.step:stepper",
 }
+# "auto" is not a step: the runner resolves it to "native" or "xla" (socjax.step.choose) before a run
+# starts, and config.json records the one that ran.
+AUTO_STEP = "auto"
+
+
+class _StepChoices:
+    """"auto" and the registered steps, read from STEPS at each use (so a step registered later counts)."""
+
+    def __contains__(self, name) -> bool:
+        return name == AUTO_STEP or name in STEPS
+
+    def __iter__(self):
+        return iter((AUTO_STEP, *STEPS))
+
+
+STEP_CHOICES = _StepChoices()
 
 
 MAX_EPOCHS = 2**31 - 1  # TrainState.epoch is an int32
@@ -125,7 +142,7 @@ class RunConfig:
     seeds: tuple[int, ...] = (0,)
     lr: tuple[float, ...] = (2e-3,)
     l2: tuple[float, ...] = (5e-4,)
-    step: str = "xla"  # the SGD step implementation, a key of STEPS
+    step: str = AUTO_STEP  # the SGD step implementation, a key of STEPS, or "auto" until resolved
     chunk_epochs: int = 1  # epochs per compiled call; the host writes results between calls
     save_order: bool = False
     weight_stats: bool = False  # running statistics of every weight's increments while recording
@@ -161,7 +178,7 @@ def _validate(cfg: RunConfig) -> None:
     """Raise ConfigError (one line) for anything that would fail later. The model checks itself."""
     m = cfg.model
     _choose("dataset", cfg.dataset, DATASETS)
-    _choose("step", cfg.step, tuple(STEPS))
+    _choose("step", cfg.step, tuple(STEP_CHOICES))
     if not cfg.seeds or not cfg.lr or not cfg.l2:
         raise ConfigError("seeds, lr and l2 each need at least one value")
     if len(set(cfg.seeds)) != len(cfg.seeds):
@@ -358,7 +375,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("init", "parameter init (default torch: PyTorch's nn.Linear)", "model.init", dict(choices=INITS)),
     Flag("decay_biases", "L2 on biases too (default: yes, as PyTorch's weight_decay)", "model.decay_biases",
          dict(action=argparse.BooleanOptionalAction)),
-    Flag("step", "SGD step implementation (default xla)", "step", dict(choices=STEPS)),
+    Flag("step", "SGD step implementation: xla (autodiff, any backend), native (C++ kernel, CPU) or auto: native "
+         "when the backend is the CPU and the kernel builds, else xla (default auto)", "step",
+         dict(choices=STEP_CHOICES)),
     Flag("chunk_epochs", "epochs per compiled call; results are written after each (default 1)", "chunk_epochs",
          dict(type=positive_int)),
     Flag("save_order", "write order.npy, the example of every step", "save_order", _CONST),
@@ -427,7 +446,7 @@ def extend(cfg: RunConfig, epochs: int | None) -> RunConfig:
 
 
 __all__ = [
-    "DATASETS", "FLAGS", "INITS", "LOSSES", "PRESETS", "STEPS", "ConfigError", "Flag", "ModelConfig",
+    "DATASETS", "FLAGS", "INITS", "LOSSES", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag", "ModelConfig",
     "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
     "steps_per_epoch",
 ]

@@ -2,9 +2,9 @@
 
 `run(cfg, out)` has two phases.
 
-Start-up writes nothing a run depends on: it locks the directory (rundir.RunLock), loads the data,
-builds (or, on resume, reads and checks) the state, plans the chunks of epochs (equilibration,
-then recording) and compiles each distinct chunk once ahead of time (timed). A failure or a
+Start-up writes nothing a run depends on: it resolves `--step auto` (socjax.step.choose), locks
+the directory (rundir.RunLock), loads the data, builds (or, on resume, reads and checks) the
+state, plans the chunks of epochs (equilibration, then recording) and compiles each distinct chunk once ahead of time (timed). A failure or a
 SIGINT/SIGTERM here ends with one line and leaves no run directory (a new run: what was made is
 removed) or the run directory as it was (a resume).
 
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
@@ -34,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from socjax import config, data, model, rundir, train, weight_stats
+from socjax import config, data, model, rundir, step, train, weight_stats
 from socjax.config import RunConfig
 from socjax.interrupt import Interrupted, StopSignal
 
@@ -105,6 +106,10 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
             stop.kept = f"the run in {out} is unchanged; continue with: socjax train --resume {out}"
         lock = bar = None
         try:
+            stop.check()
+            cfg, note = step.choose(cfg)  # "auto" -> native or xla; may build the kernel (seconds, once)
+            if note:
+                print(f"socjax: {note}", file=sys.stderr)
             stop.check()
             lock = rundir.RunLock(out, create=not resume)
             start = _start_up(cfg, out, resume, stop)

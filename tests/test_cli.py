@@ -73,7 +73,7 @@ def test_smoke_run_reproduces_the_library_call(smoke_run):
 
     cfg = RunConfig.from_json(rundir.load_config(smoke_run)["config"])
     ds = jax.device_put(data.decode(data.load_embedded(), 255.0, cfg.train_limit))
-    spec = train.TrainSpec(cfg.model, rundir.load_tracked(smoke_run), 1, False)
+    spec = train.TrainSpec(cfg.model, rundir.load_tracked(smoke_run), 1, False, step=cfg.step)
     state = train.init_runs(cfg.seeds, cfg.model)
     init = rundir.load_params(smoke_run, "init")
     np.testing.assert_array_equal(init["w1"], state.params[0].w)

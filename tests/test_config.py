@@ -30,7 +30,7 @@ def test_every_flag_of_the_table_is_on_the_command_line_and_refused_on_resume():
     # choices come from the one declaration of each list
     assert tuple(train["loss"].choices) == config.LOSSES == ("mse", "xent")
     assert tuple(train["dataset"].choices) == config.DATASETS
-    assert list(train["step"].choices) == list(config.STEPS)
+    assert list(train["step"].choices) == ["auto", *config.STEPS]
     assert tuple(train["preset"].choices) == tuple(config.PRESETS)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from socjax import checkpoint, rundir
+from socjax.native import build
 
 from test_cli import main, no_compile, refused  # noqa: F401 (no_compile: a fixture)
 
@@ -97,6 +98,8 @@ def test_sigkill_then_resume_is_bitwise_identical_and_sigterm_while_compiling_ch
     code, err = finish(["train", "--resume", str(out), "--no-progress"])
     assert code == 0, err
     same_run(out, reference)
+    # on a CPU with a compiler, `--step auto` chose the native step for both, and resume kept it
+    assert rundir.read_info(out).config.step == ("native" if build.unavailable() is None else "xla")
 
 
 # cli.main with every chunk's write slowed down and announced, so a signal lands inside a write
