@@ -25,12 +25,9 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <mutex>
-#include <thread>
+#include <memory>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -331,72 +328,35 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
   }
 }
 
-// Threads for the runs of a vmapped call: workers spin briefly between steps (a step is tens of
-// microseconds), then sleep. One job at a time; a second caller runs its tasks inline.
-class Pool {
- public:
-  void run(int tasks, const std::function<void(int)>& fn) {
-    const int want = std::min<int>(tasks, std::max(1u, std::thread::hardware_concurrency())) - 1;
-    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
-    if (want <= 0 || !busy.owns_lock()) {
-      for (int t = 0; t < tasks; ++t) fn(t);
-      return;
-    }
-    while (static_cast<int>(threads_.size()) < want) threads_.emplace_back([this] { work(); });
-    fn_ = &fn;
-    tasks_ = tasks;
-    next_.store(0);
-    done_.store(0);
-    generation_.fetch_add(1);
-    if (sleepers_.load() > 0) {
-      std::lock_guard<std::mutex> g(m_);
-      cv_.notify_all();
-    }
-    take();
-    while (done_.load(std::memory_order_acquire) < tasks) __builtin_ia32_pause();
-  }
-
- private:
-  void take() {
-    for (int t; (t = next_.fetch_add(1)) < tasks_;) {
-      (*fn_)(t);
-      done_.fetch_add(1, std::memory_order_release);
-    }
-  }
-  void work() {
-    uint64_t seen = generation_.load();
-    for (;;) {
-      auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
-      int spins = 0;
-      while (generation_.load() == seen) {
-        __builtin_ia32_pause();
-        if (++spins % 256 == 0 && std::chrono::steady_clock::now() > until) {
-          std::unique_lock<std::mutex> lk(m_);
-          sleepers_.fetch_add(1);
-          cv_.wait(lk, [&] { return generation_.load() != seen; });
-          sleepers_.fetch_sub(1);
-        }
-      }
-      seen = generation_.load();
-      take();
-    }
-  }
-
-  std::mutex busy_, m_;
-  std::condition_variable cv_;
-  std::vector<std::thread> threads_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_{0}, done_{0}, sleepers_{0};
-  const std::function<void(int)>* fn_ = nullptr;
-  int tasks_ = 0;
+// The runs of a vmapped call are spread over XLA's intra-op thread pool: the calling thread and the
+// pool's threads claim runs from a shared counter, so however few pool threads are free, every run
+// is done once and the call returns when all are. A task that starts late finds nothing to claim;
+// it holds the shared state, not the caller's stack.
+struct Claims {
+  std::atomic<int64_t> next{0}, done{0};
 };
 
-Pool& pool() {
-  static Pool* p = new Pool();  // never destroyed: its workers live as long as the process
-  return *p;
+template <typename F>
+void for_each_run(ffi::ThreadPool& threads, int64_t runs, const F& one) {
+  const int64_t helpers = std::min<int64_t>(runs, threads.num_threads() + 1) - 1;
+  if (helpers <= 0) {
+    for (int64_t r = 0; r < runs; ++r) one(r);
+    return;
+  }
+  auto claims = std::make_shared<Claims>();
+  // `one` lives on the caller's stack until every claimed run is done; a late task claims none
+  auto work = [claims, runs, &one] {
+    for (int64_t r; (r = claims->next.fetch_add(1)) < runs;) {
+      one(r);
+      claims->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) threads.Schedule(decltype(work)(work));
+  work();
+  while (claims->done.load(std::memory_order_acquire) < runs) __builtin_ia32_pause();
 }
 
-ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label, ffi::Buffer<ffi::F32> lr,
+ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label, ffi::Buffer<ffi::F32> lr,
                 ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in,
                 ffi::Buffer<ffi::F32> s_in, ffi::Span<const int64_t> sizes, int64_t loss, int64_t decay_biases,
                 ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> s,
@@ -426,10 +386,7 @@ ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label, ffi::Buffe
              l2.typed_data()[r], w->typed_data() + r * lay.w_size, b->typed_data() + r * lay.b_size,
              s->typed_data() + r * 2 * lay.layers, loss_out->typed_data() + r, correct_out->typed_data() + r);
   };
-  if (runs == 1)
-    one(0);
-  else
-    pool().run(static_cast<int>(runs), one);
+  for_each_run(threads, runs, one);
   return ffi::Error::Success();
 }
 
@@ -437,6 +394,7 @@ ffi::Error Step(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label, ffi::Buffe
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStep, Step,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // x (784,)
                                   .Arg<ffi::Buffer<ffi::S32>>()  // label ()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // lr ()
