@@ -5,8 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from socjax import data, model, train, weight_stats
+from socjax.native import build
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
 
@@ -17,13 +19,17 @@ TRACKED = tuple(TrackedWeight(3, r, c) for r in range(16) for c in range(10)) + 
     TrackedWeight(2, 5, 5), TrackedWeight(2, 20, 9))
 
 
-def test_weight_stats_equal_statistics_of_the_full_trajectory(mini):
+@pytest.mark.parametrize("step", ["xla", pytest.param("native", marks=pytest.mark.skipif(
+    build.unavailable() is not None, reason="native step unavailable"))])
+def test_weight_stats_equal_statistics_of_the_full_trajectory(mini, step):
+    """For either step: the statistics equal those of the tracked weights' full trajectories.
+    The native step computes them lazily (only touched weights each step, decay in closed form)."""
     ds = jax.device_put(data.Dataset(mini.train_x[:400], mini.train_y[:400], mini.test_x[:100], mini.test_y[:100]))
     hyper = train.Hyper(jnp.full((1,), 2e-3), jnp.full((1,), 5e-4))
     state = train.init_runs([0], CFG)
     state = state._replace(stats=jax.vmap(weight_stats.init)(state.params))
     start = np.asarray(jax.vmap(lambda p: model.tracked_values(p, TRACKED))(state.params))
-    fn = train.make_train_chunk(train.TrainSpec(CFG, TRACKED, 1, True, weight_stats=True), 1)
+    fn = train.make_train_chunk(train.TrainSpec(CFG, TRACKED, 1, True, weight_stats=True, step=step), 1)
     trajectory = [start]
     for _ in range(2):  # two chunks: the statistics carry across chunk boundaries
         state, out = fn(state, hyper, ds)
@@ -34,10 +40,16 @@ def test_weight_stats_equal_statistics_of_the_full_trajectory(mini):
     assert got["count"][0] == 800
     d64 = dw.astype(np.float64)
     idx = lambda name, t: (0, t.row, t.col)
+    # the native step's dw is exact, the trajectory's is rounded: a pure-decay increment of a weight
+    # of 0.03 is 3e-8, about 10 ulp of the weight, so its |dw| differs by up to a tenth; and the trajectory's variance holds the
+    # rounding noise of its values, about ulp(w)^2, which the native statistics do not
+    abs_rtol = 1e-4 if step == "xla" else 1e-3
     for k, t in enumerate(TRACKED):
+        var_atol = 1e-20 if step == "xla" else 2 * float(np.spacing(np.max(np.abs(w[:, k])))) ** 2
         np.testing.assert_allclose(got[f"mean_w{t.layer}"][idx("", t)], d64[:, k].mean(), rtol=1e-3, atol=1e-12)
-        np.testing.assert_allclose(got[f"var_w{t.layer}"][idx("", t)], d64[:, k].var(), rtol=1e-3, atol=1e-20)
-        np.testing.assert_allclose(got[f"mean_abs_w{t.layer}"][idx("", t)], np.abs(d64[:, k]).mean(), rtol=1e-4, atol=1e-12)
+        np.testing.assert_allclose(got[f"var_w{t.layer}"][idx("", t)], d64[:, k].var(), rtol=1e-3, atol=var_atol)
+        np.testing.assert_allclose(got[f"mean_abs_w{t.layer}"][idx("", t)], np.abs(d64[:, k]).mean(), rtol=abs_rtol,
+                                   atol=1e-12)
     # pure decay: exactly the steps with a zero gradient, counted by replaying the same order
     state0 = train.init_state(jax.random.key(0), CFG)
     step = jax.jit(lambda p, o, x, y: xla_step(p, o, x, y, train.Hyper(jnp.float32(2e-3), jnp.float32(5e-4)), CFG))
@@ -58,7 +70,15 @@ def test_weight_stats_equal_statistics_of_the_full_trajectory(mini):
     layer3 = [k for k, t in enumerate(TRACKED) if t.layer == 3]
     x = np.abs(dw[:, layer3])[~zero_steps[:, layer3] & (dw[:, layer3] != 0)]
     slots = np.asarray(weight_stats._bin(jnp.asarray(x, jnp.float32)))
-    np.testing.assert_array_equal(got["hist_w3"][0], np.bincount(slots, minlength=weight_stats.NUM_BINS + 2))
+    want = np.bincount(slots, minlength=weight_stats.NUM_BINS + 2)
+    if step == "xla":
+        np.testing.assert_array_equal(got["hist_w3"][0], want)
+    else:
+        # the kernel bins its exact dw, the trajectory's is a difference of rounded values: a few cross
+        # an edge, and a few below the resolution of w are 0 there (not counted) but not here
+        # (measured: 56,870 counted against 56,838, 0.06%; 648 counts in other bins, 1.1%)
+        got3 = got["hist_w3"][0]
+        assert abs(got3.sum() - want.sum()) <= 1e-3 * want.sum() and np.abs(got3 - want).sum() <= 0.02 * want.sum()
     # the bins are the documented edges
     e = weight_stats.edges()
     inside = (slots > 0) & (slots <= weight_stats.NUM_BINS)

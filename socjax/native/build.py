@@ -1,7 +1,7 @@
 """Compiling the native kernels at first use, and registering them with XLA.
 
 `load()` compiles `sgd.cc` with the system C++ compiler into a per-user cache and registers its
-handler as the XLA FFI target `TARGET` on the CPU. The library is keyed on everything that makes
+handlers as the XLA FFI targets in `TARGETS` on the CPU. The library is keyed on everything that makes
 it: the source, the flags, the jaxlib version and the compiler's version line, so an upgrade of
 any of them builds a new one. It is written to a temporary file and renamed into place, so
 concurrent first uses never see a half-written library. The library does not link jaxlib (the FFI
@@ -27,8 +27,8 @@ import subprocess
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("sgd.cc")
-TARGET = "socjax_sgd_step"
-SYMBOL = "SocjaxSgdStep"
+# FFI target name -> the handler's symbol in the library
+TARGETS = {"socjax_sgd_step": "SocjaxSgdStep", "socjax_sgd_step_stats": "SocjaxSgdStepStats"}
 DEFAULT_ARCH = "x86-64-v3"
 # the CPU features -march=x86-64-v3 code may use, as /proc/cpuinfo names them
 _V3_FLAGS = ("avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe")
@@ -118,19 +118,20 @@ def library() -> Path:
 
 
 def load() -> None:
-    """Build (if needed) and register the FFI target once per process. Raises BuildError."""
-    if TARGET in _loaded:
+    """Build (if needed) and register the FFI targets once per process. Raises BuildError."""
+    if "lib" in _loaded:
         return
     import jax
 
     path = library()
     try:
         lib = ctypes.cdll.LoadLibrary(str(path))
-        handler = getattr(lib, SYMBOL)
+        handlers = {target: getattr(lib, symbol) for target, symbol in TARGETS.items()}
     except (OSError, AttributeError) as e:
         raise BuildError(f"cannot load the native step from {path}: {e}") from None
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
-    _loaded[TARGET] = lib
+    for target, handler in handlers.items():
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler), platform="cpu")
+    _loaded["lib"] = lib
 
 
 def unavailable() -> str | None:

@@ -54,6 +54,14 @@ inline vf ld(const float* p) {
 }
 inline void st(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
 inline vf splat(float s) { return vf{} + s; }
+typedef int32_t vi __attribute__((vector_size(kWidth * sizeof(int32_t))));  // and of int32
+inline vi ldi(const int32_t* p) {
+  vi v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void sti(int32_t* p, vi v) { __builtin_memcpy(p, &v, sizeof v); }
+inline vf absv(vf x) { return x < 0.0f ? -x : x; }
 
 // Dot-product accumulators hold kLanes floats (two AVX2 registers or one AVX-512 register), and
 // are summed by a fixed tree, so both instruction sets round every sum the same way.
@@ -93,12 +101,52 @@ struct Layout {
   }
 };
 
+// A layer's histogram increments within a step: slot vectors are stored as they come (one vector
+// store) and counted in batches by a scalar loop into four copies of the histogram used in turn, so
+// that runs of equal slots (neighbouring weights often share a bin) do not wait on each other.
+struct Tally {
+  static constexpr int64_t kBatch = 4096;
+  std::vector<int32_t> counts, pending = std::vector<int32_t>(kBatch);
+  int64_t stride = 0, fill = 0;
+  void reset(int64_t slots) {  // flush leaves the counts at zero; this only sizes them
+    if (stride != slots + 1) {
+      stride = slots + 1;  // + the dump slot
+      counts.assign(4 * stride, 0);
+    }
+  }
+  void add(vi s) {
+    sti(pending.data() + fill, s);
+    fill += kWidth;
+    if (fill == kBatch) drain();
+  }
+  void drain() {
+    int32_t* c = counts.data();
+    const int32_t* k = pending.data();
+    for (int64_t i = 0; i < fill; i += 4) {
+      ++c[k[i]];
+      ++c[stride + k[i + 1]];
+      ++c[2 * stride + k[i + 2]];
+      ++c[3 * stride + k[i + 3]];
+    }
+    fill = 0;
+  }
+  void flush(int32_t* hist) {  // into hist (stride - 1 slots, the dump slot dropped), then zero
+    drain();
+    for (int64_t j = 0; j + 1 < stride; ++j) {
+      hist[j] += counts[j] + counts[stride + j] + counts[2 * stride + j] + counts[3 * stride + j];
+      counts[j] = counts[stride + j] = counts[2 * stride + j] = counts[3 * stride + j] = 0;
+    }
+    counts[stride - 1] = counts[2 * stride - 1] = counts[3 * stride - 1] = counts[4 * stride - 1] = 0;
+  }
+};
+
 // The scratch of one run's step: activations, active-row lists and deltas, per layer.
 struct Scratch {
   std::vector<std::vector<float>> a;      // a[l]: input of layer l, padded; a[0] is x
   std::vector<std::vector<int32_t>> act;  // rows of layer l with a[l] != 0: the first count[l] entries
   std::vector<int32_t> count;
-  std::vector<float> delta, back, out;
+  std::vector<float> delta, back, out, bias_old;
+  Tally tally;  // --weight-stats histogram increments of the layer being updated
 
   void fit(const Layout& lay) {
     a.resize(lay.layers);
@@ -113,6 +161,7 @@ struct Scratch {
     }
     delta.assign(widest, 0.0f);
     back.assign(widest, 0.0f);
+    bias_old.assign(widest, 0.0f);
     out.assign(padded(lay.n[lay.layers]), 0.0f);
   }
 };
@@ -214,15 +263,112 @@ inline void put_scale(float* s, double v) {
   s[1] = static_cast<float>(v - static_cast<double>(s[0]));
 }
 
-// One SGD step of one run, in place. Returns the data loss and whether argmax(out) == label.
+// --weight-stats (socjax.weight_stats): per weight, the sums over the epoch of dw^2 and |dw| and the
+// number of steps with a nonzero gradient ("touched"), plus a per-layer histogram of |dw| over those
+// steps. The cost follows the touched weights: an untouched weight's pure-decay increments are
+// (s_{u+1} - s_u) * V, so with P2(u) = sum_{u' < u} (s_{u'+1} - s_{u'})^2 (P1 likewise, of
+// |s_{u'+1} - s_{u'}|) a weight whose stored value went from V to V' at step u adds
+//     dw^2 + V^2 P2(u) - V'^2 P2(u + 1)        (|dw| + |V| P1(u) - |V'| P1(u + 1) for sum |dw|)
+// and the end of the epoch (or a fold) adds V^2 P2 (|V| P1) to every weight: by Abel summation
+// this is the sum over every step, decay steps included. Biases are few: they are counted densely.
+
+struct Bins {  // quarter-octave bins of |dw| from the float's bits, as weight_stats._bin
+  int64_t lo, per_octave, count;
+  float edge[3];  // 2^(1/4), 2^(1/2), 2^(3/4) as float32
+};
+
+struct Stats {  // one run's accumulators; nullptr members when not accumulating
+  float* sq = nullptr;         // (w_size + b_size): sum of dw^2, weights (telescoped) then biases
+  float* ab = nullptr;         // the same for |dw|
+  int32_t* touched = nullptr;  // the same layout: steps with a nonzero gradient
+  float* prefix = nullptr;     // (layers, 4): P1 (hi, lo), P2 (hi, lo) since the epoch's start or a fold
+  int32_t* hist = nullptr;     // (layers, bins.count + 2): [under, bins..., over]
+  Bins bins{};
+};
+
+struct Decay {  // one layer's scale in this step, for the stats
+  float so, sn, p1, p1n, p2, p2n;
+};
+
+// Histogram slots of kWidth values of |dw| at once (weight_stats._bin in vector form); `dump` where
+// the weight was not touched or dw is 0.
+inline vi slots(vf x, vi live, const Bins& b, int32_t dump) {
+  vi bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  vi octave = (bits >> 23) - 127;
+  vi mbits = (bits & 0x7FFFFF) | 0x3F800000;
+  vf m;
+  std::memcpy(&m, &mbits, sizeof m);
+  vi pos = (octave - static_cast<int32_t>(b.lo)) * static_cast<int32_t>(b.per_octave) - (m >= b.edge[0]) -
+           (m >= b.edge[1]) - (m >= b.edge[2]);
+  pos = pos < -1 ? vi{} - 1 : pos;
+  pos = pos > static_cast<int32_t>(b.count) ? vi{} + static_cast<int32_t>(b.count) : pos;
+  return (live & (x != 0.0f)) ? pos + 1 : vi{} + dump;
+}
+
+// Account one step of kWidth stored weights that went from vo to vn; m (-1/0) marks a nonzero gradient.
+inline void account(const Decay& d, float* sq, float* ab, int32_t* touched, vf vo, vf vn, vi m, Tally& tally,
+                    const Bins& bins) {
+  const vf dw = d.sn * (vn - vo) + (d.sn - d.so) * vo;
+  st(sq, ld(sq) + (m ? dw * dw + vo * vo * d.p2 - vn * vn * d.p2n : vf{}));
+  st(ab, ld(ab) + (m ? absv(dw) + absv(vo) * d.p1 - absv(vn) * d.p1n : vf{}));
+  sti(touched, ldi(touched) - m);
+  tally.add(slots(absv(dw), m, bins, static_cast<int32_t>(bins.count + 2)));
+}
+
+// The stats version of update_rows (one row per pass): each touched weight is accounted.
+void update_rows_stats(float* v, int64_t row, const int32_t* idx, int32_t count, const float* a, float coef,
+                       const float* delta, int64_t width, float* back, const Decay& d, float* sq, float* ab,
+                       int32_t* touched, Tally& tally, const Bins& bins) {
+  for (int32_t r = 0; r < count; ++r) {
+    const int64_t at = idx[r] * row;
+    float* p = v + at;
+    vf c = splat(coef * a[idx[r]]);
+    acc16 s;
+    for (int64_t j = 0; j < width; j += kLanes)
+      for (int q = 0; q < kParts; ++q) {
+        const int64_t k = j + q * kWidth;
+        vf dl = ld(delta + k), wo = ld(p + k);
+        vf wn = wo - c * dl;
+        s.v[q] += wo * dl;
+        st(p + k, wn);
+        account(d, sq + at + k, ab + at + k, touched + at + k, wo, wn, dl != 0.0f, tally, bins);
+      }
+    if (back) back[idx[r]] = hsum(s);
+  }
+}
+
+// Biases, densely: dw of every entry, its square and size, and whether its gradient (delta) was nonzero.
+void account_biases(float* sq, float* ab, int32_t* touched, const float* vo, const float* vn, const float* delta,
+                    int64_t n, float so, float sn) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float dw = sn * (vn[j] - vo[j]) + (sn - so) * vo[j];
+    sq[j] += dw * dw;
+    ab[j] += std::fabs(dw);
+    touched[j] += delta[j] != 0.0f;
+  }
+}
+
+// One SGD step of one run, in place. Returns the data loss and whether argmax(out) == label; with
+// stats.sq set, also accumulates the weight statistics.
 void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* x, int32_t label, float lr,
-              float l2, float* w, float* b, float* scales, float* loss_out, float* correct_out) {
+              float l2, float* w, float* b, float* scales, float* loss_out, float* correct_out,
+              const Stats& stats = Stats{}) {
   const int L = lay.layers;
   double s_old[64], s_new[64];
+  Decay decay[64];
   const double factor = 1.0 - static_cast<double>(lr) * static_cast<double>(l2);
   for (int l = 0; l < L; ++l) {
     s_old[l] = get_scale(scales + 2 * l);
     s_new[l] = s_old[l] * factor;
+    if (stats.sq) {
+      const float* pre = stats.prefix + 4 * l;
+      const double p1 = get_scale(pre), p2 = get_scale(pre + 2), ds = s_new[l] - s_old[l];
+      decay[l] = Decay{static_cast<float>(s_old[l]), static_cast<float>(s_new[l]), static_cast<float>(p1),
+                       static_cast<float>(p1 + std::fabs(ds)), static_cast<float>(p2), static_cast<float>(p2 + ds * ds)};
+      put_scale(stats.prefix + 4 * l, p1 + std::fabs(ds));
+      put_scale(stats.prefix + 4 * l + 2, p2 + ds * ds);
+    }
   }
   auto bias_scale = [&](const double* s, int l) { return set.decay_biases ? s[l] : 1.0; };
 
@@ -278,21 +424,37 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
   }
 
   // backward through the last layer: back = W^T-old . delta (for the layer below), then the update
+  float* vb_old = sc.bias_old.data();  // a layer's biases before the update, for the stats
   {
     const float coef = static_cast<float>(lr / s_new[last]);
     float* back = sc.back.data();
+    const int64_t at = lay.w_at[last];
+    if (stats.sq) sc.tally.reset(stats.bins.count + 2);
     for (int64_t j = 0; j < width; j += kWidth) {
       vf g{}, aj = ld(a + j);
       for (int64_t k = 0; k < classes; ++k) {
         float* p = vt + k * width + j;
         vf wk = ld(p);
+        vf wn = wk - (coef * delta[k]) * aj;
         g += wk * delta[k];
-        st(p, wk - (coef * delta[k]) * aj);
+        st(p, wn);
+        if (stats.sq) {
+          const int64_t e = at + k * width + j;
+          account(decay[last], stats.sq + e, stats.ab + e, stats.touched + e, wk, wn,
+                  (aj != 0.0f) & (delta[k] != 0.0f ? -1 : 0), sc.tally, stats.bins);
+        }
       }
       st(back + j, g);
     }
+    if (stats.sq) sc.tally.flush(stats.hist + last * (stats.bins.count + 2));
     const float cb = static_cast<float>(lr / bias_scale(s_new, last));
+    if (stats.sq) std::memcpy(vb_old, vb, padded(classes) * sizeof(float));
     for (int64_t k = 0; k < classes; ++k) vb[k] -= cb * delta[k];
+    if (stats.sq) {
+      const int64_t e = lay.w_size + lay.b_at[last];
+      account_biases(stats.sq + e, stats.ab + e, stats.touched + e, vb_old, vb, delta, classes,
+                     static_cast<float>(bias_scale(s_old, last)), static_cast<float>(bias_scale(s_new, last)));
+    }
   }
   // hidden layers, top down: delta of layer l's output = s_old[l+1] * back, where l's output is active
   for (int l = L - 2; l >= 0; --l) {
@@ -306,9 +468,22 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
     float* v = w + lay.w_at[l];
     float* vbl = b + lay.b_at[l];
     const float cb = static_cast<float>(lr / bias_scale(s_new, l));
+    if (stats.sq) std::memcpy(vb_old, vbl, width_l * sizeof(float));
     for (int64_t j = 0; j < width_l; j += kWidth) st(vbl + j, ld(vbl + j) - cb * ld(delta + j));
-    update_rows(v, width_l, sc.act[l].data(), sc.count[l], sc.a[l].data(), static_cast<float>(lr / s_new[l]), delta,
-                width_l, l > 0 ? sc.back.data() : nullptr);
+    const float coef = static_cast<float>(lr / s_new[l]);
+    float* back = l > 0 ? sc.back.data() : nullptr;
+    if (!stats.sq) {
+      update_rows(v, width_l, sc.act[l].data(), sc.count[l], sc.a[l].data(), coef, delta, width_l, back);
+      continue;
+    }
+    const int64_t e = lay.w_size + lay.b_at[l];
+    account_biases(stats.sq + e, stats.ab + e, stats.touched + e, vb_old, vbl, delta, width_l,
+                   static_cast<float>(bias_scale(s_old, l)), static_cast<float>(bias_scale(s_new, l)));
+    const int64_t at = lay.w_at[l];
+    sc.tally.reset(stats.bins.count + 2);
+    update_rows_stats(v, width_l, sc.act[l].data(), sc.count[l], sc.a[l].data(), coef, delta, width_l, back,
+                      decay[l], stats.sq + at, stats.ab + at, stats.touched + at, sc.tally, stats.bins);
+    sc.tally.flush(stats.hist + l * (stats.bins.count + 2));
   }
   // the new scales; fold a layer whose scale got small
   for (int l = 0; l < L; ++l) {
@@ -317,6 +492,16 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
       const int64_t rows = l == L - 1 ? lay.n[l + 1] : lay.n[l];
       float* v = w + lay.w_at[l];
       const vf f = splat(static_cast<float>(s));
+      if (stats.sq) {  // close every weight's pending decay, then start the prefix sums again
+        const vf p1 = splat(decay[l].p1n), p2 = splat(decay[l].p2n);
+        float *sq = stats.sq + lay.w_at[l], *ab = stats.ab + lay.w_at[l];
+        for (int64_t i = 0; i < rows * lay.row[l]; i += kWidth) {
+          vf vv = ld(v + i);
+          st(sq + i, ld(sq + i) + vv * vv * p2);
+          st(ab + i, ld(ab + i) + absv(vv) * p1);
+        }
+        std::fill(stats.prefix + 4 * l, stats.prefix + 4 * l + 4, 0.0f);
+      }
       for (int64_t i = 0; i < rows * lay.row[l]; i += kWidth) st(v + i, ld(v + i) * f);
       if (set.decay_biases) {
         float* vbl = b + lay.b_at[l];
@@ -356,26 +541,33 @@ void for_each_run(ffi::ThreadPool& threads, int64_t runs, const F& one) {
   while (claims->done.load(std::memory_order_acquire) < runs) __builtin_ia32_pause();
 }
 
-ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label, ffi::Buffer<ffi::F32> lr,
-                ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in, ffi::Buffer<ffi::F32> b_in,
-                ffi::Buffer<ffi::F32> s_in, ffi::Span<const int64_t> sizes, int64_t loss, int64_t decay_biases,
-                ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> s,
-                ffi::ResultBuffer<ffi::F32> loss_out, ffi::ResultBuffer<ffi::F32> correct_out) {
-  if (sizes.size() < 2 || sizes.size() > 64) return ffi::Error::InvalidArgument("socjax_sgd_step: 1 to 63 layers");
-  const Layout lay(sizes);
-  const int64_t runs = static_cast<int64_t>(label.element_count());
+// The handlers: check the buffers against the layout, copy inputs to outputs where XLA did not alias
+// them, then step every run.
+ffi::Error check(const Layout& lay, int64_t runs, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& lr,
+                 ffi::Buffer<ffi::F32>& l2, ffi::Buffer<ffi::F32>& w, ffi::Buffer<ffi::F32>& b,
+                 ffi::Buffer<ffi::F32>& s) {
   if (runs < 1 || static_cast<int64_t>(x.element_count()) != runs * lay.n[0] ||
-      static_cast<int64_t>(w_in.element_count()) != runs * lay.w_size ||
-      static_cast<int64_t>(b_in.element_count()) != runs * lay.b_size ||
-      static_cast<int64_t>(s_in.element_count()) != runs * 2 * lay.layers ||
+      static_cast<int64_t>(w.element_count()) != runs * lay.w_size ||
+      static_cast<int64_t>(b.element_count()) != runs * lay.b_size ||
+      static_cast<int64_t>(s.element_count()) != runs * 2 * lay.layers ||
       static_cast<int64_t>(lr.element_count()) != runs || static_cast<int64_t>(l2.element_count()) != runs)
     return ffi::Error::InvalidArgument("socjax_sgd_step: buffer sizes do not match the layer sizes");
+  return ffi::Error::Success();
+}
+
+template <ffi::DataType T>
+void alias(ffi::Buffer<T>& in, ffi::ResultBuffer<T>& out) {
   // outputs alias the inputs (input_output_aliases); copy if XLA ever hands separate buffers
-  if (w->typed_data() != w_in.typed_data()) std::memcpy(w->typed_data(), w_in.typed_data(), w_in.size_bytes());
-  if (b->typed_data() != b_in.typed_data()) std::memcpy(b->typed_data(), b_in.typed_data(), b_in.size_bytes());
-  if (s->typed_data() != s_in.typed_data()) std::memcpy(s->typed_data(), s_in.typed_data(), s_in.size_bytes());
-  const Settings set{static_cast<int>(loss), decay_biases != 0};
-  auto one = [&](int r) {
+  if (out->untyped_data() != in.untyped_data()) std::memcpy(out->untyped_data(), in.untyped_data(), in.size_bytes());
+}
+
+template <typename PerRun>
+void step_runs(ffi::ThreadPool& threads, const Layout& lay, const Settings& set, int64_t runs,
+               ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& label, ffi::Buffer<ffi::F32>& lr,
+               ffi::Buffer<ffi::F32>& l2, ffi::ResultBuffer<ffi::F32>& w, ffi::ResultBuffer<ffi::F32>& b,
+               ffi::ResultBuffer<ffi::F32>& s, ffi::ResultBuffer<ffi::F32>& loss_out,
+               ffi::ResultBuffer<ffi::F32>& correct_out, const PerRun& stats_of) {
+  auto one = [&](int64_t r) {
     thread_local Scratch sc;
     thread_local std::vector<int64_t> fitted;
     if (fitted != lay.n) {
@@ -384,9 +576,71 @@ ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
     }
     step_one(lay, set, sc, x.typed_data() + r * lay.n[0], label.typed_data()[r], lr.typed_data()[r],
              l2.typed_data()[r], w->typed_data() + r * lay.w_size, b->typed_data() + r * lay.b_size,
-             s->typed_data() + r * 2 * lay.layers, loss_out->typed_data() + r, correct_out->typed_data() + r);
+             s->typed_data() + r * 2 * lay.layers, loss_out->typed_data() + r, correct_out->typed_data() + r,
+             stats_of(r));
   };
   for_each_run(threads, runs, one);
+}
+
+ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label,
+                ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in,
+                ffi::Buffer<ffi::F32> b_in, ffi::Buffer<ffi::F32> s_in, ffi::Span<const int64_t> sizes, int64_t loss,
+                int64_t decay_biases, ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b,
+                ffi::ResultBuffer<ffi::F32> s, ffi::ResultBuffer<ffi::F32> loss_out,
+                ffi::ResultBuffer<ffi::F32> correct_out) {
+  if (sizes.size() < 2 || sizes.size() > 64) return ffi::Error::InvalidArgument("socjax_sgd_step: 1 to 63 layers");
+  const Layout lay(sizes);
+  const int64_t runs = static_cast<int64_t>(label.element_count());
+  if (auto e = check(lay, runs, x, lr, l2, w_in, b_in, s_in); e.failure()) return e;
+  alias(w_in, w);
+  alias(b_in, b);
+  alias(s_in, s);
+  step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
+            loss_out, correct_out, [](int64_t) { return Stats{}; });
+  return ffi::Error::Success();
+}
+
+ffi::Error StepStats(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label,
+                     ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in,
+                     ffi::Buffer<ffi::F32> b_in, ffi::Buffer<ffi::F32> s_in, ffi::Buffer<ffi::F32> acc_in,
+                     ffi::Buffer<ffi::S32> touched_in, ffi::Buffer<ffi::F32> prefix_in, ffi::Buffer<ffi::S32> hist_in,
+                     ffi::Span<const int64_t> sizes, int64_t loss, int64_t decay_biases, int64_t octave_lo,
+                     int64_t per_octave, int64_t num_bins, ffi::ResultBuffer<ffi::F32> w,
+                     ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> s, ffi::ResultBuffer<ffi::F32> acc,
+                     ffi::ResultBuffer<ffi::S32> touched, ffi::ResultBuffer<ffi::F32> prefix,
+                     ffi::ResultBuffer<ffi::S32> hist, ffi::ResultBuffer<ffi::F32> loss_out,
+                     ffi::ResultBuffer<ffi::F32> correct_out) {
+  if (sizes.size() < 2 || sizes.size() > 64) return ffi::Error::InvalidArgument("socjax_sgd_step: 1 to 63 layers");
+  const Layout lay(sizes);
+  const int64_t runs = static_cast<int64_t>(label.element_count());
+  if (auto e = check(lay, runs, x, lr, l2, w_in, b_in, s_in); e.failure()) return e;
+  const int64_t n = lay.w_size + lay.b_size;
+  if (static_cast<int64_t>(acc_in.element_count()) != runs * 2 * n ||
+      static_cast<int64_t>(touched_in.element_count()) != runs * n ||
+      static_cast<int64_t>(prefix_in.element_count()) != runs * 4 * lay.layers ||
+      static_cast<int64_t>(hist_in.element_count()) != runs * lay.layers * (num_bins + 2))
+    return ffi::Error::InvalidArgument("socjax_sgd_step_stats: statistics buffers do not match the layer sizes");
+  alias(w_in, w);
+  alias(b_in, b);
+  alias(s_in, s);
+  alias(acc_in, acc);
+  alias(touched_in, touched);
+  alias(prefix_in, prefix);
+  alias(hist_in, hist);
+  Bins bins{octave_lo, per_octave, num_bins, {}};
+  for (int q = 1; q <= 3; ++q) bins.edge[q - 1] = static_cast<float>(std::pow(2.0, q / static_cast<double>(per_octave)));
+  auto stats_of = [&](int64_t r) {
+    Stats st;
+    st.sq = acc->typed_data() + r * 2 * n;
+    st.ab = st.sq + n;
+    st.touched = touched->typed_data() + r * n;
+    st.prefix = prefix->typed_data() + r * 4 * lay.layers;
+    st.hist = hist->typed_data() + r * lay.layers * (num_bins + 2);
+    st.bins = bins;
+    return st;
+  };
+  step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
+            loss_out, correct_out, stats_of);
   return ffi::Error::Success();
 }
 
@@ -408,5 +662,35 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStep, Step,
                                   .Ret<ffi::Buffer<ffi::F32>>()   // weights
                                   .Ret<ffi::Buffer<ffi::F32>>()   // biases
                                   .Ret<ffi::Buffer<ffi::F32>>()   // scales
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // loss ()
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // correct () 0/1
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStepStats, StepStats,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (784,)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // label ()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // lr ()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // l2 ()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // weights, flat
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // biases, flat
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // scales (layers, 2)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acc (2, weights + biases): dw^2, |dw|
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // touched (weights + biases)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // prefix (layers, 4)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // hist (layers, bins + 2)
+                                  .Attr<ffi::Span<const int64_t>>("sizes")
+                                  .Attr<int64_t>("loss")
+                                  .Attr<int64_t>("decay_biases")
+                                  .Attr<int64_t>("octave_lo")
+                                  .Attr<int64_t>("per_octave")
+                                  .Attr<int64_t>("num_bins")
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // weights
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // biases
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // scales
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // acc
+                                  .Ret<ffi::Buffer<ffi::S32>>()   // touched
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // prefix
+                                  .Ret<ffi::Buffer<ffi::S32>>()   // hist
                                   .Ret<ffi::Buffer<ffi::F32>>()   // loss ()
                                   .Ret<ffi::Buffer<ffi::F32>>());  // correct () 0/1

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from socjax import model
+from socjax import model, weight_stats
 from socjax.config import LOSSES, ModelConfig, TrackedWeight
 from socjax.native import build
 from socjax.step import Stepper
@@ -85,52 +85,137 @@ def to_stored(params: model.Params, layout: Layout):
     return jnp.concatenate(ws), jnp.concatenate(bs)
 
 
-def from_stored(weights, biases, scales, layout: Layout, decay_biases: bool) -> model.Params:
-    """Ordinary parameters from the stored form: W = (hi + lo) * V, unpadded, the last layer
-    transposed back."""
+def unstack_weights(flat, layout: Layout) -> list[jax.Array]:
+    """The per-layer (fan_in, fan_out) arrays of a weights-shaped buffer (stored values, or any
+    per-weight quantity in the same layout): unpadded, the last layer transposed back."""
     sizes, layers = layout.sizes, len(layout.sizes) - 1
     out = []
     for l in range(layers):
         last = l == layers - 1
         rows, cols = (sizes[l + 1], sizes[l]) if last else (sizes[l], sizes[l + 1])
-        v = weights[layout.w_at[l]: layout.w_at[l] + rows * layout.row[l]].reshape(rows, layout.row[l])[:, :cols]
-        w = v * scales[l, 0] + v * scales[l, 1]
-        vb = biases[layout.b_at[l]: layout.b_at[l] + sizes[l + 1]]
-        b = vb * scales[l, 0] + vb * scales[l, 1] if decay_biases else vb
-        out.append(model.Dense(w.T if last else w, b))
+        v = flat[layout.w_at[l]: layout.w_at[l] + rows * layout.row[l]].reshape(rows, layout.row[l])[:, :cols]
+        out.append(v.T if last else v)
+    return out
+
+
+def unstack_biases(flat, layout: Layout) -> list[jax.Array]:
+    """The per-layer (fan_out,) arrays of a biases-shaped buffer, unpadded."""
+    return [flat[at: at + n] for at, n in zip(layout.b_at, layout.sizes[1:])]
+
+
+def from_stored(weights, biases, scales, layout: Layout, decay_biases: bool) -> model.Params:
+    """Ordinary parameters from the stored form: W = (hi + lo) * V, unpadded, the last layer
+    transposed back; biases share their layer's scale when they decay."""
+    out = []
+    for l, (v, vb) in enumerate(zip(unstack_weights(weights, layout), unstack_biases(biases, layout))):
+        hi, lo = scales[l, 0], scales[l, 1]
+        out.append(model.Dense(v * hi + v * lo, vb * hi + vb * lo if decay_biases else vb))
     return tuple(out)
 
 
-def sgd_step(weights, biases, scales, x, label, lr, l2, *, sizes, loss: str, decay_biases: bool):
-    """One call of the kernel: the new (weights, biases, scales), the loss and correct (0/1).
-    Vmapped calls pass every run to the kernel at once (one thread per run)."""
-    f32 = lambda a: jax.ShapeDtypeStruct(a.shape, jnp.float32)
+class StatsCarry(NamedTuple):
+    """--weight-stats within an epoch, in the kernel's form (sgd.cc explains the sums):
+    acc: (2, w_size + b_size) sums of dw^2 and |dw| (the weights' telescoped); touched:
+    (w_size + b_size,) int32 steps with a nonzero gradient; prefix: (layers, 4) the decay prefix sums
+    P1, P2 as (hi, lo) pairs; hist: (layers, NUM_BINS + 2) int32; steps: () int32 steps taken;
+    start: the parameters at the epoch's start; total: the WeightStats of the epochs before."""
+
+    acc: jax.Array
+    touched: jax.Array
+    prefix: jax.Array
+    hist: jax.Array
+    steps: jax.Array
+    start: model.Params
+    total: weight_stats.WeightStats
+
+
+def _call(target: str, buffers, x, label, lr, l2, **attrs):
+    """The kernel `target` on (x, label, lr, l2, *buffers), updating `buffers` in place (aliased):
+    returns (*buffers, loss, correct). Vmapped calls pass every run at once (runs go to threads)."""
+    like = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
-    call = jax.ffi.ffi_call(build.TARGET, (f32(weights), f32(biases), f32(scales), scalar, scalar),
-                            vmap_method="broadcast_all", input_output_aliases={4: 0, 5: 1, 6: 2})
-    return call(x, label.astype(jnp.int32), lr, l2, weights, biases, scales,
-                sizes=np.asarray(sizes, np.int64), loss=np.int64(LOSSES.index(loss)),
-                decay_biases=np.int64(decay_biases))
+    call = jax.ffi.ffi_call(target, (*map(like, buffers), scalar, scalar), vmap_method="broadcast_all",
+                            input_output_aliases={4 + i: i for i in range(len(buffers))})
+    return call(x, label.astype(jnp.int32), lr, l2, *buffers, **attrs)
+
+
+def sgd_step(weights, biases, scales, x, label, lr, l2, *, sizes, loss: str, decay_biases: bool):
+    """One call of the kernel: the new (weights, biases, scales), the loss and correct (0/1)."""
+    return _call("socjax_sgd_step", (weights, biases, scales), x, label, lr, l2, sizes=np.asarray(sizes, np.int64),
+                 loss=np.int64(LOSSES.index(loss)), decay_biases=np.int64(decay_biases))
+
+
+def sgd_step_stats(weights, biases, scales, stats: StatsCarry, x, label, lr, l2, *, sizes, loss: str,
+                   decay_biases: bool):
+    """sgd_step that also adds the step to `stats`: (weights, biases, scales, stats, loss, correct)."""
+    weights, biases, scales, acc, touched, prefix, hist, loss_, correct = _call(
+        "socjax_sgd_step_stats", (weights, biases, scales, stats.acc, stats.touched, stats.prefix, stats.hist),
+        x, label, lr, l2, sizes=np.asarray(sizes, np.int64), loss=np.int64(LOSSES.index(loss)),
+        decay_biases=np.int64(decay_biases), octave_lo=np.int64(weight_stats.OCTAVES[0]),
+        per_octave=np.int64(weight_stats.BINS_PER_OCTAVE), num_bins=np.int64(weight_stats.NUM_BINS))
+    stats = stats._replace(acc=acc, touched=touched, prefix=prefix, hist=hist, steps=stats.steps + 1)
+    return weights, biases, scales, stats, loss_, correct
+
+
+def merge_stats(stats: StatsCarry, end: model.Params, weights, layout: Layout) -> weight_stats.WeightStats:
+    """The epoch's sums merged into the running WeightStats (Chan et al.'s pairwise update).
+
+    Per element, over the epoch's n steps: sum dw = end - start; sum dw^2 and sum |dw| close each
+    weight's pending decay (+ V^2 P2, + |V| P1); pure-decay steps = n - touched.
+    """
+    total, n_b = stats.total, stats.steps.astype(jnp.float32)
+    w_size = layout.w_size
+    v = unstack_weights(weights, layout)
+    p1 = stats.prefix[:, 0] + stats.prefix[:, 1]
+    p2 = stats.prefix[:, 2] + stats.prefix[:, 3]
+    sq = [s + vl * vl * p2[l] for l, (s, vl) in enumerate(zip(unstack_weights(stats.acc[0, :w_size], layout), v))]
+    ab = [s + jnp.abs(vl) * p1[l] for l, (s, vl) in enumerate(zip(unstack_weights(stats.acc[1, :w_size], layout), v))]
+    as_params = lambda ws, bs: tuple(model.Dense(w, b) for w, b in zip(ws, bs))
+    sq = as_params(sq, unstack_biases(stats.acc[0, w_size:], layout))
+    ab = as_params(ab, unstack_biases(stats.acc[1, w_size:], layout))
+    touched = as_params(unstack_weights(stats.touched[:w_size], layout), unstack_biases(stats.touched[w_size:], layout))
+    n = total.count + n_b
+    tree = jax.tree.map
+    mean_b = tree(lambda stop, start: (stop - start) / n_b, end, stats.start)
+    m2_b = tree(lambda s2, m: jnp.maximum(s2 - n_b * m * m, 0.0), sq, mean_b)
+    delta = tree(jnp.subtract, mean_b, total.mean)
+    mean = tree(lambda m, d: m + d * (n_b / n), total.mean, delta)
+    m2 = tree(lambda a, b, d: a + b + d * d * (total.count * n_b / n), total.m2, m2_b, delta)
+    mean_abs = tree(lambda a, s: a + (s - n_b * a) / n, total.mean_abs, ab)
+    decay = tree(lambda d, t: d + (stats.steps - t), total.decay, touched)
+    hist = tuple(h + stats.hist[l] for l, h in enumerate(total.hist))
+    return weight_stats.WeightStats(n, mean, m2, mean_abs, decay, hist)
 
 
 def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
-    """The native step for the model `cfg` (socjax.step.Stepper). Registers the kernel (BuildError
-    if it cannot be built here)."""
-    if accumulate:
-        raise NotImplementedError("--weight-stats with the native step")
+    """The native step for the model `cfg` (socjax.step.Stepper); with `accumulate`, every step also
+    adds to the --weight-stats statistics, merged into the run's WeightStats at the end of the epoch.
+    Registers the kernel (BuildError if it cannot be built here)."""
     build.load()
     layout = Layout.of(cfg.sizes)
     layers = len(cfg.sizes) - 1
 
+    settings = dict(sizes=cfg.sizes, loss=cfg.loss, decay_biases=cfg.decay_biases)
+
     def enter(params, opt_state, stats):
         weights, biases = to_stored(params, layout)
         scales = jnp.tile(jnp.array([1.0, 0.0], jnp.float32), (layers, 1))
+        if accumulate:
+            size = layout.w_size + layout.b_size
+            stats = StatsCarry(jnp.zeros((2, size), jnp.float32), jnp.zeros((size,), jnp.int32),
+                               jnp.zeros((layers, 4), jnp.float32),
+                               jnp.zeros((layers, weight_stats.NUM_BINS + 2), jnp.int32),
+                               jnp.zeros((), jnp.int32), params, stats)
         return Carry(weights, biases, scales, opt_state, stats)
 
     def step(carry: Carry, x, label, hyper):
-        weights, biases, scales, loss, correct = sgd_step(
-            carry.weights, carry.biases, carry.scales, x, label, hyper.lr, hyper.l2,
-            sizes=cfg.sizes, loss=cfg.loss, decay_biases=cfg.decay_biases)
+        if accumulate:
+            weights, biases, scales, stats, loss, correct = sgd_step_stats(
+                carry.weights, carry.biases, carry.scales, carry.stats, x, label, hyper.lr, hyper.l2, **settings)
+            carry = carry._replace(stats=stats)
+        else:
+            weights, biases, scales, loss, correct = sgd_step(
+                carry.weights, carry.biases, carry.scales, x, label, hyper.lr, hyper.l2, **settings)
         return carry._replace(weights=weights, biases=biases, scales=scales), loss, correct > 0
 
     def tracked(carry: Carry, weights: tuple[TrackedWeight, ...]):
@@ -141,6 +226,7 @@ def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
 
     def leave(carry: Carry):
         params = from_stored(carry.weights, carry.biases, carry.scales, layout, cfg.decay_biases)
-        return params, carry.opt_state, carry.stats
+        stats = merge_stats(carry.stats, params, carry.weights, layout) if accumulate else carry.stats
+        return params, carry.opt_state, stats
 
     return Stepper(enter, step, tracked, leave)
