@@ -7,7 +7,7 @@
 //      get no gradient, so the forward pass and the update visit only the active rows;
 //   2. lazy weight decay: each layer is stored as W = s*V with a double scale s; decay is
 //      s *= (1 - lr*l2) and a gradient step is V -= (lr / s_new) * g, so the untouched weights
-//      cost nothing; V is folded (V *= s, s = 1) when s falls below FOLD_BELOW;
+//      cost nothing; V is folded (V *= s, s = 1) when s falls below kFoldBelow;
 //   3. ReLU sparsity: the backward dot product of an active row is fused with that row's update,
 //      so each visited row is read and written once.
 // Biases share their layer's scale when they decay (decay_biases), else their scale stays 1.
@@ -16,14 +16,15 @@
 // row-major, the last is stored transposed, (fan_out, P(fan_in)); P rounds up to 16 floats and the
 // padding stays exactly 0. Biases are (P(fan_out),) per layer. scales is (layers, 2) float32 holding
 // each layer's double s as hi + lo. Every buffer may carry leading run dimensions (vmap over runs):
-// the runs are independent and are spread over threads, one run per thread.
+// the runs are independent and are spread over XLA's CPU threads, one run per thread.
+// The second handler, SocjaxSgdStepStats, also accumulates --weight-stats (see Stats below).
 //
-// SIMD: GCC vector extensions, 16 floats per vector; -march=x86-64-v3 makes them AVX2 pairs,
-// -march=native AVX-512 where the CPU has it. Unaligned loads throughout (the buffers are XLA's).
+// SIMD: GCC vector extensions, one register wide (8 floats with -march=x86-64-v3, AVX2; 16 with
+// AVX-512 under -march=native); dot products accumulate 16 lanes and sum them by a fixed tree on
+// either. Unaligned loads throughout (the buffers are XLA's).
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>

@@ -3,8 +3,9 @@
 Within an epoch a run is carried as `Carry`: every layer's weights W = s * V, with V padded and
 flattened into one buffer (the last layer transposed), the biases likewise, and each layer's scale
 s as a float32 pair hi + lo (the kernel works in double). `enter` builds it from ordinary
-parameters with s = 1; `leave` folds the scales back. At every epoch boundary the state is ordinary
-parameters, so checkpoints, resume and analysis are the same for every step.
+parameters with s = 1; `leave` folds the scales back (and, with --weight-stats, merges the epoch's
+sums into the run's WeightStats). At every epoch boundary the state is ordinary parameters and
+statistics, so checkpoints, resume and analysis are the same for every step.
 
 The kernel's contract is socjax.step's (one example, same update, same loss and correct), exact up
 to float32 rounding; tests/test_native.py checks it against a float64 replay and the XLA step.
@@ -24,7 +25,7 @@ from socjax.config import LOSSES, ModelConfig, TrackedWeight
 from socjax.native import build
 from socjax.step import Stepper
 
-LANES = 16  # floats per SIMD vector in sgd.cc: stored rows are padded to a multiple of this
+LANES = 16  # sgd.cc's kLanes: stored rows are padded to a multiple of 16 floats (64 bytes)
 
 
 def padded(n: int) -> int:
@@ -65,13 +66,14 @@ class Layout(NamedTuple):
 
 class Carry(NamedTuple):
     """One run in the kernel's form. weights: (layout.w_size,), biases: (layout.b_size,),
-    scales: (layers, 2) float32 (hi, lo) of each layer's s; opt_state and stats ride along."""
+    scales: (layers, 2) float32 (hi, lo) of each layer's s; opt_state rides along; stats is the
+    run's WeightStats (or None), or while accumulating a StatsCarry."""
 
     weights: jax.Array
     biases: jax.Array
     scales: jax.Array
     opt_state: optax.OptState
-    stats: object
+    stats: "weight_stats.WeightStats | StatsCarry | None"
 
 
 def to_stored(params: model.Params, layout: Layout):
