@@ -28,7 +28,9 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <chrono>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -514,32 +516,89 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
   }
 }
 
-// The runs of a vmapped call are spread over XLA's intra-op thread pool: the calling thread and the
-// pool's threads claim runs from a shared counter, so however few pool threads are free, every run
-// is done once and the call returns when all are. A task that starts late finds nothing to claim;
-// it holds the shared state, not the caller's stack.
-struct Claims {
-  std::atomic<int64_t> next{0}, done{0};
+// The runs of a vmapped call are spread over XLA's intra-op thread pool. Steps come every few tens
+// of microseconds, and a task scheduled per step often starts too late to help, so the helpers
+// stay: a helper is a pool task that serves job after job, spinning between them, and returns to
+// the pool after kLinger without a job (at the end of an epoch, say). The caller claims runs too,
+// so a job completes however many helpers arrive. A claim carries the job's generation in its high
+// 32 bits: a helper that saw an old job can claim nothing from a new one.
+class Crew {
+ public:
+  using Fn = void (*)(const void* ctx, int64_t run);
+
+  void run(ffi::ThreadPool& threads, int64_t runs, Fn fn, const void* ctx) {
+    const int64_t want = std::min<int64_t>(runs, threads.num_threads() + 1) - 1;
+    std::unique_lock<std::mutex> mine(busy_, std::try_to_lock);  // one job at a time
+    if (want <= 0 || !mine.owns_lock()) {
+      for (int64_t r = 0; r < runs; ++r) fn(ctx, r);
+      return;
+    }
+    const uint64_t gen = ++generation_;
+    fn_.store(fn, std::memory_order_relaxed);
+    ctx_.store(ctx, std::memory_order_relaxed);
+    runs_.store(runs, std::memory_order_relaxed);
+    done_.store(0, std::memory_order_relaxed);
+    next_.store(gen << 32, std::memory_order_release);
+    posted_.store(gen, std::memory_order_release);
+    for (int64_t h = helpers_.load(); h < want; h = helpers_.load())
+      if (helpers_.compare_exchange_weak(h, h + 1)) threads.Schedule([this] { serve(); });
+    work(gen);
+    while (done_.load(std::memory_order_acquire) < runs) __builtin_ia32_pause();
+  }
+
+ private:
+  static constexpr auto kLinger = std::chrono::milliseconds(2);
+
+  void work(uint64_t gen) {  // claim and step runs of job `gen` until none is left
+    const Fn fn = fn_.load(std::memory_order_relaxed);
+    const void* ctx = ctx_.load(std::memory_order_relaxed);
+    const int64_t runs = runs_.load(std::memory_order_relaxed);
+    for (uint64_t claim = next_.load(std::memory_order_acquire);;) {
+      const int64_t r = static_cast<int64_t>(claim & 0xffffffffu);
+      if ((claim >> 32) != gen || r >= runs) return;
+      if (!next_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel)) continue;
+      fn(ctx, r);
+      done_.fetch_add(1, std::memory_order_release);
+      claim = next_.load(std::memory_order_acquire);
+    }
+  }
+
+  void serve() {
+    uint64_t seen = 0;
+    auto idle_since = std::chrono::steady_clock::now();
+    for (int spins = 0;; ++spins) {
+      const uint64_t gen = posted_.load(std::memory_order_acquire);
+      if (gen != seen) {
+        seen = gen;
+        work(gen);
+        idle_since = std::chrono::steady_clock::now();
+        spins = 0;
+      } else if (spins % 64 == 63 && std::chrono::steady_clock::now() - idle_since > kLinger) {
+        helpers_.fetch_sub(1);
+        return;
+      } else {
+        __builtin_ia32_pause();
+      }
+    }
+  }
+
+  std::mutex busy_;
+  std::atomic<uint64_t> posted_{0}, next_{0};
+  uint64_t generation_ = 0;
+  std::atomic<Fn> fn_{nullptr};
+  std::atomic<const void*> ctx_{nullptr};
+  std::atomic<int64_t> runs_{0}, done_{0}, helpers_{0};
 };
+
+Crew& crew() {
+  static Crew* c = new Crew();  // never destroyed: helpers may still be returning to the pool at exit
+  return *c;
+}
 
 template <typename F>
 void for_each_run(ffi::ThreadPool& threads, int64_t runs, const F& one) {
-  const int64_t helpers = std::min<int64_t>(runs, threads.num_threads() + 1) - 1;
-  if (helpers <= 0) {
-    for (int64_t r = 0; r < runs; ++r) one(r);
-    return;
-  }
-  auto claims = std::make_shared<Claims>();
-  // `one` lives on the caller's stack until every claimed run is done; a late task claims none
-  auto work = [claims, runs, &one] {
-    for (int64_t r; (r = claims->next.fetch_add(1)) < runs;) {
-      one(r);
-      claims->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  for (int64_t h = 0; h < helpers; ++h) threads.Schedule(decltype(work)(work));
-  work();
-  while (claims->done.load(std::memory_order_acquire) < runs) __builtin_ia32_pause();
+  if (runs == 1) return one(0);
+  crew().run(threads, runs, [](const void* ctx, int64_t r) { (*static_cast<const F*>(ctx))(r); }, &one);
 }
 
 // The handlers: check the buffers against the layout, copy inputs to outputs where XLA did not alias
