@@ -4,9 +4,10 @@
 
 Start-up writes nothing a run depends on: it resolves `--step auto` (socjax.step.choose), locks
 the directory (rundir.RunLock), loads the data, builds (or, on resume, reads and checks) the
-state, plans the chunks of epochs (equilibration, then recording) and compiles each distinct chunk once ahead of time (timed). A failure or a
-SIGINT/SIGTERM here ends with one line and leaves no run directory (a new run: what was made is
-removed) or the run directory as it was (a resume).
+state, plans the chunks of epochs (equilibration, then recording) and compiles each distinct
+chunk once ahead of time (timed). A failure or a SIGINT/SIGTERM here ends with one line and
+leaves no run directory (a new run: what was made is removed) or the run directory as it was (a
+resume).
 
 Training then sets up the directory (a checkpoint at epoch 0 comes last, so a directory that has
 one is resumable) and dispatches the chunks one after another. Chunk i + 1 is dispatched before

@@ -66,7 +66,7 @@ class Stepper(NamedTuple):
     step(carry, x, label, hyper) -> (carry, loss, correct)    one SGD step (the contract above);
         with `accumulate`, it also adds the step to the --weight-stats statistics
     tracked(carry, tracked) -> (K,) float32     the values of the tracked weights
-    leave(carry) -> (params, opt_state, stats)  back to ordinary parameters
+    leave(carry) -> (params, opt_state, stats)  back to ordinary parameters (and WeightStats)
     """
 
     enter: Callable
