@@ -601,24 +601,29 @@ void for_each_run(ffi::ThreadPool& threads, int64_t runs, const F& one) {
   crew().run(threads, runs, [](const void* ctx, int64_t r) { (*static_cast<const F*>(ctx))(r); }, &one);
 }
 
-// The handlers: check the buffers against the layout, copy inputs to outputs where XLA did not alias
-// them, then step every run.
-ffi::Error check(const Layout& lay, int64_t runs, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& lr,
-                 ffi::Buffer<ffi::F32>& l2, ffi::Buffer<ffi::F32>& w, ffi::Buffer<ffi::F32>& b,
-                 ffi::Buffer<ffi::F32>& s) {
-  if (runs < 1 || static_cast<int64_t>(x.element_count()) != runs * lay.n[0] ||
-      static_cast<int64_t>(w.element_count()) != runs * lay.w_size ||
-      static_cast<int64_t>(b.element_count()) != runs * lay.b_size ||
-      static_cast<int64_t>(s.element_count()) != runs * 2 * lay.layers ||
-      static_cast<int64_t>(lr.element_count()) != runs || static_cast<int64_t>(l2.element_count()) != runs)
-    return ffi::Error::InvalidArgument("socjax_sgd_step: buffer sizes do not match the layer sizes");
-  return ffi::Error::Success();
-}
-
 template <ffi::DataType T>
 void alias(ffi::Buffer<T>& in, ffi::ResultBuffer<T>& out) {
   // outputs alias the inputs (input_output_aliases); copy if XLA ever hands separate buffers
   if (out->untyped_data() != in.untyped_data()) std::memcpy(out->untyped_data(), in.untyped_data(), in.size_bytes());
+}
+
+// What both handlers start with: the layer count and every buffer checked against the layout, and
+// the parameter buffers aliased to their outputs.
+ffi::Error prepare(const Layout& lay, int64_t runs, ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& lr,
+                   ffi::Buffer<ffi::F32>& l2, ffi::Buffer<ffi::F32>& w_in, ffi::Buffer<ffi::F32>& b_in,
+                   ffi::Buffer<ffi::F32>& s_in, ffi::ResultBuffer<ffi::F32>& w, ffi::ResultBuffer<ffi::F32>& b,
+                   ffi::ResultBuffer<ffi::F32>& s) {
+  if (lay.layers < 1 || lay.layers > 63) return ffi::Error::InvalidArgument("socjax_sgd_step: 1 to 63 layers");
+  if (runs < 1 || static_cast<int64_t>(x.element_count()) != runs * lay.n[0] ||
+      static_cast<int64_t>(w_in.element_count()) != runs * lay.w_size ||
+      static_cast<int64_t>(b_in.element_count()) != runs * lay.b_size ||
+      static_cast<int64_t>(s_in.element_count()) != runs * 2 * lay.layers ||
+      static_cast<int64_t>(lr.element_count()) != runs || static_cast<int64_t>(l2.element_count()) != runs)
+    return ffi::Error::InvalidArgument("socjax_sgd_step: buffer sizes do not match the layer sizes");
+  alias(w_in, w);
+  alias(b_in, b);
+  alias(s_in, s);
+  return ffi::Error::Success();
 }
 
 template <typename PerRun>
@@ -648,13 +653,9 @@ ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
                 int64_t decay_biases, ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b,
                 ffi::ResultBuffer<ffi::F32> s, ffi::ResultBuffer<ffi::F32> loss_out,
                 ffi::ResultBuffer<ffi::F32> correct_out) {
-  if (sizes.size() < 2 || sizes.size() > 64) return ffi::Error::InvalidArgument("socjax_sgd_step: 1 to 63 layers");
   const Layout lay(sizes);
   const int64_t runs = static_cast<int64_t>(label.element_count());
-  if (auto e = check(lay, runs, x, lr, l2, w_in, b_in, s_in); e.failure()) return e;
-  alias(w_in, w);
-  alias(b_in, b);
-  alias(s_in, s);
+  if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
   step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
             loss_out, correct_out, [](int64_t) { return Stats{}; });
   return ffi::Error::Success();
@@ -670,19 +671,15 @@ ffi::Error StepStats(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buff
                      ffi::ResultBuffer<ffi::S32> touched, ffi::ResultBuffer<ffi::F32> prefix,
                      ffi::ResultBuffer<ffi::S32> hist, ffi::ResultBuffer<ffi::F32> loss_out,
                      ffi::ResultBuffer<ffi::F32> correct_out) {
-  if (sizes.size() < 2 || sizes.size() > 64) return ffi::Error::InvalidArgument("socjax_sgd_step: 1 to 63 layers");
   const Layout lay(sizes);
   const int64_t runs = static_cast<int64_t>(label.element_count());
-  if (auto e = check(lay, runs, x, lr, l2, w_in, b_in, s_in); e.failure()) return e;
+  if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
   const int64_t n = lay.w_size + lay.b_size;
   if (static_cast<int64_t>(acc_in.element_count()) != runs * 2 * n ||
       static_cast<int64_t>(touched_in.element_count()) != runs * n ||
       static_cast<int64_t>(prefix_in.element_count()) != runs * 4 * lay.layers ||
       static_cast<int64_t>(hist_in.element_count()) != runs * lay.layers * (num_bins + 2))
     return ffi::Error::InvalidArgument("socjax_sgd_step_stats: statistics buffers do not match the layer sizes");
-  alias(w_in, w);
-  alias(b_in, b);
-  alias(s_in, s);
   alias(acc_in, acc);
   alias(touched_in, touched);
   alias(prefix_in, prefix);
