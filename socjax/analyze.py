@@ -93,6 +93,13 @@ def increments_part(traj, lr, l2, stride, series, warnings, progress=None):
     if st.n_nonfinite.sum():
         bad = sorted({series[s]["run"] for s in np.flatnonzero(st.n_nonfinite)})
         warnings.append(f"non-finite values in the trajectory of runs {bad}: those increments are excluded")
+    if inc["outside_grid"]:
+        warnings.append(f"{inc['outside_grid']:,} of {inc['fluctuating']:,} fluctuating increments "
+                        f"({inc['outside_grid'] / inc['fluctuating']:.2g}) "
+                        "lie outside the pooled histogram's grid and are in no pooled fit")
+    for s in np.flatnonzero([e["outside_grid"] for e in per_series]):
+        warnings.append(f"series {series[s]}: {per_series[s]['outside_grid']:,} fluctuating increments lie outside "
+                        "the histogram's grid and are in none of its fits")
     still = st.n_decay + st.n_zero + st.n_nonfinite >= st.n
     if still.all():
         warnings.append("every series is constant or pure decay: no fluctuations, so the claims about them "

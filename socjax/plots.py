@@ -12,7 +12,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy import special  # noqa: E402
 
 FIGSIZE = (12, 4.5)
 DPI = 100
@@ -53,83 +52,103 @@ def _display(pool, bins_per_decade: int = DISPLAY_BINS_PER_DECADE):
     return h.rebinned(h.grid.bins_per_decade // bins_per_decade)
 
 
-def _pl_density(pl: dict, total: float, x):
-    a, lo, hi = pl["exponent"], pl["xmin"], pl["xmax"]
-    c = (1 - a) / (hi ** (1 - a) - lo ** (1 - a)) if abs(a - 1) > 1e-9 else 1 / np.log(hi / lo)
-    return pl["n"] / total * c * x ** (-a)
+CUTOFF_STYLE = {"exponential_cutoff": ("C1", "beta = 1"), "gaussian_cutoff": ("C0", "beta = 2 (Gaussian)"),
+                "stretched_cutoff": ("C2--", "beta free")}
 
 
-def _tail_density(tail: dict, total: float, x, tau, beta):
-    c = tail["xmin"]
-    z = tau / beta * special.gamma(1 / beta) * special.gammaincc(1 / beta, (c / tau) ** beta)
-    return tail["n"] / total * np.exp(-((x / tau) ** beta)) / z
+def _model_label(model: dict) -> str:
+    g = f"gamma {model['gamma']:.3f} [{model['gamma_ci95'][0]:.3f}, {model['gamma_ci95'][1]:.3f}]"
+    if model["selected"] == "power_law":
+        return f"power law (no cutoff detected), {g}"
+    return f"x^-gamma exp(-(x/tau)^beta), {g}, beta {model['beta']:.2f}"
 
 
 def fig2_increments(path: Path, inc: dict, pool, per_series_hists=None):
-    """(a) density of |dw| (pooled, scaled) on log-log axes; (b) its local slope."""
+    """(a) density of |dw| (pooled, scaled) on log-log axes with the fitted model; (b) the local
+    slope of the data and of the model."""
+    from socjax.analysis import cutoff
+
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     x, p = _display(pool).density()
     ok = p > 0
     a.loglog(x[ok], p[ok], ".", ms=2, color="k", label="pooled, non-decay steps")
-    pl = inc.get("powerlaw")
-    if pl:
-        xs = np.geomspace(pl["xmin"], pl["xmax"], 50)
-        a.loglog(xs, _pl_density(pl, inc["n"], xs), "C3", lw=2,
-                 label=f"power law, exponent {pl['exponent']:.3f} ± {(pl['ci95'][1] - pl['ci95'][0]) / 2:.3f}")
+    model = inc.get("model")
+    if model:
+        xs = np.geomspace(model["xmin"], model["xend"], 200)
+        a.loglog(xs, cutoff.density(model, model["selected"], xs), "C3", lw=2, label=_model_label(model))
+        a.axvline(model["xmin"], color="0.5", lw=0.8, ls=":", label=f"xmin {model['xmin']:.3g}")
+        if model["crossover"] is not None:
+            a.axvline(model["crossover"], color="C2", lw=0.8, ls="--", label=f"crossover {model['crossover']:.3g}")
     a.set_xlabel("|dw| / median |dw| of its series")
     a.set_ylabel("probability density")
     a.set_title(f"Fig. 2: local fluctuations; pure weight-decay steps: {inc['decay_fraction']:.1%} (left out)", fontsize=10)
-    a.legend(fontsize=8)
+    a.legend(fontsize=7)
     ls = inc.get("local_slope")
     if ls:
         xs, sl = np.array(ls["x"]), np.array([np.nan if v is None else v for v in ls["slope"]])
-        b.semilogx(xs, sl, "k.-", ms=3, lw=0.8, label="local slope d log p / d log |dw|")
-        if pl:
-            b.axhspan(-pl["exponent"] - pl["slope_tolerance"], -pl["exponent"] + pl["slope_tolerance"], color="C3", alpha=0.2,
-                      label=f"-exponent ± {pl['slope_tolerance']}")
-            if pl.get("scale_invariant_lo") is not None:
-                b.axvspan(pl["scale_invariant_lo"], pl["scale_invariant_hi"], color="C2", alpha=0.15,
-                          label=f"within the band: {pl['scale_invariant_decades']:.2f} decades")
+        b.semilogx(xs, sl, "k.", ms=3, label="data: local slope d log p / d log |dw|")
+        if model:
+            si = model["scale_invariant"]
+            xm = np.geomspace(model["xmin"], model["xend"], 200)
+            b.semilogx(xm, cutoff.local_slope(model, model["selected"], xm), "C3", lw=1.5, label="the fitted model")
+            b.axhspan(-model["gamma"] - si["slope_tolerance"], -model["gamma"] + si["slope_tolerance"], color="C3", alpha=0.2,
+                      label=f"-gamma ± {si['slope_tolerance']}")
+            if si["hi"] is not None:
+                b.axvspan(si["lo"], si["hi"], color="C2", alpha=0.15,
+                          label=f"model within the band: {si['decades']:.2f} decades")
+            finite = sl[np.isfinite(sl)]
+            if finite.size:
+                b.set_ylim(max(finite.min(), -model["gamma"] - 6) - 0.5, finite.max() + 0.5)
         b.set_xlabel("|dw| / median |dw|")
         b.set_ylabel("local slope")
-        b.legend(fontsize=8)
+        b.legend(fontsize=7)
         b.set_title("a power law has a constant local slope", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
 
 def fig3_regimes(path: Path, inc: dict, pool):
-    """(a) the intermediate range, log-log, with the power law; (b) the tail, log p vs dw^2."""
+    """(a) the intermediate range, log-log, with the fitted model; (b) the large range, log of
+    |dw|^gamma p against dw^2 (the power-law factor divided out, so a Gaussian cutoff is a
+    straight line), with the three cutoffs."""
+    from socjax.analysis import cutoff
+
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     x, p = _display(pool).density()
     ok = p > 0
-    pl, tail = inc.get("powerlaw"), inc.get("tail")
-    if pl:
-        sel = ok & (x >= pl["xmin"] / 3) & (x <= pl["xmax"] * 3)
+    model = inc.get("model")
+    if model:
+        # the intermediate range: xmin to the crossover (at least a decade, at most xend)
+        top = min(max(model["crossover"] or model["xend"], 10 * model["xmin"]) * 3, model["xend"])
+        sel = ok & (x >= model["xmin"] / 3) & (x <= top)
         a.loglog(x[sel], p[sel], ".", ms=3, color="k", label="data")
-        xs = np.geomspace(pl["xmin"], pl["xmax"], 50)
-        a.loglog(xs, _pl_density(pl, inc["n"], xs), "C3", lw=2,
-                 label=f"exponent {pl['exponent']:.3f}, KS {pl['ks']:.3g}\n"
-                       f"LR vs exp {pl['loglik_ratio_vs_exponential']:.3g} (p={pl['p_vs_exponential']:.2g})\n"
-                       f"LR vs lognormal {pl['loglik_ratio_vs_lognormal']:.3g} (p={pl['p_vs_lognormal']:.2g})")
+        xs = np.geomspace(model["xmin"], top, 100)
+        a.loglog(xs, cutoff.density(model, model["selected"], xs), "C3", lw=2, label=_model_label(model))
+        a.loglog(xs, cutoff.density(model, "power_law", xs), "C7:", lw=1,
+                 label=f"pure power law, gamma {model['models']['power_law']['gamma']:.3f}")
         a.set_title("Fig. 3a: intermediate |dw|, log-log (straight line = power law)", fontsize=10)
-        a.legend(fontsize=8)
+        a.legend(fontsize=7)
+        # the power-law factor divided out (with the selected model's gamma), so that a Gaussian
+        # cutoff is a straight line against dw^2, as in the paper's Fig. 3b
+        start, g = model["crossover"] or model["xmin"], model["gamma"]
+        sel = ok & (x >= start)
+        b.semilogy(x[sel] ** 2, p[sel] * x[sel] ** g, ".", ms=3, color="k", label="data")
+        xs = np.linspace(start, model["xend"], 300)
+        m = model["models"]
+        for name, (style, label) in CUTOFF_STYLE.items():
+            extra = f", beta {m[name]['beta']:.2f}" if name == "stretched_cutoff" else ""
+            b.semilogy(xs**2, cutoff.density(model, name, xs) * xs**g, style,
+                       label=f"{label}{extra}: log-likelihood {m[name]['loglik'] - m['power_law']['loglik']:+.4g} vs pure PL")
+        b.set_title(f"Fig. 3b: |dw| beyond {start:.3g}; Gaussian cutoff: {'yes' if model['is_gaussian'] else 'no'}",
+                    fontsize=10)
+        b.legend(fontsize=7)
+        if sel.any():
+            scaled = p[sel] * x[sel] ** g
+            b.set_ylim(max(scaled.min() / 10, 1e-300), scaled.max() * 3)
+        b.set_ylabel(f"|dw|^gamma p(|dw|), gamma = {g:.3f}")
     a.set_xlabel("|dw| / median |dw|")
     a.set_ylabel("probability density")
-    if tail:
-        sel = ok & (x >= tail["xmin"])
-        b.semilogy(x[sel] ** 2, p[sel], ".", ms=3, color="k", label="data")
-        xs = np.linspace(tail["xmin"], x[sel].max() if sel.any() else tail["xmax"], 200)
-        g, e, s = tail["gaussian"], tail["exponential"], tail["stretched"]
-        b.semilogy(xs**2, _tail_density(tail, inc["n"], xs, g["sigma"] * np.sqrt(2), 2.0), "C0", label=f"Gaussian, sigma {g['sigma']:.3g}")
-        b.semilogy(xs**2, _tail_density(tail, inc["n"], xs, e["scale"], 1.0), "C1", label=f"exponential, scale {e['scale']:.3g}")
-        b.semilogy(xs**2, _tail_density(tail, inc["n"], xs, s["tau"], s["beta"]), "C2--",
-                   label=f"stretched, beta {s['beta']:.2f}")
-        b.set_title(f"Fig. 3b: |dw| beyond the crossover {inc['crossover']:.3g}; best (AIC): {tail['winner']}", fontsize=10)
-        b.legend(fontsize=8)
-        b.set_ylim(max(p[sel].min() / 10, 1e-300) if sel.any() else None)
-    b.set_xlabel("(|dw| / median |dw|)^2   (straight line = Gaussian)")
-    b.set_ylabel("probability density")
+    b.set_xlabel("(|dw| / median |dw|)^2   (straight line = Gaussian cutoff)")
     fig.tight_layout()
     _save(fig, path)
 

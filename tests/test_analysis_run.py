@@ -171,7 +171,12 @@ def test_reproduce_smoke_writes_every_file(reproduced):
     for key in ("exponent", "stderr", "xmin", "xmax", "n", "ks", "loglik_ratio_vs_exponential",
                 "loglik_ratio_vs_lognormal", "p_vs_exponential", "p_vs_lognormal"):
         assert key in pl
-    assert a["increments"]["gaussian"]["sigma"] > 0 and a["increments"]["crossover"] > 0
+    model = a["increments"]["model"]
+    for key in ("gamma", "gamma_ci95", "xmin", "xend", "models", "tests", "selected", "scale_invariant", "is_power_law",
+                "is_gaussian"):
+        assert key in model
+    assert set(model["models"]) == {"power_law", "exponential_cutoff", "gaussian_cutoff", "stretched_cutoff", "lognormal"}
+    assert a["increments"]["outside_grid"] == 0
     for band in ("a_low", "a_high"):
         assert len(a["spectrum"][band]["ci95"]) == 2 and len(a["spectrum"][band]["band"]) == 2
     assert len(a["per_weight"]) == 16
@@ -196,7 +201,7 @@ def test_report_claims_table_has_the_headers_cells_in_every_row(reproduced):
     assert all(len(r) == 3 for r in rows), [r for r in rows if len(r) != 3]
     # the |dw| claims keep their measured values and verdicts in their own cells
     power = next(r for r in rows if "power law" in r[0])
-    assert "exponent" in power[1] and power[2].strip() in ("yes", "**no**", "not tested")
+    assert "gamma" in power[1] and power[2].strip() in ("yes", "**no**", "not tested")
 
 
 def test_trajectory_reader_equals_np_load(tmp_path):

@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from socjax.analysis import loghist, neurons, powerlaw, spectrum, tails
-from socjax.analysis.increments import fit_distribution
+from socjax.analysis import loghist, neurons, powerlaw, spectrum
+from socjax.analysis.synthetic import bounded_powerlaw
 
 GRID = loghist.Grid()
-
-
-def bounded_powerlaw(rng, alpha, a, b, n):
-    """Inverse-CDF samples of p(x) ~ x^-alpha on [a, b]."""
-    lam = 1 - alpha
-    return (a**lam + rng.random(n) * (b**lam - a**lam)) ** (1 / lam)
 
 
 def edge(x):
@@ -53,55 +47,6 @@ def test_exponent_interval_covers_truth_in_most_seeds():
         alpha, se, _, _ = (v[0] for v in powerlaw.fit_range(loghist.from_samples(x), edge(1e-3), edge(1.0)))
         covered += abs(alpha - 2.3) <= 1.96 * se
     assert covered >= 0.85 * seeds  # nominal 95%
-
-
-def test_powerlaw_is_recognised_with_its_range_and_crossover():
-    """p(x) ~ x^-1.5 exp(-x^2 / 2 sigma^2): local slope -1.5 - x^2/sigma^2, so it leaves the +-0.1
-    band at x = sigma * sqrt(0.1): the crossover."""
-    rng = np.random.default_rng(1)
-    sigma = 1.0
-    x = bounded_powerlaw(rng, 1.5, 1e-5, 5 * sigma, 20_000_000)
-    x = x[rng.random(x.size) < np.exp(-(x**2) / (2 * sigma**2))]
-    hb = loghist.LogHist(GRID, *(np.stack([getattr(loghist.from_samples(part), f) for part in np.array_split(x, 4)])
-                                 for f in ("counts", "offsets", "under", "over")))
-    out = fit_distribution(hb)
-    pl = out["powerlaw"]
-    assert pl["is_power_law"] and pl["likelihood_favours"]
-    assert pl["ci95"][0] - 0.02 <= 1.5 <= pl["ci95"][1] + 0.02
-    assert pl["scale_invariant_decades"] >= 3
-    assert abs(np.log10(out["crossover"] / (sigma * np.sqrt(0.1)))) < 0.15
-
-
-def test_gaussian_is_not_called_a_power_law():
-    rng = np.random.default_rng(2)
-    x = np.abs(rng.normal(size=2_000_000))
-    h = loghist.from_samples(x)
-    hb = loghist.LogHist(GRID, h.counts[None], h.offsets[None], h.under[None], h.over[None])
-    out = fit_distribution(hb)
-    assert not out["powerlaw"]["is_power_law"]
-
-
-@pytest.mark.parametrize("kind, winner", [("gaussian", "gaussian"), ("exponential", "exponential")])
-def test_tail_model_is_identified(kind, winner):
-    rng = np.random.default_rng(3)
-    x = np.abs(rng.normal(0, 0.3, 1_000_000)) if kind == "gaussian" else rng.exponential(0.2, 1_000_000)
-    fit = tails.fit(loghist.from_samples(x), edge(0.3))
-    assert fit.winner == winner or (winner == "gaussian" and fit.p_stretched_vs_gaussian >= 0.05)
-    if kind == "gaussian":
-        np.testing.assert_allclose(fit.gaussian["sigma"], 0.3, rtol=0.01)
-        assert abs(fit.stretched["beta"] - 2) < 0.1
-    else:
-        np.testing.assert_allclose(fit.exponential["scale"], 0.2, rtol=0.01)
-        assert abs(fit.stretched["beta"] - 1) < 0.05
-
-
-def test_tail_bins_match_scipy_distributions():
-    e = np.array([0.5, 0.6, 0.8, 1.3, 2.0])
-    g = np.exp(tails.logp_bins(e, np.sqrt(2) * 0.7, 2.0))
-    ref = np.diff(stats.norm(0, 0.7).cdf(e)) / stats.norm(0, 0.7).sf(e[0])
-    np.testing.assert_allclose(g, ref, rtol=1e-10)
-    x = np.exp(tails.logp_bins(e, 0.4, 1.0))
-    np.testing.assert_allclose(x, np.diff(stats.expon(scale=0.4).cdf(e)) / stats.expon(scale=0.4).sf(e[0]), rtol=1e-10)
 
 
 def test_loghist_shift_rebin_density():

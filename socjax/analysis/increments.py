@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats as sps
 
-from socjax.analysis import powerlaw, tails
+from socjax.analysis import cutoff, powerlaw
 from socjax.analysis.loghist import Grid, LogHist, accumulate
 
 
@@ -126,13 +126,15 @@ def _kurtosis(m: np.ndarray, n: np.ndarray) -> np.ndarray:
 
 
 def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float = 0.1) -> dict:
-    """Every fit of one distribution of |dw| given per-time-block histograms (blocks, bins)."""
+    """Every fit of one distribution of |dw| given per-time-block histograms (blocks, bins): the
+    straightest bounded power-law range (`powerlaw`, which also sets xmin) and the model of the
+    whole distribution above xmin (`model`, see `cutoff`), whose verdicts are the claims."""
     h = h_blocks.sum(0)
     total = float(h.counts.sum())
     out: dict = dict(n=int(total))
     sel = powerlaw.select_range(h, min_count=min_count)
     if sel is None:
-        out["powerlaw"] = None
+        out["powerlaw"] = out["model"] = None
         out["note"] = f"no range of at least one decade holds {min_count} samples"
         return out
     i, j = sel
@@ -145,29 +147,12 @@ def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float 
     se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
     se = max(pl.stderr, se_bm) if np.isfinite(se_bm) else pl.stderr
     tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
+    out["powerlaw"] = dict(pl.to_json(), stderr_batch_means=se_bm, blocks=int(ok.sum()),
+                           ci95=[pl.exponent - tq * se, pl.exponent + tq * se])
+    model = cutoff.fit(h_blocks, i, pl.exponent, slope_tol=slope_tol, min_count=min_count)
+    out["model"] = model
+    out["crossover"] = None if model is None else model["crossover"]
     x, slope = powerlaw.local_slope(h)
-    lo, hi, width = powerlaw.scale_invariant_range(x, slope, pl.exponent, pl.xmin, pl.xmax, slope_tol)
-    crossover = hi if np.isfinite(hi) else pl.xmax
-    favoured = (pl.loglik_ratio_vs_exponential > 0 and pl.p_vs_exponential < 0.05
-                and not (pl.loglik_ratio_vs_lognormal < 0 and pl.p_vs_lognormal < 0.05))
-    out["powerlaw"] = dict(
-        pl.to_json(),
-        stderr_batch_means=se_bm,
-        blocks=int(ok.sum()),
-        ci95=[pl.exponent - tq * se, pl.exponent + tq * se],
-        scale_invariant_lo=lo,
-        scale_invariant_hi=hi,
-        scale_invariant_decades=width,
-        slope_tolerance=slope_tol,
-        likelihood_favours=bool(favoured),
-        is_power_law=bool(width >= 1.0 and favoured),
-    )
-    out["crossover"] = float(crossover)
-    edges = h.grid.edges()
-    c_index = int(np.searchsorted(edges, crossover * (1 - 1e-12)))
-    tail = tails.fit(h, c_index)
-    out["tail"] = tail.to_json() if tail is not None else None
-    out["gaussian"] = dict(sigma=tail.gaussian["sigma"], xmin=tail.xmin) if tail is not None else None
     out["local_slope"] = dict(x=[float(v) for v in x], slope=[None if np.isnan(v) else float(v) for v in slope])
     return out
 
@@ -208,13 +193,14 @@ def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tu
     med = scales(st)
     n_fluct = st.n - st.n_decay - st.n_zero - st.n_nonfinite
     kurt = _kurtosis(st.moments, n_fluct)
+    outside = st.hist.under.sum(-1) + st.hist.over.sum(-1)  # (S,): off the grid, in no fit
     per_series = []
     for s, info in enumerate(series):
         hb = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
         entry = dict(info, n=int(st.n[s]), decay_fraction=float(st.n_decay[s] / st.n[s]),
                      zero_fraction=float(st.n_zero[s] / st.n[s]),
                      nonfinite=int(st.n_nonfinite[s]), median_abs_dw=float(edges[med[s]]),
-                     excess_kurtosis=float(kurt[s]))
+                     excess_kurtosis=float(kurt[s]), outside_grid=int(outside[s]))
         if hb.counts.sum() >= min_count:
             entry.update(fit_distribution(hb, min_count))
         else:
@@ -232,6 +218,8 @@ def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tu
         fluctuating=int(n_fluct.sum()),  # increments that are neither pure decay, zero nor non-finite
         excess_kurtosis=pooled_kurt,
         decay_rule="|w(t+1) - w(t) (1 - lr l2)^stride| <= (stride + 1) ulp(w(t))",
+        # fluctuating increments outside the pooled grid (off the raw grid, or shifted off it)
+        outside_grid=0 if pool is None else int(pool.under.sum() + pool.over.sum()),
     )
     if pool is not None:
         out.update(fit_distribution(pool, min_count))

@@ -25,10 +25,13 @@ LN10 = np.log(10.0)
 
 @dataclass(frozen=True)
 class Grid:
-    """The binning: bins_per_decade bins per decade from 10**lo to 10**hi."""
+    """The binning: bins_per_decade bins per decade from 10**lo to 10**hi. The default covers
+    every positive finite float32 (1.4e-45 to 3.4e38), so no increment of a float32 trajectory
+    falls outside it, whatever its units, and pooling (an exact shift by whole bins, which
+    moves each series' median to 1) loses nothing unless a median is itself extreme."""
 
-    lo: float = -14.0
-    hi: float = 2.0
+    lo: float = -46.0
+    hi: float = 39.0
     bins_per_decade: int = 100
 
     @property

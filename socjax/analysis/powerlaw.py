@@ -245,24 +245,3 @@ def local_slope(h: LogHist, bins_per_decade: int = 20, window: int = 5, min_coun
     slope = np.where((wc >= min_count).all(1), slope, np.nan)
     half = window // 2
     return x[half : len(x) - half], slope
-
-
-def scale_invariant_range(x, slope, exponent, xmin, xmax, tol: float = 0.1):
-    """The contiguous run of local slopes within +-tol of -exponent that overlaps [xmin, xmax]:
-    (lo, hi, width in decades); (nan, nan, 0.0) if there is none."""
-    good = np.abs(slope + exponent) <= tol
-    best = (np.nan, np.nan, 0.0)
-    k = 0
-    while k < len(x):
-        if not good[k]:
-            k += 1
-            continue
-        start = k
-        while k < len(x) and good[k]:
-            k += 1
-        lo, hi = x[start], x[k - 1]
-        if hi >= xmin and lo <= xmax:
-            width = np.log10(hi / lo) + np.log10(x[1] / x[0]) if len(x) > 1 else 0.0
-            if width > best[2]:
-                best = (float(lo), float(hi), float(width))
-    return best
