@@ -8,7 +8,8 @@ information n Var_lam[u] gives the standard error (independent samples). The est
 `LogHist` sufficient statistics, so it is exact for ranges whose ends are bin edges, and the
 search over (xmin, xmax) is vectorized in JAX (float64) over all candidate ranges at once
 (after Clauset, Shalizi & Newman 2009, with the upper cut xmax added because the tail is not
-a power law).
+a power law). The start of the selected range is the xmin of the model of the whole
+distribution (`cutoff`); the range fit itself is reported as a secondary number.
 """
 
 from __future__ import annotations
