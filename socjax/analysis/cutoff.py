@@ -4,7 +4,8 @@ as statements about its parameters.
     p(x) ~ x^-gamma exp(-(x/tau)^beta),   xmin <= x <= xend
 
 (the paper's eq. (21) is beta = 2: a power law whose cutoff is Gaussian). xmin is where the
-straightest bounded power-law range starts (`powerlaw.select_range`); xend is the upper edge of
+straightest bounded power-law range holding a tenth of the increments starts
+(`powerlaw.select_range`, called by `increments.fit_distribution`); xend is the upper edge of
 the last populated bin. The family and its nested cases:
 
     power_law            tau = inf, on [xmin, xend]                  gamma (and xend: its MLE)
@@ -27,9 +28,10 @@ with a t quantile over blocks, as for the range fit in `powerlaw`.
 
 Claims (`claims`), fixed from the model's parameters and checked on synthetic data only, never
 adjusted to a training run's result:
-- power law at intermediate |dw|: the 95% interval of gamma lies above 0, the fitted model's
-  local slope -gamma - beta (x/tau)^beta stays within `slope_tol` of -gamma from xmin over at
-  least a decade (to x_c = tau (slope_tol/beta)^(1/beta), or xend when there is no cutoff), and
+- power law at intermediate |dw|: the 95% interval of gamma lies above `slope_tol` (else a
+  flat density, slope 0, is within the tolerance of -gamma: gamma = 0.001 is no power law), the
+  fitted model's local slope -gamma - beta (x/tau)^beta stays within `slope_tol` of -gamma from
+  xmin over at least a decade (to x_c = tau (slope_tol/beta)^(1/beta), or xend when there is no cutoff), and
   the lognormal does not fit significantly better (Vuong p < 0.05).
 - Gaussian at large |dw|: a cutoff is detected (the stretched cutoff beats the pure power law,
   likelihood ratio, chi^2 with 2 dof, p < 0.05), beta = 2 lies in the 95% interval of beta, and
@@ -347,7 +349,8 @@ def claims(fit: dict) -> dict:
     """The two verdicts (see the module docstring) from a fit's numbers."""
     t = fit["tests"]
     lognormal_better = t["lognormal"]["loglik_ratio"] < 0 and t["lognormal"]["p"] < 0.05
-    is_power_law = bool(fit["gamma_ci95"][0] > 0 and fit["scale_invariant"]["decades"] >= 1.0 and not lognormal_better)
+    tol = fit["scale_invariant"]["slope_tolerance"]
+    is_power_law = bool(fit["gamma_ci95"][0] > tol and fit["scale_invariant"]["decades"] >= 1.0 and not lognormal_better)
     ci = fit["beta_ci95"]
     is_gaussian = bool(t["cutoff"]["p"] < 0.05 and ci is not None and ci[0] <= 2.0 <= ci[1]
                        and fit["models"]["gaussian_cutoff"]["loglik"] > fit["models"]["exponential_cutoff"]["loglik"])
