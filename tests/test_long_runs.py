@@ -163,7 +163,8 @@ def test_sigint_at_any_moment_of_start_up_or_training_is_one_line_and_keeps_what
     raised inside a jitted call once made the process crash as it exited (status -11)."""
     for delay in (0.5, 2.0, 3.5, 5.0, 6.5, 8.0):
         out = tmp_path / f"run-{delay}"
-        p = start(["train", "--preset", "smoke", "--epochs", "20", "--no-progress", "--out", str(out)])
+        # 200 epochs: with the native step 20 (40,000 steps) could end before the last signal
+        p = start(["train", "--preset", "smoke", "--epochs", "200", "--no-progress", "--out", str(out)])
         time.sleep(delay)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=300)
