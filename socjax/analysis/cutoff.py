@@ -298,6 +298,10 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
     r21, p21 = powerlaw.vuong(counts, logp["gaussian_cutoff"], logp["exponential_cutoff"])
     r_ln, p_ln = powerlaw.vuong(counts, logp[selected], logp_ln)
     with jax.enable_x64(True):
+        for k in FAMILY:  # each model's normaliser on its support, for `density`
+            top = e[-1] * np.exp(LN_FAR) if k != "power_law" else e[-1]
+            models[k]["log_norm"] = float(log_bin_mass(jnp.asarray(theta[k]), jnp.log(jnp.array([e[0], top])),
+                                                       k != "power_law")[0])
         iv_free = _intervals("stretched_cutoff", theta["stretched_cutoff"], data, min_count)
         iv = iv_free if selected == "stretched_cutoff" else _intervals("power_law", theta["power_law"], data, min_count)
     models["stretched_cutoff"].update(iv_free)
@@ -365,9 +369,7 @@ def density(fit: dict, name: str, x) -> np.ndarray:
     theta = np.array([m["gamma"], np.log(m.get("tau", 1.0)), m.get("beta", FIXED_BETA.get(name, 1.0))])
     x = np.asarray(x, np.float64)
     cut = name != "power_law"
-    top = fit["xend"] * np.exp(LN_FAR) if cut else fit["xend"]  # each model's support, as fitted
-    with jax.enable_x64(True):
-        log_z = float(log_bin_mass(jnp.asarray(theta), jnp.log(jnp.array([fit["xmin"], top])), cut)[0])
+    log_z = m["log_norm"]  # the integral of the unnormalised model over its support, from `fit`
     log_p = -theta[0] * np.log(x) - ((x / np.exp(theta[1])) ** theta[2] if cut else 0.0) - log_z
     inside = (x >= fit["xmin"]) & (x <= fit["xend"])
     return np.where(inside, fit["fraction"] * np.exp(log_p), 0.0)
