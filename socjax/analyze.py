@@ -1,9 +1,15 @@
-"""`socjax analyze DIR`: read a run directory, write DIR/analysis.json and the four figures.
+"""`socjax analyze DIR`: read a run directory, write DIR/analysis.json, DIR/analysis.npz and the figures.
 
 Needs trajectory.npy, tracked.json and config.json (read as a `rundir.RunInfo`: at least
 {"trajectory": {"stride": k}}; with "config": {"runs": [{"lr": ..., "l2": ...}, ...]} pure
-weight-decay steps are identified).
+weight-decay steps are identified and the runs are grouped by setting).
 With params_final.npz and the run's data, Fig. 1 (neuron distributions) is made too.
+
+Runs are grouped by their setting (`analysis.groups`: every hyperparameter but the seed), and
+everything is computed per group (series pooled only within it), per run, and per weight, from
+two streamed passes over the trajectory that every grouping shares. Each group with several
+seeds gets the spread of its headline numbers across them. analysis.npz holds what the figures
+are drawn from, so `socjax plot DIR` redraws them without reading the trajectory.
 Problems in the data (NaN, constant series, too short for a spectrum) are flagged in
 analysis.json's "warnings" and in the affected entries, never turned into silent numbers.
 
@@ -17,14 +23,18 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from socjax import rundir
+import socjax
+from socjax import report, results, rundir
+from socjax.analysis import groups as grouping
 from socjax.analysis import increments, neurons, spectrum
 from socjax.config import ConfigError, TrackedWeight
 
-ANALYSIS, FIGURES = rundir.ANALYSIS, rundir.FIGURES
+ANALYSIS, ARRAYS, FIGURES = rundir.ANALYSIS, rundir.ARRAYS, rundir.FIGURES
+FIG1_NEURONS = 6  # neurons drawn in Fig. 1
 
 
 class AnalysisError(ConfigError):
@@ -81,24 +91,29 @@ def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], r
 
 def decay_rates(info: rundir.RunInfo) -> tuple[list[float] | None, list[float] | None]:
     """(lr, l2) per run, which identify pure weight-decay steps; (None, None) when not recorded."""
-    if info.runs is None:
+    if info.runs is None or any("lr" not in r or "l2" not in r for r in info.runs):
         return None, None
     return [r["lr"] for r in info.runs], [r["l2"] for r in info.runs]
 
 
-def increments_part(traj, lr, l2, stride, series, warnings, progress=None):
-    """(analysis.json "increments", per-series entries, pooled LogHist) of a trajectory."""
-    st = increments.stream(traj, lr, l2, stride, progress=progress)
-    inc, per_series, pool = increments.analyze(st, series)
+def describe_series(info: rundir.RunInfo, tracked, num_runs: int, groups: list[grouping.Group] | None = None) -> list[dict]:
+    """One dict per series (run r, tracked weight k), in series order s = r * K + k: the run, its
+    seed, lr, l2 and group, and the weight."""
+    runs = info.runs or [{} for _ in range(num_runs)]
+    group_of = {r: g.index for g in groups or () for r in g.runs}
+    return [dict(run=r, seed=runs[r].get("seed"), lr=runs[r].get("lr"), l2=runs[r].get("l2"),
+                 group=group_of.get(r, 0), layer=t.layer, row=t.row, col=t.col)
+            for r in range(num_runs) for t in tracked]
+
+
+def increment_warnings(st: increments.IncrementStats, series: list[dict], warnings: list[str]) -> None:
+    """What the streamed increments say is excluded or untestable, into `warnings`."""
     if st.n_nonfinite.sum():
         bad = sorted({series[s]["run"] for s in np.flatnonzero(st.n_nonfinite)})
         warnings.append(f"non-finite values in the trajectory of runs {bad}: those increments are excluded")
-    if inc["outside_grid"]:
-        warnings.append(f"{inc['outside_grid']:,} of {inc['fluctuating']:,} fluctuating increments "
-                        f"({inc['outside_grid'] / inc['fluctuating']:.2g}) "
-                        "lie outside the pooled histogram's grid and are in no pooled fit")
-    for s in np.flatnonzero([e["outside_grid"] for e in per_series]):
-        warnings.append(f"series {series[s]}: {per_series[s]['outside_grid']:,} fluctuating increments lie outside "
+    outside = st.hist.under.sum(-1) + st.hist.over.sum(-1)
+    for s in np.flatnonzero(outside):
+        warnings.append(f"series {series[s]}: {int(outside[s]):,} fluctuating increments lie outside "
                         "the histogram's grid and are in none of its fits")
     still = st.n_decay + st.n_zero + st.n_nonfinite >= st.n
     if still.all():
@@ -107,36 +122,51 @@ def increments_part(traj, lr, l2, stride, series, warnings, progress=None):
     else:
         for s in np.flatnonzero(still):
             warnings.append(f"series {series[s]} is constant or pure decay: no fluctuations to fit")
-    return inc, per_series, pool
 
 
-def spectrum_part(traj, stride, segment, window, warnings, progress=None):
-    """(analysis.json "spectrum", f, P of the usable series, indices of the usable series).
-    A trajectory unfit for a spectrum gives {"error": ...} and None arrays, with a warning."""
-    steps = traj.shape[1]
+class Spectra(NamedTuple):
+    """The Welch pass over every series: f (F,), psd (S, F), usable (S,) bool (finite, positive
+    power), and analysis.json's settings; or error (str) with the other fields None."""
+
+    f: np.ndarray | None
+    psd: np.ndarray | None
+    usable: np.ndarray | None
+    settings: dict | None
+    error: str | None = None
+
+
+def spectra_pass(traj, stride, segment, window, warnings, progress=None) -> Spectra:
+    """Welch spectra of every series (one streamed pass); a trajectory unfit for a spectrum gives
+    Spectra.error, with a warning."""
     try:
-        seg = segment or spectrum.default_segment(steps)
+        seg = segment or spectrum.default_segment(traj.shape[1])
         f, psd, n_seg = spectrum.welch(traj, stride, seg, window, progress=progress)
-        usable = np.all(np.isfinite(psd), axis=1) & np.all(psd[:, 1:] > 0, axis=1)
-        if not usable.all():
-            warnings.append(f"{int((~usable).sum())} series have non-finite or zero power (NaN or constant): "
-                            "left out of the spectrum")
-        if not usable.any():
-            raise ValueError("no series has a usable spectrum")
-        spec = dict(segment=seg, window=window, overlap=0.5, segments=n_seg, stride=stride,
-                    units="P(f): (weight units)^2 per (cycle/step); f: cycles per SGD step")
-        spec.update(spectrum.fit_bands(f, psd[usable], seg, stride))
-        return spec, f, psd[usable], np.flatnonzero(usable)
+        spectrum.bands(seg, stride)  # refuses a segment too short for two bands, before any fit
     except ValueError as e:
         warnings.append(f"spectrum: {e}")
-        return dict(error=str(e)), None, None, None
+        return Spectra(None, None, None, None, str(e))
+    usable = np.all(np.isfinite(psd), axis=1) & np.all(psd[:, 1:] > 0, axis=1)
+    if not usable.all():
+        warnings.append(f"{int((~usable).sum())} series have non-finite or zero power (NaN or constant): "
+                        "left out of the spectrum")
+    settings = dict(segment=seg, window=window, overlap=0.5, segments=n_seg, stride=stride,
+                    units="P(f): (weight units)^2 per (cycle/step); f: cycles per SGD step")
+    return Spectra(f, psd, usable, settings)
 
 
-def describe_series(info: rundir.RunInfo, tracked, num_runs: int) -> list[dict]:
-    """One dict per series (run r, tracked weight k), in series order s = r * K + k."""
-    runs = info.runs or [{} for _ in range(num_runs)]
-    return [dict(run=r, seed=runs[r].get("seed"), layer=t.layer, row=t.row, col=t.col)
-            for r in range(num_runs) for t in tracked]
+def spectrum_summary(sp: Spectra, series) -> tuple[dict, np.ndarray | None]:
+    """(analysis.json's "spectrum" of the series in `series` (a_low, a_high on their usable
+    spectra), the indices of those usable series)."""
+    if sp.error is not None:
+        return dict(error=sp.error), None
+    idx = np.asarray(series, int)
+    rows = idx[sp.usable[idx]]
+    if rows.size == 0:
+        return dict(error="no series has a usable spectrum (all NaN or constant)"), None
+    spec = dict(sp.settings)
+    spec.update(spectrum.fit_bands(sp.f, sp.psd[rows], sp.settings["segment"], sp.settings["stride"]))
+    spec.pop("per_series")
+    return spec, rows
 
 
 def partial(run: Path, traj: rundir.TrajectoryReader) -> dict | None:
@@ -151,7 +181,10 @@ def partial(run: Path, traj: rundir.TrajectoryReader) -> dict | None:
 
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
             window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
-    """Analyse a run directory; writes analysis.json (and figures) into it; returns the dict."""
+    """Analyse a run directory; writes analysis.json, analysis.npz (and the figures) into it;
+    returns the analysis.json dict (see the README's table of its keys)."""
+    from tqdm.auto import tqdm
+
     run = Path(run)
     info, tracked, traj = load_inputs(run)
     lr, l2 = decay_rates(info)
@@ -164,83 +197,213 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
     if part is not None:
         warnings.append(f"partial run: {part['recorded_epochs']} of {part['record_epochs']} recorded epochs written "
                         f"({part['steps']:,} of {part['of_steps']:,} recorded steps); only these are analysed")
-    series = describe_series(info, tracked, num_runs)
+    groups, swept = grouping.group_runs(info.runs, num_runs)
+    series = describe_series(info, tracked, num_runs, groups)
 
-    from tqdm.auto import tqdm
-
-    # the two passes report what they read: every increment, then every row the Welch segments cover
+    # two passes over the data, shared by every grouping: every increment, then every row the
+    # Welch segments cover (the bar counts both)
     total = (steps - 1) + spectrum.rows_covered(steps, segment)
     with tqdm(total=total, unit="step", desc="analysing", disable=not progress, dynamic_ncols=True) as bar:
-        inc, per_series, pool = increments_part(traj, lr, l2, stride, series, warnings, bar.update)
-        spec, f, psd, usable = spectrum_part(traj, stride, segment, window, warnings, bar.update)
-    if usable is not None:
-        for pos, s in enumerate(usable):
-            per_series[s]["spectrum"] = {name: spec["per_series"][name][pos] for name in ("a_low", "a_high")}
-    spec.pop("per_series", None)
+        st = increments.stream(traj, lr, l2, stride, progress=bar.update)
+        sp = spectra_pass(traj, stride, segment, window, warnings, bar.update)
+    increment_warnings(st, series, warnings)
 
-    neuron_summary, neuron_data = neurons_part(run, info, data_dir, warnings)
+    per_weight = increments.per_series(st, series)
+    _, rows = spectrum_summary(sp, np.arange(len(series)))
+    if rows is not None:
+        a = spectrum.fit_bands(sp.f, sp.psd[rows], sp.settings["segment"], stride)["per_series"]
+        for pos, s in enumerate(rows):
+            per_weight[s]["spectrum"] = {name: a[name][pos] for name in ("a_low", "a_high")}
+
+    tests = test_metrics(run, num_runs, warnings)
+    neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs)
+    group_of = {r: g for g in groups for r in g.runs}
+    per_run, run_pools = [], []
+    for r in range(num_runs):
+        inc, pool = increments.pooled_summary(st, _series_of([r], k))
+        spec, _ = spectrum_summary(sp, _series_of([r], k))
+        entry = dict(run=r, seed=series[r * k]["seed"], **group_of[r].settings, group=group_of[r].index,
+                     increments=inc, spectrum=spec, neurons=neuron_runs[r], test=tests[r])
+        entry["claims"] = report.claims(entry, steps)
+        per_run.append(entry)
+        run_pools.append(pool)
+
+    group_entries, arrays = [], {"f": sp.f} if sp.f is not None else {}
+    for g in groups:
+        if len(g.runs) == 1:  # the group is its run: nothing to pool again
+            inc, pool = per_run[g.runs[0]]["increments"], run_pools[g.runs[0]]
+        else:
+            inc, pool = increments.pooled_summary(st, _series_of(g.runs, k))
+        spec, rows = spectrum_summary(sp, _series_of(g.runs, k))
+        entry = group_entry(run, g, inc, spec, per_run, neuron_runs, tests, steps, warnings)
+        group_entries.append(entry)
+        drawn = entry["neurons"].get("figure_run")
+        arrays.update(figure_arrays(g.index, pool, sp, rows, None if drawn is None else neuron_data[drawn]))
+
     result = _clean(dict(
+        schema_version=results.SCHEMA_VERSION,
+        socjax=socjax.__version__,
         run=str(run.resolve()),
         trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=info.layout.get("first_step"),
                         partial=part),
         warnings=warnings,
-        increments=inc,
-        spectrum=spec,
-        neurons=neuron_summary,
-        per_weight=per_series,
-        test_loss=_test_loss(run),
+        swept=swept,
+        spectrum_settings=sp.settings,
+        groups=group_entries,
+        per_run=per_run,
+        per_weight=per_weight,
     ))
+    for name in rundir.derived_figures(run):  # figures of an earlier analysis: redrawn below, or stale
+        name.unlink()
+    rundir.write_npz(run / ARRAYS, arrays)
     rundir.write_json(run / ANALYSIS, result)
     if figures:
         from socjax import plots
 
-        plots.all_figures(run, result, pool, f, psd, neuron_data)
+        plots.all_figures(results.load_run(run))
     return result
 
 
-def _test_loss(run: Path):
-    """Overfitting check from metrics.json: first, minimum and last mean test loss."""
+def _series_of(runs, k: int) -> list[int]:
+    """The series indices s = r * K + k of the runs `runs`, K tracked weights each."""
+    return [r * k + j for r in runs for j in range(k)]
+
+
+def group_entry(run: Path, g: grouping.Group, inc: dict, spec: dict, per_run: list[dict], neuron_runs: list[dict],
+                tests: list[dict | None], steps: int, warnings: list[str]) -> dict:
+    """analysis.json's entry of group g: its pooled increments and spectrum (given), neurons and
+    test metrics over its runs, its claims (pooled, combined with its seeds' by the group rule),
+    and, with several seeds, the headline numbers across them."""
+    members = [per_run[r] for r in g.runs]
+    entry = dict(group=g.index, label=g.label, settings=g.settings, runs=list(g.runs), seeds=list(g.seeds),
+                 increments=inc, spectrum=spec, neurons=_group_neurons(neuron_runs, g), test=_group_test(run, g, tests))
+    if outside := inc.get("outside_grid"):
+        warnings.append(f"group {g.label}: {outside:,} of {inc['fluctuating']:,} fluctuating increments "
+                        f"({outside / inc['fluctuating']:.2g}) lie outside the pooled histogram's grid and "
+                        "are in no pooled fit")
+    entry["claims"] = report.group_claims(report.claims(entry, steps), [m["claims"] for m in members])
+    if len(g.runs) >= 2:
+        entry["across_seeds"] = grouping.summarize(members)
+    return entry
+
+
+def figure_arrays(g: int, pool, sp: Spectra, rows, neuron_figure) -> dict[str, np.ndarray]:
+    """What group g's figures are drawn from, for analysis.npz (see `results`): its pooled
+    histogram summed over time blocks and its local slope (where defined), the geometric mean and
+    16/84% percentiles of the power spectra of its usable series, and Fig. 1's neurons."""
+    from socjax.analysis import powerlaw
+
+    out = {}
+    if pool is not None:
+        h = pool.sum(0)
+        out.update({f"g{g}/hist_{name}": getattr(h, name) for name in ("counts", "offsets", "under", "over")})
+        out[f"g{g}/hist_grid"] = np.array([h.grid.lo, h.grid.hi, h.grid.bins_per_decade], np.float64)
+        x, slope = powerlaw.local_slope(h)
+        keep = np.isfinite(slope)
+        out[f"g{g}/local_slope_x"], out[f"g{g}/local_slope"] = x[keep], slope[keep]
+    if rows is not None:
+        psd = sp.psd[rows]
+        with np.errstate(divide="ignore"):
+            out[f"g{g}/psd_geomean"] = 10 ** np.mean(np.log10(psd), axis=0)
+        out[f"g{g}/psd_p16"], out[f"g{g}/psd_p84"] = np.percentile(psd, [16, 84], axis=0)
+        out[f"g{g}/psd_series"] = np.asarray(rows, np.int64)
+    if neuron_figure is not None:
+        out.update({f"g{g}/neurons_{name}": v for name, v in neuron_figure.items()})
+    return out
+
+
+def _group_neurons(per_run: list[dict], g: grouping.Group) -> dict:
+    """A group's Fig. 1 numbers: the mean bimodal fractions over its runs that have them (a run
+    that diverged has none); drawn: the first of those."""
+    have = [r for r in g.runs if "fraction_bimodal_kde" in per_run[r]]
+    if not have:
+        return per_run[g.runs[0]]
+    out = dict(per_run[have[0]], figure_run=have[0], runs=have)
+    for key in ("fraction_bimodal_kde", "fraction_bimodal_sarle", "fraction_never_active"):
+        out[key] = float(np.mean([per_run[r][key] for r in have]))
+    return out
+
+
+def test_metrics(run: Path, num_runs: int, warnings: list[str]) -> list[dict | None]:
+    """Per run, from metrics.json: the test loss at the first, lowest and last epoch, and the
+    last test accuracy; None for a run that diverged (a non-finite loss), or all None without
+    metrics.json (with a warning)."""
     try:
         m = rundir.load_metrics(run)
-    except (rundir.RunDirError, json.JSONDecodeError):
-        return None
-    per_run = np.array(m.get("test_loss", []), dtype=float)  # (epochs, runs)
-    finite = per_run.size and np.all(np.isfinite(per_run), axis=0)
-    if per_run.size == 0 or not finite.any():
-        return None
-    loss = per_run[:, finite].mean(axis=1)  # over the runs that never diverged
-    return dict(epochs=len(loss), runs=int(finite.sum()), first=float(loss[0]), min=float(loss.min()),
-                min_epoch=int(np.argmin(loss)) + 1, last=float(loss[-1]))
+    except (rundir.RunDirError, json.JSONDecodeError) as e:
+        warnings.append(f"no usable {rundir.METRICS} ({str(e).split(': ')[-1]}): the overfitting claim is not tested")
+        return [None] * num_runs
+    loss = np.array(m.get("test_loss", []), dtype=float).reshape(-1, num_runs)  # (epochs, runs)
+    acc = np.array(m.get("test_acc", []), dtype=float).reshape(-1, num_runs)
+    out = []
+    for r in range(num_runs):
+        curve = loss[:, r]
+        if curve.size == 0 or not np.all(np.isfinite(curve)):
+            out.append(None)
+            continue
+        out.append(dict(epochs=int(curve.size), loss_first=float(curve[0]), loss_min=float(curve.min()),
+                        loss_min_epoch=int(np.argmin(curve)) + 1, loss_last=float(curve[-1]),
+                        accuracy_last=float(acc[-1, r]) if acc.size else None))
+    return out
 
 
-def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str]):
-    """Fig. 1 data: bimodality of layer-2 neurons of run 0 over the run's test images."""
+def _group_test(run: Path, g: grouping.Group, per_run: list[dict | None]) -> dict | None:
+    """A group's overfitting numbers: its mean test-loss curve over the runs that never diverged."""
+    ok = [r for r in g.runs if per_run[r] is not None]
+    if not ok:
+        return None
+    m = rundir.load_metrics(run)
+    num_runs = len(per_run)
+    loss = np.array(m["test_loss"], dtype=float).reshape(-1, num_runs)[:, ok].mean(axis=1)
+    acc = [per_run[r]["accuracy_last"] for r in ok]
+    return dict(epochs=int(loss.size), runs=len(ok), loss_first=float(loss[0]), loss_min=float(loss.min()),
+                loss_min_epoch=int(np.argmin(loss)) + 1, loss_last=float(loss[-1]),
+                accuracy_last=None if None in acc else float(np.mean(acc)))
+
+
+def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str],
+                 num_runs: int) -> tuple[list[dict], dict[int, dict]]:
+    """Fig. 1: bimodality of the layer-2 neurons of every run over the run's test images.
+
+    Returns (one summary per run, or {"skipped": why}; {run: Fig. 1's arrays} for every run with
+    a summary: FIG1_NEURONS live neurons picked at random (seeded), their pre-activations z
+    (images, n), KDE grid and density, mode counts and Sarle's b). A run whose parameters are
+    not finite (it diverged) is skipped."""
+
+    def skipped(why):
+        return [dict(skipped=why) for _ in range(num_runs)], {}
+
     if not (run / rundir.PARAMS_FINAL).exists():
-        return dict(skipped="no params_final.npz"), None
+        if info.config is not None:
+            warnings.append(f"no {rundir.PARAMS_FINAL} (the run has not finished): Fig. 1 is not drawn")
+        return skipped("no params_final.npz")
     cfg = info.config
     if cfg is None:
-        return dict(skipped="config.json has no model configuration"), None
+        return skipped("config.json has no model configuration")
     if cfg.model.num_layers < 3:
-        return dict(skipped="the network has fewer than two hidden layers"), None
+        return skipped("the network has fewer than two hidden layers")
     from socjax import data, model
 
     try:
         raw, source = data.load_raw(cfg.dataset, data_dir or cfg.data_dir)
     except ConfigError as e:
         warnings.append(f"neurons skipped: {e}")
-        return dict(skipped=str(e)), None
+        return skipped(str(e))
     ds = data.decode(raw, cfg.pixel_scale)
     named = rundir.load_params(run, "final")
-    per_run = []
-    first = None
+    per_run, figure = [], {}
     for r in range(named["w1"].shape[0]):
-        params = model.from_named({k: v[r] for k, v in named.items()}, cfg.model.num_layers)
-        summary, z, extra = neurons.analyze(params, ds.test_x, layer=2)
-        per_run.append(dict(run=r, fraction_bimodal_kde=summary["fraction_bimodal_kde"],
-                            fraction_bimodal_sarle=summary["fraction_bimodal_sarle"]))
-        if first is None:
-            first = (summary, z, extra)
-    summary = dict(first[0], data_source=source, per_run=per_run,
-                   fraction_bimodal_kde=float(np.mean([p["fraction_bimodal_kde"] for p in per_run])),
-                   fraction_bimodal_sarle=float(np.mean([p["fraction_bimodal_sarle"] for p in per_run])))
-    return summary, (first[1], first[2])
+        one = {k: v[r] for k, v in named.items()}
+        if not all(np.all(np.isfinite(v)) for v in one.values()):
+            per_run.append(dict(skipped="the run diverged: its final parameters are not finite"))
+            continue
+        params = model.from_named(one, cfg.model.num_layers)
+        summary, z, (modes, grid, dens, b) = neurons.analyze(params, ds.test_x, layer=2)
+        per_run.append(dict(summary, data_source=source))
+        rng = np.random.default_rng(0)
+        alive = np.flatnonzero(z.max(0) > 0)
+        pool = alive if alive.size >= FIG1_NEURONS else np.arange(z.shape[1])
+        pick = np.sort(rng.choice(pool, min(FIG1_NEURONS, pool.size), replace=False))
+        figure[r] = dict(ids=pick, z=z[:, pick], kde_grid=grid[pick], kde_density=dens[pick], modes=modes[pick],
+                         sarle=b[pick])
+    return per_run, figure

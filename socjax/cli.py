@@ -60,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run", metavar="DIR", help="run directory (from socjax train)")
     _add_analysis_args(a)
 
+    pl = sub.add_parser(
+        "plot",
+        help="redraw every figure of an analysed run directory (from analysis.json/.npz, in seconds)",
+        description="Redraw the figures of a run directory from what `socjax analyze` saved (analysis.json "
+                    "and analysis.npz), without reading the trajectory.",
+    )
+    pl.add_argument("run", metavar="DIR", help="run directory analysed by socjax analyze")
+
     r = sub.add_parser(
         "reproduce",
         help="train, analyse and write report.md: the whole reproduction in one command",
@@ -151,7 +159,7 @@ def _analyze(run, args, data_dir):
     result = analyze.analyze(run, data_dir=data_dir, segment=args.segment, window=args.window,
                              progress=not args.no_progress)
     path = report.write(run, result)
-    print(f"wrote {Path(run) / analyze.ANALYSIS}, the figures and {path}")
+    print(f"wrote {Path(run) / analyze.ANALYSIS}, {analyze.ARRAYS}, the figures and {path}")
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
 
@@ -194,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
                 _analyze(out, args, data_dir=None)
         elif args.command == "analyze":
             _analyze(args.run, args, data_dir=args.data_dir)
+        elif args.command == "plot":
+            from socjax import plots, results
+
+            for path in plots.all_figures(results.load_run(args.run)):
+                print(f"wrote {path}")
         elif args.command == "toy":
             _toy(args)
     except ConfigError as e:

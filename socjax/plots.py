@@ -1,4 +1,12 @@
-"""Every figure socjax draws: the paper's four, with the fits over the data, and the toy model's.
+"""Every figure socjax draws: the paper's four, with the fits over the data, the sweep
+summary, and the toy model's.
+
+The run figures are drawn from a loaded run (`socjax.load_run`: analysis.json and analysis.npz),
+never from the trajectory, so `socjax plot DIR` redraws them in a second:
+
+    run = socjax.load_run("runs/quick")
+    fig = socjax.plots.fig2_increments(run, group=0)           # a matplotlib Figure
+    socjax.plots.fig2_increments(run, 0, path="fig2.png")      # or written to a file
 
 Each figure of the paper is FIGSIZE inches at DPI, so every PNG is 1200 x 450 pixels.
 """
@@ -24,26 +32,41 @@ def _save(fig, path: Path):
     plt.close(fig)
 
 
-def fig1_neurons(path: Path, summary: dict, z: np.ndarray, extra, count: int = 6, seed: int = 0):
-    """Histograms of the pre-activation of `count` random layer-2 neurons over the test images."""
-    modes, grid, dens, sarle = extra
-    rng = np.random.default_rng(seed)
-    alive = np.flatnonzero(z.max(0) > 0)
-    pick = np.sort(rng.choice(alive if alive.size >= count else np.arange(z.shape[1]), count, replace=False))
-    fig, axes = plt.subplots(1, count, figsize=FIGSIZE, sharey=False)
-    for ax, n in zip(axes, pick):
-        ax.hist(z[:, n], bins=60, density=True, color="0.75", label="pre-activation z")
-        ax.plot(grid[n], dens[n], "C0", lw=1.2, label="KDE")
+def _out(fig, path):
+    """The figure, or, given a path, the figure written there (and closed) and the path."""
+    if path is None:
+        return fig
+    _save(fig, Path(path))
+    return Path(path)
+
+
+def _title(run, g: int) -> str:
+    return "" if len(run.groups) == 1 else f"[{run.group(g)['label']}] "
+
+
+def fig1_neurons(run, group: int = 0, path=None):
+    """Histograms of the pre-activation of a few random live layer-2 neurons of the group's first
+    run over the test images, with their KDE; None when the analysis has no neuron data."""
+    data, summary = run.neurons(group), run.group(group)["neurons"]
+    if data is None:
+        return None
+    z, grid, dens, modes, sarle = data["z"], data["kde_grid"], data["kde_density"], data["modes"], data["sarle"]
+    fig, axes = plt.subplots(1, len(data["ids"]), figsize=FIGSIZE, sharey=False, squeeze=False)
+    for i, (ax, n) in enumerate(zip(axes[0], data["ids"])):
+        ax.hist(z[:, i], bins=60, density=True, color="0.75", label="pre-activation z")
+        ax.plot(grid[i], dens[i], "C0", lw=1.2, label="KDE")
         ax.axvline(0, color="C3", lw=0.8, ls="--", label="ReLU: output = 0 left of here")
-        ax.set_title(f"neuron {n}: {modes[n]} mode{'s' if modes[n] != 1 else ''}\nSarle b = {sarle[n]:.2f}", fontsize=9)
+        ax.set_title(f"neuron {n}: {modes[i]} mode{'s' if modes[i] != 1 else ''}\nSarle b = {sarle[i]:.2f}", fontsize=9)
         ax.set_xlabel("z (layer-2 pre-activation)")
         ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("density over test images")
-    axes[0].legend(fontsize=6, loc="upper right")
-    fig.suptitle(f"Fig. 1: p(x|q), layer 2 of run 0 — bimodal (KDE): {summary['fraction_bimodal_kde']:.0%} of "
-                 f"{summary['neurons']} neurons, Sarle b > 5/9: {summary['fraction_bimodal_sarle']:.0%}", fontsize=10)
+    axes[0, 0].set_ylabel("density over test images")
+    axes[0, 0].legend(fontsize=6, loc="upper right")
+    over = f"mean over {len(summary['runs'])} runs" if len(summary.get("runs", [])) > 1 else "this run"
+    fig.suptitle(f"{_title(run, group)}Fig. 1: p(x|q), layer 2 of run {summary.get('figure_run', 0)} — bimodal (KDE): "
+                 f"{summary['fraction_bimodal_kde']:.0%} of {summary['neurons']} neurons, Sarle b > 5/9: "
+                 f"{summary['fraction_bimodal_sarle']:.0%} ({over})", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    return _out(fig, path)
 
 
 def _display(pool, bins_per_decade: int = DISPLAY_BINS_PER_DECADE):
@@ -63,11 +86,14 @@ def _model_label(model: dict) -> str:
     return f"x^-gamma exp(-(x/tau)^beta), {g}, beta {model['beta']:.2f}"
 
 
-def fig2_increments(path: Path, inc: dict, pool, per_series_hists=None):
-    """(a) density of |dw| (pooled, scaled) on log-log axes with the fitted model; (b) the local
-    slope of the data and of the model."""
+def fig2_increments(run, group: int = 0, path=None):
+    """(a) density of |dw| (pooled over the group, scaled) on log-log axes with the fitted model;
+    (b) the local slope of the data and of the model. None when the group has no non-decay |dw|."""
     from socjax.analysis import cutoff
 
+    inc, pool = run.group(group)["increments"], run.histogram(group)
+    if pool is None:
+        return None
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     x, p = _display(pool).density()
     ok = p > 0
@@ -81,11 +107,11 @@ def fig2_increments(path: Path, inc: dict, pool, per_series_hists=None):
             a.axvline(model["crossover"], color="C2", lw=0.8, ls="--", label=f"crossover {model['crossover']:.3g}")
     a.set_xlabel("|dw| / median |dw| of its series")
     a.set_ylabel("probability density")
-    a.set_title(f"Fig. 2: local fluctuations; pure weight-decay steps: {inc['decay_fraction']:.1%} (left out)", fontsize=10)
+    a.set_title(f"{_title(run, group)}Fig. 2: local fluctuations; pure weight-decay steps: {inc['decay_fraction']:.1%} "
+                "(left out)", fontsize=10)
     a.legend(fontsize=7)
-    ls = inc.get("local_slope")
-    if ls:
-        xs, sl = np.array(ls["x"]), np.array([np.nan if v is None else v for v in ls["slope"]])
+    xs, sl = run.local_slope(group)
+    if xs is not None:
         b.semilogx(xs, sl, "k.", ms=3, label="data: local slope d log p / d log |dw|")
         if model:
             si = model["scale_invariant"]
@@ -104,15 +130,18 @@ def fig2_increments(path: Path, inc: dict, pool, per_series_hists=None):
         b.legend(fontsize=7)
         b.set_title("a power law has a constant local slope", fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    return _out(fig, path)
 
 
-def fig3_regimes(path: Path, inc: dict, pool):
+def fig3_regimes(run, group: int = 0, path=None):
     """(a) the intermediate range, log-log, with the fitted model; (b) the large range, log of
     |dw|^gamma p against dw^2 (the power-law factor divided out, so a Gaussian cutoff is a
-    straight line), with the three cutoffs."""
+    straight line), with the three cutoffs. None when the group has no non-decay |dw|."""
     from socjax.analysis import cutoff
 
+    inc, pool = run.group(group)["increments"], run.histogram(group)
+    if pool is None:
+        return None
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     x, p = _display(pool).density()
     ok = p > 0
@@ -126,7 +155,7 @@ def fig3_regimes(path: Path, inc: dict, pool):
         a.loglog(xs, cutoff.density(model, model["selected"], xs), "C3", lw=2, label=_model_label(model))
         a.loglog(xs, cutoff.density(model, "power_law", xs), "C7:", lw=1,
                  label=f"pure power law, gamma {model['models']['power_law']['gamma']:.3f}")
-        a.set_title("Fig. 3a: intermediate |dw|, log-log (straight line = power law)", fontsize=10)
+        a.set_title(f"{_title(run, group)}Fig. 3a: intermediate |dw|, log-log (straight line = power law)", fontsize=10)
         a.legend(fontsize=7)
         # the power-law factor divided out (with the selected model's gamma), so that a Gaussian
         # cutoff is a straight line against dw^2, as in the paper's Fig. 3b
@@ -150,26 +179,28 @@ def fig3_regimes(path: Path, inc: dict, pool):
     a.set_ylabel("probability density")
     b.set_xlabel("(|dw| / median |dw|)^2   (straight line = Gaussian cutoff)")
     fig.tight_layout()
-    _save(fig, path)
+    return _out(fig, path)
 
 
-def fig4_spectrum(path: Path, spec: dict, f, psd, stride: int):
-    """f^2 P(f) on log-log axes: mean over series, 16-84% spread, fits in both bands."""
+def fig4_spectrum(run, group: int = 0, path=None):
+    """f^2 P(f) on log-log axes: mean over the group's series, 16-84% spread, fits in both bands.
+    None when the trajectory gave no spectrum."""
+    spec, got = run.group(group)["spectrum"], run.spectrum(group)
+    if got is None or "a_low" not in spec:
+        return None
+    stride = run.analysis["trajectory"]["stride"]
     fig, ax = plt.subplots(1, 1, figsize=FIGSIZE)
-    ff, pp = f[1:], psd[:, 1:]
-    y = ff**2 * pp
-    mean = 10 ** np.mean(np.log10(y), axis=0)
-    lo, hi = np.percentile(y, [16, 84], axis=0)
-    ax.fill_between(ff, lo, hi, color="0.85", label="16-84% over series")
-    ax.loglog(ff, mean, "k", lw=1, label=f"geometric mean of {psd.shape[0]} series")
+    ff = got["f"][1:]
+    geo, lo, hi = (got[k][1:] for k in ("geomean", "p16", "p84"))
+    ax.fill_between(ff, ff**2 * lo, ff**2 * hi, color="0.85", label="16-84% over series")
+    ax.loglog(ff, ff**2 * geo, "k", lw=1, label=f"geometric mean of {got['series'].size} series")
     for name, color in (("a_low", "C0"), ("a_high", "C3")):
         fit = spec.get(name)
         if not fit:
             continue
         band = fit["band"]
         sel = (ff >= band[0]) & (ff <= band[1])
-        logp = np.mean(np.log10(pp[:, sel]), axis=0)
-        icpt = np.mean(logp + fit["value"] * np.log10(ff[sel]))
+        icpt = np.mean(np.log10(geo[sel]) + fit["value"] * np.log10(ff[sel]))
         xs = np.geomspace(*band, 20)
         ax.loglog(xs, xs**2 * 10**icpt * xs ** (-fit["value"]), color=color, lw=2.5,
                   label=f"{name} = {fit['value']:.3f} [{fit['ci95'][0]:.3f}, {fit['ci95'][1]:.3f}], band {band[0]:.2g}-{band[1]:.2g}")
@@ -177,22 +208,67 @@ def fig4_spectrum(path: Path, spec: dict, f, psd, stride: int):
     ax.axvspan(spec.get("f_top", 0.05), nyq, color="C1", alpha=0.1, label="discrete-time upturn (not physics), not fitted")
     ax.set_xlabel("f (cycles per SGD step)")
     ax.set_ylabel("f^2 P(f)")
-    ax.set_title("Fig. 4: power spectrum; flat = 1/f^2, rising = 1/f^a with a < 2", fontsize=10)
+    ax.set_title(f"{_title(run, group)}Fig. 4: power spectrum; flat = 1/f^2, rising = 1/f^a with a < 2", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    return _out(fig, path)
 
 
-def all_figures(run: Path, result: dict, pool, f, psd, neuron_data):
-    """Write every figure the result has data for into the run directory."""
-    inc = result["increments"]
-    if neuron_data is not None:
-        fig1_neurons(run / "fig1_neurons.png", result["neurons"], *neuron_data)
-    if pool is not None:
-        fig2_increments(run / "fig2_increments.png", inc, pool)
-        fig3_regimes(run / "fig3_regimes.png", inc, pool)
-    if f is not None and "a_low" in result["spectrum"]:
-        fig4_spectrum(run / "fig4_spectrum.png", result["spectrum"], f, psd, result["trajectory"]["stride"])
+# the panels of the sweep figure: (HEADLINE name, axis label, reference line or None)
+SWEEP_PANELS = (("decay_fraction", "pure weight-decay share", None), ("gamma", "gamma (|dw| power law)", None),
+                ("scale_invariant_decades", "scale-invariant decades", 1.0), ("beta", "beta (2 = Gaussian)", 2.0),
+                ("a_low", "a_low (< 2: hopping)", 2.0), ("a_high", "a_high (2 = jumps)", 2.0),
+                ("bimodal_kde", "bimodal neurons (KDE)", 0.5), ("test_accuracy", "final test accuracy", None))
+
+
+def sweep_figure(run, path=None):
+    """Each headline number against the groups (the swept settings), the mean over each group's
+    seeds with its 95% t interval as error bars (one seed: its value, no bar); dotted: the value
+    the paper's claim is judged against."""
+    from socjax import report
+
+    rows = report.sweep_rows(run.analysis)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7.5), squeeze=False)
+    x = np.arange(len(rows))
+    for ax, (name, label, ref) in zip(axes.ravel(), SWEEP_PANELS):
+        m = np.array([np.nan if r["numbers"].get(name, {}).get("mean") is None else r["numbers"][name]["mean"]
+                      for r in rows])
+        ci = [r["numbers"].get(name, {}).get("ci95") for r in rows]
+        lo = np.array([m[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
+        hi = np.array([c[1] - m[i] if c else 0.0 for i, c in enumerate(ci)])
+        ax.errorbar(x, m, yerr=[lo, hi], fmt="o-", color="C0", capsize=4)
+        if ref is not None:
+            ax.axhline(ref, color="0.5", ls=":", lw=1)
+        ax.set_xticks(x, [r["label"] for r in rows], rotation=20, fontsize=7)
+        ax.set_title(label, fontsize=9)
+    seeds = sorted({r["seeds"] for r in rows})
+    fig.suptitle(f"Sweep over {', '.join(run.analysis['swept']) or 'settings'}: mean over "
+                 f"{'/'.join(map(str, seeds))} seed(s) per group, 95% t interval", fontsize=11)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
+FIGURE_FUNCTIONS = (("fig1_neurons.png", fig1_neurons), ("fig2_increments.png", fig2_increments),
+                    ("fig3_regimes.png", fig3_regimes), ("fig4_spectrum.png", fig4_spectrum))
+
+
+def all_figures(run) -> list[Path]:
+    """Draw every figure a loaded run (`socjax.load_run`) has data for into its directory: the
+    four per group (plain names with one group, `figN_..._<label>.png` with several) and, with
+    several groups, sweep.png. Returns the paths written."""
+    from socjax import rundir
+
+    groups = run.groups
+    written = []
+    for g in groups:
+        label = g["label"] if len(groups) > 1 else None
+        for name, draw in FIGURE_FUNCTIONS:
+            path = run.path / rundir.figure_name(name, label)
+            if draw(run, g["group"], path=path) is not None:
+                written.append(path)
+    if len(groups) > 1:
+        written.append(sweep_figure(run, run.path / rundir.SWEEP_FIGURE))
+    return written
 
 
 def toy_figure(path, result: dict, samples: dict, p, curves: dict) -> None:

@@ -29,9 +29,11 @@ def _fmt(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}g}"
 
 
-def claims(result: dict) -> list[dict]:
-    inc, spec, neu = result["increments"], result["spectrum"], result.get("neurons") or {}
-    steps = result["trajectory"]["steps"]
+def claims(entry: dict, steps: int) -> list[dict]:
+    """The paper's claims, each tested by its RULES entry on one analysis entry (a group's pooled
+    numbers or one run's: its "increments", "spectrum", "neurons", "test") of `steps` recorded
+    steps. holds: True, False, or None (not tested)."""
+    inc, spec, neu = entry["increments"], entry["spectrum"], entry.get("neurons") or {}
     out = []
 
     def add(key, claim, measured, holds, needed):
@@ -88,11 +90,31 @@ def claims(result: dict) -> list[dict]:
                 f"({steps:,} recorded steps); the paper records 1.2e7 steps per weight (--preset paper)")
         else:
             add(key, claim, spec.get("error", "not measured"), None, "a longer recorded trajectory")
-    tl = result.get("test_loss")
+    tl = entry.get("test")
     if tl:
         add("overfit", "Sec. 5: test loss shows no overfitting",
-            f"test loss {tl['first']:.4f} (epoch 1) -> min {tl['min']:.4f} (epoch {tl['min_epoch']}) -> last {tl['last']:.4f}",
-            tl["last"] <= 1.05 * tl["min"], "-")
+            f"test loss {tl['loss_first']:.4f} (epoch 1) -> min {tl['loss_min']:.4f} (epoch {tl['loss_min_epoch']}) "
+            f"-> last {tl['loss_last']:.4f}",
+            tl["loss_last"] <= 1.05 * tl["loss_min"], "-")
+    return out
+
+
+GROUP_RULE = ("a claim holds for a group of several seeds when it holds on the group's pooled data and, "
+              "by the same rule, in more than half of its seeds")
+
+
+def group_claims(pooled: list[dict], per_seed: list[list[dict]]) -> list[dict]:
+    """A group's claims: `pooled` (claims of its pooled entry), each combined with the same claim
+    in each seed (`per_seed`: claims of each run) by GROUP_RULE. Adds "holds_pooled",
+    "seeds_holding", "seeds"; with one seed the pooled verdict stands."""
+    out = []
+    for c in pooled:
+        verdicts = [next(x["holds"] for x in seed if x["key"] == c["key"]) for seed in per_seed]
+        holding = sum(v is True for v in verdicts)
+        row = dict(c, holds_pooled=c["holds"], seeds_holding=holding, seeds=len(verdicts))
+        if len(verdicts) >= 2 and c["holds"] is True and holding * 2 <= len(verdicts):
+            row.update(holds=False, needed=f"it holds on the pooled data but only in {holding} of {len(verdicts)} seeds")
+        out.append(row)
     return out
 
 
@@ -125,52 +147,139 @@ def table_cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def write(run: str | Path, result: dict) -> Path:
-    """Write run/report.md from an analysis result; returns its path."""
-    run = Path(run)
+def _ci(x: dict, digits=3) -> str:
+    """A number summarised across seeds: mean [95% t interval], or the mean alone."""
+    if x["mean"] is None:
+        return "n/a"
+    if x["ci95"] is None:
+        return _fmt(x["mean"], digits)
+    return f"{_fmt(x['mean'], digits)} [{_fmt(x['ci95'][0], digits)}, {_fmt(x['ci95'][1], digits)}]"
+
+
+# the columns of the sweep table: (header, HEADLINE name, digits)
+SWEEP_COLUMNS = (("pure decay", "decay_fraction", 3), ("gamma", "gamma", 3), ("decades", "scale_invariant_decades", 2),
+                 ("beta", "beta", 2), ("a_low", "a_low", 3), ("a_high", "a_high", 3),
+                 ("bimodal (KDE)", "bimodal_kde", 2), ("test accuracy", "test_accuracy", 4))
+
+
+def sweep_rows(result: dict) -> list[dict]:
+    """One row per group for the sweep table and figure: each SWEEP_COLUMNS number as
+    `groups.across_seeds` gives it over the group's seeds (one seed: that run's value)."""
+    from socjax.analysis import groups as grouping
+
+    rows = []
+    for g in result["groups"]:
+        members = [result["per_run"][r] for r in g["runs"]]
+        summary = g.get("across_seeds") or grouping.summarize(members)
+        held = sum(c["holds"] is True for c in g["claims"])
+        rows.append(dict(label=g["label"], settings=g["settings"], seeds=len(g["runs"]), held=held,
+                         claims=len(g["claims"]), numbers={name: summary[name] for _, name, _ in SWEEP_COLUMNS}))
+    return rows
+
+
+def _header(run: Path, result: dict) -> list[str]:
     try:
         info = rundir.read_info(run)
     except rundir.RunDirError:
         info = None
     cfg = info.config if info is not None else None
-    rows = claims(result)
-    t = result["trajectory"]
-    lines = ["# socjax reproduction report", ""]
+    lines = []
     if cfg is not None:
         lines += [f"Run `{run.name}`: preset `{cfg.preset}`, dataset `{cfg.dataset}`, "
                   f"{cfg.epochs_equilibrate} epochs to equilibrate + {cfg.epochs_record} recorded, "
                   f"{len(cfg.runs())} run(s) (seed, lr, l2: "
                   + ", ".join(f"({s}, {lr:g}, {l2:g})" for s, lr, l2 in cfg.runs()) + "). "
                   f"Step: `{cfg.step}`. Backend: {info.environment.get('backend')}.", ""]
+    elif info is not None and info.runs:  # a minimal config.json: only the runs' settings are known
+        lines += [f"Run `{run.name}`: {len(info.runs)} run(s) (" + "; ".join(
+            ", ".join(f"{k}={_fmt(v, 4)}" for k, v in r.items()) for r in info.runs) + "); config.json records "
+                  "no training configuration.", ""]
+    t = result["trajectory"]
     lines += [f"{t['runs']} run(s) x {t['weights']} tracked weights x {t['steps']:,} recorded steps (stride {t['stride']}).", ""]
     part = t.get("partial")
     if part:
         lines += [f"**Partial run: {part['recorded_epochs']} of {part['record_epochs']} recorded epochs "
                   f"({part['steps']:,} of {part['of_steps']:,} recorded steps) were written when this was "
                   "analysed; every number below is from those.**", ""]
+    return lines
+
+
+def _sweep(run: Path, result: dict) -> list[str]:
+    lines = ["## Sweep: the groups side by side", "",
+             f"One row per setting ({', '.join(result['swept'])} swept). Numbers are means over the group's seeds "
+             "with their 95% t interval (one seed: that run's value); each group's claims follow below.", "",
+             "| group | seeds | claims holding | " + " | ".join(h for h, _, _ in SWEEP_COLUMNS) + " |",
+             "| --- " * (3 + len(SWEEP_COLUMNS)) + "|"]
+    for row in sweep_rows(result):
+        cells = [row["label"], str(row["seeds"]), f"{row['held']} of {row['claims']}"]
+        cells += [_ci(row["numbers"][name], digits) for _, name, digits in SWEEP_COLUMNS]
+        lines.append("| " + " | ".join(table_cell(c) for c in cells) + " |")
+    lines.append("")
+    if (run / rundir.SWEEP_FIGURE).exists():
+        lines += [f"![The headline numbers against the swept setting]({rundir.SWEEP_FIGURE})", ""]
+    return lines
+
+
+def _group(run: Path, result: dict, g: dict, several: bool) -> list[str]:
+    rows = g["claims"]
+    seeds = len(g["runs"])
+    lines = [f"## Group {g['label']}: runs {g['runs']}, seeds {g['seeds']}" if several else "## Claims", ""]
     held = sum(r["holds"] is True for r in rows)
     failed = [r for r in rows if r["holds"] is False]
-    lines += [f"**{held} of {len(rows)} claims hold for this run.**"
+    lines += [f"**{held} of {len(rows)} claims hold for this {'group' if several else 'run'}.**"
               + (" Not holding: " + "; ".join(r["claim"] for r in failed) + "." if failed else ""), ""]
-    lines += ["| claim | measured | holds |", "| --- | --- | --- |"]
-    for r in rows:
-        mark = {True: "yes", False: "**no**", None: "not tested"}[r["holds"]]
-        lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {mark} |")
-    lines += ["", "## Where a claim does not hold, or was not tested", ""]
-    for r in rows:
-        if r["holds"] is not True:
-            lines.append(f"- {r['claim']}: {r['needed']}.")
-    if not any(r["holds"] is not True for r in rows):
-        lines.append("- none")
-    lines += ["", "## Figures", ""]
+    mark = {True: "yes", False: "**no**", None: "not tested"}
+    if seeds >= 2:
+        lines += ["| claim | measured (pooled over the seeds) | seeds holding | holds |", "| --- | --- | --- | --- |"]
+        for r in rows:
+            lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {r['seeds_holding']} of "
+                         f"{r['seeds']} | {mark[r['holds']]} |")
+        lines += ["", "Across seeds (mean, standard deviation, 95% t interval of the mean):", "",
+                  "| number | mean | sd | 95% interval | seeds |", "| --- | --- | --- | --- | --- |"]
+        from socjax.analysis.groups import HEADLINE
+
+        for name, _, what in HEADLINE:
+            x = g["across_seeds"][name]
+            if x["n"]:
+                ci = "n/a" if x["ci95"] is None else f"[{_fmt(x['ci95'][0], 4)}, {_fmt(x['ci95'][1], 4)}]"
+                lines.append(f"| {table_cell(what)} | {_fmt(x['mean'], 4)} | {_fmt(x['sd'], 2)} | {ci} | "
+                             f"{x['n']} of {x['of']} |")
+        chosen = g["across_seeds"]["selected"]
+        if chosen:
+            lines += ["", "|dw| model selected per seed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
+                      + "."]
+    else:
+        lines += ["| claim | measured | holds |", "| --- | --- | --- |"]
+        for r in rows:
+            lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {mark[r['holds']]} |")
+    lines += ["", "Where a claim does not hold, or was not tested:", ""]
+    lines += [f"- {r['claim']}: {r['needed']}." for r in rows if r["holds"] is not True] or ["- none"]
+    lines.append("")
+    label = g["label"] if several else None
     for fig, cap in (("fig1_neurons.png", "Fig. 1: layer-2 pre-activations over the test images"),
                      ("fig2_increments.png", "Fig. 2: density and local slope of |dw|"),
                      ("fig3_regimes.png", "Fig. 3: the intermediate range (log-log) and the tail (log p vs dw^2)"),
                      ("fig4_spectrum.png", "Fig. 4: f^2 P(f)")):
-        if (run / fig).exists():
-            lines += [f"![{cap}]({fig})", "", f"*{cap}*", ""]
+        name = rundir.figure_name(fig, label)
+        if (run / name).exists():
+            lines += [f"![{cap}]({name})", "", f"*{cap}*", ""]
+    return lines
+
+
+def write(run: str | Path, result: dict) -> Path:
+    """Write run/report.md from an analysis result; returns its path."""
+    run = Path(run)
+    groups = result["groups"]
+    several = len(groups) > 1
+    lines = ["# socjax reproduction report", ""] + _header(run, result)
+    if several:
+        lines += _sweep(run, result)
+    for g in groups:
+        lines += _group(run, result, g, several)
     lines += ["## How each claim is tested", ""]
-    lines += [f"- {r['claim']}: {r['rule']}." for r in rows]
+    lines += [f"- {r['claim']}: {r['rule']}." for r in groups[0]["claims"]]
+    if any(len(g["runs"]) >= 2 for g in groups):
+        lines += [f"- For a group: {GROUP_RULE}."]
     lines += ["", "A \"no\" for the |dw| claims weighs only as much as the test's power at this sample size: "
               "the README's table \"What the |dw| tests can detect\" gives how often each verdict is \"yes\" on "
               "synthetic increments of known shape."]

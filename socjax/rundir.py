@@ -22,6 +22,10 @@
                         (and order_rows) of the preallocated ones; readers use no row beyond them
     .lock               flock'd by the one process writing the run (`RunLock`), with its pid
 
+and what `socjax analyze` derives from them (DERIVED, removed when the run is resumed):
+analysis.json, analysis.npz, report.md, the figures (FIGURES; per group `figure_name`) and
+sweep.png.
+
 Writing: `RunLock`, then `RunWriter` (create, or reopen for resume; append a chunk's outputs;
 checkpoint; finish). `create` writes a checkpoint of the initial state last, so a directory with a
 checkpoint is resumable and one without is a set-up that never finished (named so by `check_new`
@@ -41,6 +45,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, NamedTuple
@@ -55,9 +60,25 @@ TRAJECTORY, METRICS, ORDER = "trajectory.npy", "metrics.json", "order.npy"
 WEIGHT_STATS, CHECKPOINT, PROGRESS, LOCK = "weight_stats.npz", "checkpoint.npz", "progress.json", ".lock"
 RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, ORDER, WEIGHT_STATS, CHECKPOINT, PROGRESS)
 # what `socjax analyze` derives from a run: removed when the run is resumed, as they no longer describe it
-ANALYSIS, REPORT = "analysis.json", "report.md"
+ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE = "analysis.json", "analysis.npz", "report.md", "sweep.png"
 FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
-DERIVED = (ANALYSIS, REPORT, *FIGURES)
+DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, *FIGURES)
+
+
+def figure_name(figure: str, label: str | None = None) -> str:
+    """The file of one of FIGURES for a group: the plain name when the run has one group (label
+    None), else with the group's label, e.g. fig2_increments_l2=0.0005.png."""
+    if label is None:
+        return figure
+    slug = re.sub(r"[^A-Za-z0-9.=+-]+", "_", label).strip("_")
+    return f"{figure[:-4]}_{slug}.png"
+
+
+def derived_figures(run: Path) -> list[Path]:
+    """Every figure `socjax analyze` may have drawn in `run`: FIGURES, their per-group forms, the
+    sweep figure."""
+    names = {p for fig in FIGURES for p in run.glob(f"{fig[:-4]}*.png")}
+    return sorted(names | {p for p in [run / SWEEP_FIGURE] if p.exists()})
 # config.json fields a resume may find changed: the data files are checked by SHA-256 wherever they
 # are, and a longer epochs_record is an extension (--resume --epochs) whose first checkpoint is pending
 MOVABLE = ("data_dir",)
@@ -361,8 +382,8 @@ class RunWriter:
         w = cls(out, cfg, layout, _tracked_json(tracked), None, None, metrics, epoch, epoch)
 
         def write():
-            for name in DERIVED:
-                (out / name).unlink(missing_ok=True)
+            for path in [out / name for name in DERIVED] + derived_figures(out):
+                path.unlink(missing_ok=True)
             shapes = _array_shapes(cfg, layout, len(w.tracked))
             w.trajectory = _grow(out / TRAJECTORY, shapes[TRAJECTORY])
             if ORDER in shapes:

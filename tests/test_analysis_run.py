@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from socjax import analyze, data, model, train
+from socjax import analyze, model, rundir, train
 from socjax.analysis import increments, loghist
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
@@ -95,10 +95,12 @@ def test_minimal_run_directory(tmp_path):
     run = tmp_path / "run"
     write_minimal_run(run, np.cumsum(steps, axis=1) + 0.1)
     res = analyze.analyze(run, progress=False)
-    assert res["neurons"]["skipped"] == "no params_final.npz"
+    (group,) = res["groups"]  # no settings recorded: the two runs are one group
+    assert group["runs"] == [0, 1] and group["label"] == "all runs"
+    assert group["neurons"]["skipped"] == "no params_final.npz"
     assert any("weight-decay" in w for w in res["warnings"])
-    assert len(res["per_weight"]) == 6 and res["increments"]["decay_fraction"] == 0
-    assert 1.8 < res["spectrum"]["a_high"]["value"] < 2.2  # a random walk
+    assert len(res["per_weight"]) == 6 and group["increments"]["decay_fraction"] == 0
+    assert 1.8 < group["spectrum"]["a_high"]["value"] < 2.2  # a random walk
     for name in analyze.FIGURES[1:]:
         assert png_size(run / name) == (1200, 450)
     assert not (run / "fig1_neurons.png").exists()
@@ -134,7 +136,7 @@ def test_short_constant_and_nan_trajectories_are_flagged(tmp_path):
     text = " ".join(res["warnings"])
     assert "too short for a spectrum" in text
     assert "constant or pure decay" in text and "non-finite values" in text
-    assert res["spectrum"].get("error")
+    assert res["groups"][0]["spectrum"].get("error")
     assert res["per_weight"][1]["powerlaw"] is None
 
 
@@ -145,9 +147,11 @@ def test_a_constant_trajectory_tests_no_claim(tmp_path):
     run = tmp_path / "run"
     write_minimal_run(run, np.zeros((1, 3000, 2)), runs=[dict(seed=0, lr=LR, l2=L2)])
     res = analyze.analyze(run, progress=False, figures=False)
-    assert res["increments"]["decay_fraction"] == 1.0 and res["increments"]["fluctuating"] == 0
+    group = res["groups"][0]
+    assert group["increments"]["decay_fraction"] == 1.0 and group["increments"]["fluctuating"] == 0
     assert any(w.startswith("every series is constant or pure decay") for w in res["warnings"])
-    claims = {c["key"]: c for c in report.claims(res)}
+    claims = {c["key"]: c for c in report.claims(group, res["trajectory"]["steps"])}
+    assert {c["key"]: c["holds"] for c in group["claims"]} == {k: c["holds"] for k, c in claims.items()}
     assert claims["decay"]["measured"].startswith("not testable")
     assert all(c["holds"] is None for c in claims.values()), claims  # nothing is "yes", nothing "no"
 
@@ -167,18 +171,19 @@ def test_reproduce_smoke_writes_every_file(reproduced):
     for name in analyze.FIGURES:
         assert png_size(out / name) == (1200, 450)
     a = json.loads((out / "analysis.json").read_text())
-    pl = a["increments"]["powerlaw"]
+    assert len(a["groups"]) == 1 and sorted(p.name for p in rundir.derived_figures(out)) == sorted(analyze.FIGURES)
+    pl = a["groups"][0]["increments"]["powerlaw"]
     for key in ("exponent", "stderr", "xmin", "xmax", "n", "ks", "loglik_ratio_vs_exponential",
                 "loglik_ratio_vs_lognormal", "p_vs_exponential", "p_vs_lognormal"):
         assert key in pl
-    model = a["increments"]["model"]
+    model = a["groups"][0]["increments"]["model"]
     for key in ("gamma", "gamma_ci95", "xmin", "xend", "models", "tests", "selected", "scale_invariant", "is_power_law",
                 "is_gaussian"):
         assert key in model
     assert set(model["models"]) == {"power_law", "exponential_cutoff", "gaussian_cutoff", "stretched_cutoff", "lognormal"}
-    assert a["increments"]["outside_grid"] == 0
+    assert a["groups"][0]["increments"]["outside_grid"] == 0
     for band in ("a_low", "a_high"):
-        assert len(a["spectrum"][band]["ci95"]) == 2 and len(a["spectrum"][band]["band"]) == 2
+        assert len(a["groups"][0]["spectrum"][band]["ci95"]) == 2 and len(a["groups"][0]["spectrum"][band]["band"]) == 2
     assert len(a["per_weight"]) == 16
     report = (out / "report.md").read_text()
     assert "| claim | measured | holds |" in report and "fig4_spectrum.png" in report

@@ -13,6 +13,8 @@ from socjax import analyze
 from socjax.analysis import cutoff, incgamma, increments, loghist, synthetic
 from socjax.analysis.increments import fit_distribution
 
+from test_analysis_run import write_minimal_run
+
 GRID = loghist.Grid()
 
 
@@ -158,7 +160,7 @@ def zigzag(dw):
     return traj[None, :, None]
 
 
-def test_every_increment_is_on_the_grid_or_reported():
+def test_every_increment_is_on_the_grid_or_reported(tmp_path):
     """Increments 14 decades apart stay on the grid (the old grid ended at 100x the median); a
     series whose median is 1e-30 pushes its largest increments off the pooled grid, and that
     is counted and warned about."""
@@ -168,8 +170,9 @@ def test_every_increment_is_on_the_grid_or_reported():
     inc, per_series, pool = increments.analyze(st, [dict(run=0)])
     assert inc["outside_grid"] == 0 and pool.counts.sum() == inc["fluctuating"] == 800
     # |dw| of 1e-33 and 1e12 (float32): the median is 1e-33, so 1e12 / median = 1e45 > 1e39
-    traj = zigzag(np.concatenate([np.full(400, 1e-33), np.full(40, 1e12)]))
-    warnings: list[str] = []
-    inc, per_series, _ = analyze.increments_part(traj, None, None, 1, [dict(run=0)], warnings)
-    assert per_series[0]["outside_grid"] == 0 and inc["outside_grid"] == 80
-    assert any("outside the pooled histogram's grid" in w for w in warnings), warnings
+    run = tmp_path / "run"
+    write_minimal_run(run, zigzag(np.concatenate([np.full(400, 1e-33), np.full(40, 1e12)])))
+    res = analyze.analyze(run, progress=False, figures=False)
+    assert res["per_weight"][0]["outside_grid"] == 0 and res["groups"][0]["increments"]["outside_grid"] == 80
+    assert any("80 of 880 fluctuating increments (0.091) lie outside the pooled histogram's grid" in w
+               for w in res["warnings"]), res["warnings"]

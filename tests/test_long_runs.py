@@ -143,8 +143,9 @@ def test_sigint_during_a_write_checkpoints_the_chunk_in_flight_and_the_partial_r
     info = rundir.read_info(out)
     (prefix / "config.json").write_text(json.dumps(dict(trajectory=info.layout, config=dict(runs=info.runs))))
     alone = analyze.analyze(prefix, progress=False, figures=False)
-    for part in ("increments", "spectrum", "per_weight"):
-        assert result[part] == alone[part], part
+    for part in ("increments", "spectrum"):
+        assert result["groups"][0][part] == alone["groups"][0][part], part
+    assert result["per_weight"] == alone["per_weight"]
     assert result["trajectory"]["steps"] == 4000 and alone["trajectory"]["partial"] is None
     assert result["trajectory"]["partial"] == dict(recorded_epochs=2, record_epochs=3, steps=4000, of_steps=6000)
     assert any(w.startswith("partial run: 2 of 3 recorded epochs") for w in result["warnings"])
@@ -319,7 +320,8 @@ def test_divergence_stops_keeps_checkpoint_and_saves_the_others(tmp_path, capsys
     err = capsys.readouterr().err
     assert "partial run: 1 of 3 recorded epochs written (2,000 of 6,000" in err and "non-finite values" in err
     a = json.loads((out / "analysis.json").read_text())
-    assert a["trajectory"]["steps"] == 2000 and a["test_loss"]["runs"] == 1
+    assert a["trajectory"]["steps"] == 2000 and [g["label"] for g in a["groups"]] == ["lr=0.002", "lr=30"]
+    assert a["per_run"][0]["test"]["epochs"] == 1 and a["per_run"][1]["test"] is None and a["groups"][1]["test"] is None
 
 
 def test_disk_full_is_one_line_error(monkeypatch, tmp_path, capsys):

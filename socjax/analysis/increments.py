@@ -12,9 +12,10 @@ within the rounding of the decay itself. A gradient step smaller than that is be
 resolution and indistinguishable from decay in the trajectory. Decay increments are counted and
 kept out of every fit.
 
-`analyze` turns the streamed statistics into the fits of analysis.json: pooled over all series
-(each |dw| divided by its series' median non-decay |dw|, rounded to the grid so pooling is an
-exact shift of whole bins) and per series (raw units).
+`pooled_summary` turns the streamed statistics of a set of series (a group's or a run's) into
+the fits of analysis.json, pooled (each |dw| divided by its series' median non-decay |dw|,
+rounded to the grid so pooling is an exact shift of whole bins); `per_series` fits each series
+on its own (raw units). One pass over the data serves every grouping.
 """
 
 from __future__ import annotations
@@ -159,8 +160,6 @@ def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float 
     model = cutoff.fit(h_blocks, i, pl.exponent, slope_tol=slope_tol, min_count=min_count)
     out["model"] = model
     out["crossover"] = None if model is None else model["crossover"]
-    x, slope = powerlaw.local_slope(h)
-    out["local_slope"] = dict(x=[float(v) for v in x], slope=[None if np.isnan(v) else float(v) for v in slope])
     return out
 
 
@@ -173,14 +172,15 @@ def scales(st: IncrementStats) -> np.ndarray:
     return st.hist.sum(1).quantile(0.5)
 
 
-def pooled(st: IncrementStats, ref_index: int | None = None) -> LogHist:
-    """All series' histograms (blocks, bins), each divided by its median |dw| rounded to the grid:
-    the median edge of every series is moved to ref_index (default: the edge of x = 1)."""
+def pooled(st: IncrementStats, series=None, ref_index: int | None = None) -> LogHist | None:
+    """The histograms (blocks, bins) of the series in `series` (default all), each divided by its
+    median |dw| rounded to the grid: the median edge of every series is moved to ref_index
+    (default: the edge of x = 1). None when none of them has a non-decay increment."""
     g = st.hist.grid
     ref = int(round(-g.lo * g.bins_per_decade)) if ref_index is None else ref_index
     med = scales(st)
     total = None
-    for s in range(st.hist.counts.shape[0]):
+    for s in range(st.hist.counts.shape[0]) if series is None else series:
         one = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
         if one.counts.sum() == 0:
             continue
@@ -189,19 +189,19 @@ def pooled(st: IncrementStats, ref_index: int | None = None) -> LogHist:
     return total
 
 
-def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tuple[dict, list[dict], LogHist | None]:
-    """(analysis.json's "increments" (pooled, dimensionless), per-series entries (raw units),
-    the pooled LogHist (blocks, bins) or None when no series has a non-decay increment).
+def _fluctuating(st: IncrementStats) -> np.ndarray:
+    return st.n - st.n_decay - st.n_zero - st.n_nonfinite
 
-    series: one dict per series (run, layer, row, col), in series order.
-    """
+
+def per_series(st: IncrementStats, series: list[dict], min_count: int = 1000) -> list[dict]:
+    """One entry per series (raw units): the dict of `series` (run, layer, row, col, ...) with its
+    counts, median |dw|, excess kurtosis, and its own fits when it has min_count non-decay increments."""
     g = st.hist.grid
     edges = g.edges()
     med = scales(st)
-    n_fluct = st.n - st.n_decay - st.n_zero - st.n_nonfinite
-    kurt = _kurtosis(st.moments, n_fluct)
+    kurt = _kurtosis(st.moments, _fluctuating(st))
     outside = st.hist.under.sum(-1) + st.hist.over.sum(-1)  # (S,): off the grid, in no fit
-    per_series = []
+    out = []
     for s, info in enumerate(series):
         hb = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
         entry = dict(info, n=int(st.n[s]), decay_fraction=float(st.n_decay[s] / st.n[s]),
@@ -213,17 +213,29 @@ def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tu
         else:
             entry["powerlaw"] = None
             entry["note"] = f"fewer than {min_count} non-decay increments"
-        per_series.append(entry)
-    pool = pooled(st)
-    scaled_moments = st.moments / edges[med][:, None] ** np.arange(1, 5)  # pooled units: |dw| / median
-    pooled_kurt = float(_kurtosis(scaled_moments.sum(0), float(n_fluct.sum())))
+        out.append(entry)
+    return out
+
+
+def pooled_summary(st: IncrementStats, series=None, min_count: int = 1000) -> tuple[dict, LogHist | None]:
+    """(analysis.json's "increments" of the series in `series` (default all) pooled, in units of
+    each series' median non-decay |dw|; their pooled LogHist (blocks, bins), or None when none of
+    them has a non-decay increment)."""
+    idx = np.arange(st.n.size) if series is None else np.asarray(series, int)
+    edges = st.hist.grid.edges()
+    med = scales(st)[idx]
+    n_fluct = _fluctuating(st)[idx]
+    n = st.n[idx]
+    pool = pooled(st, idx)
+    scaled_moments = st.moments[idx] / edges[med][:, None] ** np.arange(1, 5)  # pooled units: |dw| / median
     out = dict(
         units="|dw| divided by each series' median non-decay |dw|",
-        decay_fraction=float(st.n_decay.sum() / st.n.sum()),
-        zero_fraction=float(st.n_zero.sum() / st.n.sum()),
-        nonfinite=int(st.n_nonfinite.sum()),
+        series=int(idx.size),
+        decay_fraction=float(st.n_decay[idx].sum() / n.sum()),
+        zero_fraction=float(st.n_zero[idx].sum() / n.sum()),
+        nonfinite=int(st.n_nonfinite[idx].sum()),
         fluctuating=int(n_fluct.sum()),  # increments that are neither pure decay, zero nor non-finite
-        excess_kurtosis=pooled_kurt,
+        excess_kurtosis=float(_kurtosis(scaled_moments.sum(0), float(n_fluct.sum()))),
         decay_rule="|w(t+1) - w(t) (1 - lr l2)^stride| <= (stride + 1) ulp(w(t))",
         # fluctuating increments outside the pooled grid (off the raw grid, or shifted off it)
         outside_grid=0 if pool is None else int(pool.under.sum() + pool.over.sum()),
@@ -233,4 +245,11 @@ def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tu
     else:
         out["powerlaw"] = None
         out["note"] = "no non-decay increments"
-    return out, per_series, pool
+    return out, pool
+
+
+def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tuple[dict, list[dict], LogHist | None]:
+    """(every series pooled (`pooled_summary`), per-series entries (`per_series`), the pooled
+    LogHist (blocks, bins) or None when no series has a non-decay increment)."""
+    inc, pool = pooled_summary(st, None, min_count)
+    return inc, per_series(st, series, min_count), pool

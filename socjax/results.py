@@ -1,0 +1,183 @@
+"""A run directory's results, loaded for Python: `load_run(DIR)`.
+
+    run = socjax.load_run("runs/quick")
+    run.config                 # RunConfig (None for a minimal directory)
+    run.runs                   # [{"run": 0, "seed": 0, "lr": 0.002, "l2": 0.0005, "group": 0}, ...]
+    run.metrics                # long table: columns epoch, run, seed, lr, l2, group, metric, value
+    run.analysis               # analysis.json (None before `socjax analyze`)
+    run.group(0)               # one group's entry of analysis.json
+    run.histogram(0)           # its pooled LogHist of |dw| / median (from analysis.npz)
+    run.spectrum(0)            # (f, P) of its usable series (from analysis.npz)
+    run.trajectory             # the recorded trajectory, opened lazily (bounded memory)
+
+`run.metrics` is a dict of equal-length NumPy columns: `pandas.DataFrame(run.metrics)` turns it
+into a frame (pandas is not a dependency). analysis.npz holds what the figures are drawn from,
+per group g: `g{g}/hist_counts`, `_offsets`, `_under`, `_over`, `_grid` (lo, hi, bins per decade),
+the pooled histogram summed over time blocks; `g{g}/local_slope_x`, `g{g}/local_slope` (its local
+slope d log p / d log x where defined, Fig. 2b); `f` and `g{g}/psd_geomean`, `_p16`, `_p84` (the geometric mean and percentiles of the power
+spectra of the group's usable series, per frequency), `g{g}/psd_series` (their indices, s = run * K + k); `g{g}/neurons_*` (Fig. 1's neurons:
+ids, z, kde_grid, kde_density, modes, sarle). The local slopes are in analysis.json.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from socjax import rundir
+from socjax.config import RunConfig, TrackedWeight
+
+# analysis.json's layout: 2 = groups, per_run, schema_version (1: one pooled "increments", unversioned)
+SCHEMA_VERSION = 2
+
+
+class ResultsError(rundir.RunDirError):
+    """Results that cannot be loaded or drawn; the message says why, in one line."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory's results (see the module docstring)."""
+
+    path: Path
+    info: rundir.RunInfo
+    runs: list[dict]
+    tracked: tuple[TrackedWeight, ...]
+    metrics: dict[str, np.ndarray] | None
+    analysis: dict | None
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    stale: str | None = None  # why analysis.json was not loaded, when it exists but is another version's
+
+    @property
+    def config(self) -> RunConfig | None:
+        return self.info.config
+
+    @property
+    def trajectory(self) -> rundir.TrajectoryReader:
+        """trajectory.npy (runs, steps, tracked weights), read on demand, only its written rows."""
+        progress = rundir.read_progress(self.path)
+        return rundir.open_trajectory(self.path, None if progress is None else int(progress["trajectory_rows"]))
+
+    def _analysed(self) -> dict:
+        if self.analysis is None:
+            raise ResultsError(self.stale or f"{self.path}: no analysis (run `socjax analyze {self.path}`)")
+        return self.analysis
+
+    @property
+    def groups(self) -> list[dict]:
+        """analysis.json's groups (raises ResultsError when the run has not been analysed)."""
+        return self._analysed()["groups"]
+
+    def group(self, g: int = 0) -> dict:
+        """Group g's entry of analysis.json ("label", "settings", "runs", "increments", ...)."""
+        groups = self.groups
+        if not 0 <= g < len(groups):
+            raise ResultsError(f"{self.path}: no group {g} (the analysis has {len(groups)})")
+        return groups[g]
+
+    def histogram(self, g: int = 0):
+        """Group g's pooled LogHist of |dw| / median (summed over time blocks); None when it has no
+        non-decay increment."""
+        from socjax.analysis.loghist import Grid, LogHist
+
+        self.group(g)
+        if f"g{g}/hist_counts" not in self.arrays:
+            return None
+        lo, hi, bpd = self.arrays[f"g{g}/hist_grid"]
+        return LogHist(Grid(float(lo), float(hi), int(bpd)),
+                       *(self.arrays[f"g{g}/hist_{name}"] for name in ("counts", "offsets", "under", "over")))
+
+    def spectrum(self, g: int = 0) -> dict[str, np.ndarray] | None:
+        """Group g's power spectra over its usable series: "f" (F,) cycles per SGD step, "geomean"
+        (F,) the geometric mean of P over the series (what a_low and a_high are fitted to),
+        "p16", "p84" (F,) percentiles of P over the series, "series" their indices (s = run * K + k);
+        None when the trajectory gave no spectrum."""
+        self.group(g)
+        if f"g{g}/psd_geomean" not in self.arrays:
+            return None
+        return dict(f=self.arrays["f"], **{k: self.arrays[f"g{g}/psd_{k}"] for k in ("geomean", "p16", "p84", "series")})
+
+    def local_slope(self, g: int = 0) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(x, slope) of group g's pooled |dw| density, d log p / d log x where defined (Fig. 2b);
+        (None, None) without one."""
+        self.group(g)
+        if f"g{g}/local_slope" not in self.arrays:
+            return None, None
+        return self.arrays[f"g{g}/local_slope_x"], self.arrays[f"g{g}/local_slope"]
+
+    def neurons(self, g: int = 0) -> dict[str, np.ndarray] | None:
+        """Fig. 1's arrays of group g (ids, z, kde_grid, kde_density, modes, sarle), or None."""
+        self.group(g)
+        prefix = f"g{g}/neurons_"
+        got = {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+        return got or None
+
+
+def metrics_table(metrics: dict, runs: list[dict]) -> dict[str, np.ndarray]:
+    """metrics.json ({"epoch": [...], name: [[value per run] per epoch], ...}) as a long table:
+    one row per (epoch, run, metric), columns epoch, run, seed, lr, l2, group, metric, value."""
+    names = [k for k, v in metrics.items() if k not in ("epoch", "timing") and isinstance(v, list)]
+    epochs = np.asarray(metrics.get("epoch", []), np.int64)
+    cols: dict[str, list] = {k: [] for k in ("epoch", "run", "seed", "lr", "l2", "group", "metric", "value")}
+    for name in names:
+        values = np.asarray(metrics[name], np.float64).reshape(len(epochs), len(runs))
+        for r, info in enumerate(runs):
+            cols["epoch"].append(epochs)
+            cols["run"].append(np.full(len(epochs), r))
+            for key in ("seed", "lr", "l2", "group"):
+                v = info.get(key)
+                cols[key].append(np.full(len(epochs), np.nan if v is None else v,
+                                         dtype=np.float64 if key in ("lr", "l2") or v is None else np.int64))
+            cols["metric"].append(np.full(len(epochs), name, dtype=object))
+            cols["value"].append(values[:, r])
+    return {k: np.concatenate(v) if v else np.array([]) for k, v in cols.items()}
+
+
+def _load_analysis(run: Path) -> tuple[dict | None, dict[str, np.ndarray], str | None]:
+    """(analysis.json, analysis.npz's arrays, None), or (None, {}, why) for an analysis.json of
+    another schema version; (None, {}, None) when there is none."""
+    path = run / rundir.ANALYSIS
+    if not path.exists():
+        return None, {}, None
+    try:
+        analysis = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ResultsError(f"{path}: malformed JSON ({e})") from None
+    version = analysis.get("schema_version")
+    if version != SCHEMA_VERSION:
+        return None, {}, (f"{path}: written by another socjax (schema {version or 1}, this one reads "
+                          f"{SCHEMA_VERSION}); run `socjax analyze {run}` again")
+    arrays = {}
+    if (run / rundir.ARRAYS).exists():
+        with np.load(run / rundir.ARRAYS, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    return analysis, arrays, None
+
+
+def load_run(path: str | Path) -> Run:
+    """The results of a run directory: config, runs and their groups, tracked weights, metrics
+    (long table), the analysis and its arrays (if analysed), and the trajectory (lazily)."""
+    from socjax.analysis import groups as grouping
+
+    run = Path(path)
+    if not run.is_dir():
+        raise ResultsError(f"{run}: run directory not found")
+    info = rundir.read_info(run)
+    tracked = rundir.load_tracked(run)
+    analysis, arrays, stale = _load_analysis(run)
+    if analysis is not None:
+        runs = [{k: e.get(k) for k in ("run", "seed", "lr", "l2", "group")} for e in analysis["per_run"]]
+    else:
+        num_runs = len(info.runs) if info.runs is not None else rundir.open_trajectory(run).shape[0]
+        groups, _ = grouping.group_runs(info.runs, num_runs)
+        group_of = {r: g.index for g in groups for r in g.runs}
+        listed = info.runs or [{} for _ in range(num_runs)]
+        runs = [dict(run=r, seed=listed[r].get("seed"), lr=listed[r].get("lr"), l2=listed[r].get("l2"),
+                     group=group_of[r]) for r in range(num_runs)]
+    metrics = None
+    if (run / rundir.METRICS).exists():
+        metrics = metrics_table(rundir.load_metrics(run), runs)
+    return Run(run, info, runs, tracked, metrics, analysis, arrays, stale)
