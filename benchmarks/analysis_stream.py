@@ -25,16 +25,16 @@ import numpy as np
 CHILD = r"""
 import json, re, sys, time
 from socjax import analyze
+from socjax.analysis import increments
 t = time.perf_counter()
 info, tracked, traj = analyze.load_inputs(__import__("pathlib").Path(sys.argv[1]))
 lr, l2 = analyze.decay_rates(info)
 stride = info.stride
-series = analyze.describe_series(info, tracked, traj.shape[0])
-warnings = []
 t0 = time.perf_counter()
-inc, per, pool = analyze.increments_part(traj, lr, l2, stride, series, warnings)
+inc, _ = increments.pooled_summary(increments.stream(traj, lr, l2, stride))
 t1 = time.perf_counter()
-spec, f, psd, usable = analyze.spectrum_part(traj, stride, None, "hann", warnings)
+sp = analyze.spectra_pass(traj, stride, None, "hann", [])
+spec, _ = analyze.spectrum_summary(sp, range(traj.shape[0] * traj.shape[2]))
 t2 = time.perf_counter()
 hwm_kb = int(re.search(r"VmHWM:\s+(\d+)", open("/proc/self/status").read()).group(1))
 print(json.dumps(dict(increments_s=t1 - t0, spectrum_s=t2 - t1, total_s=t2 - t, peak_rss_gb=hwm_kb * 1024 / 1e9,

@@ -1,21 +1,19 @@
 """Fig. 1: p(x|q), the distribution over test images of layer-2 neurons of the trained network.
 
-    python experiments/fig1_neurons.py RUN [--out fig1.png] [--data-dir MNIST_IDX_DIR]
+    python experiments/fig1_neurons.py RUN [--group G] [--out fig1.png] [--data-dir MNIST_IDX_DIR]
 
-Plots the pre-activation z (the output is relu(z)) of 6 random live neurons of run 0, with the
-fraction of bimodal neurons over all 476 (KDE modes and Sarle's coefficient) in the title.
+Plots the pre-activation z (the output is relu(z)) of 6 random live neurons of the group's first
+run, with the fraction of bimodal neurons over all 476 (KDE modes and Sarle's coefficient) in the
+title. Drawn from the run's analysis (analysed first if it has none).
 """
 
 import sys
 
 from _common import parse
 
-from socjax import analyze, plots
+from socjax import plots
 
-run, out, (info, *_rest), data_dir = parse(__doc__, "fig1_neurons.png", data_dir=True)
-warnings: list[str] = []
-summary, data = analyze.neurons_part(run, info, data_dir, warnings)
-if data is None:
-    sys.exit(f"fig1: {summary.get('skipped', warnings)}")
-plots.fig1_neurons(out, summary, *data)
-print(f"wrote {out}: {summary['fraction_bimodal_kde']:.0%} of layer-2 neurons bimodal (KDE)")
+run, group, out = parse(__doc__, "fig1_neurons.png", data_dir=True)
+if plots.fig1_neurons(run, group, path=out) is None:
+    sys.exit(f"fig1: {run.group(group)['neurons'].get('skipped', 'no neuron data')}")
+print(f"wrote {out}: {run.group(group)['neurons']['fraction_bimodal_kde']:.0%} of layer-2 neurons bimodal (KDE)")

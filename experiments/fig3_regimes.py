@@ -2,18 +2,19 @@
 dw^2 axes (Gaussian), with the fitted power law times an exponential, a Gaussian and a
 stretched-exponential cutoff.
 
-    python experiments/fig3_regimes.py RUN [--out fig3.png]
+    python experiments/fig3_regimes.py RUN [--group G] [--out fig3.png]
+
+Drawn from the run's analysis (analysed first if it has none).
 """
+
+import sys
 
 from _common import parse
 
-from socjax import analyze, plots
+from socjax import plots
 
-run, out, (info, tracked, traj) = parse(__doc__, "fig3_regimes.png")
-warnings: list[str] = []
-lr, l2 = analyze.decay_rates(info)
-series = analyze.describe_series(info, tracked, traj.shape[0])
-inc, _, pool = analyze.increments_part(traj, lr, l2, info.stride, series, warnings)
-plots.fig3_regimes(out, analyze._clean(inc), pool)
-model = inc.get("model") or {}
-print(f"wrote {out}; Gaussian cutoff: {model.get('is_gaussian')}", *warnings, sep="\n")
+run, group, out = parse(__doc__, "fig3_regimes.png")
+if plots.fig3_regimes(run, group, path=out) is None:
+    sys.exit("fig3: no non-decay increments to draw")
+model = run.group(group)["increments"].get("model") or {}
+print(f"wrote {out}; Gaussian cutoff: {model.get('is_gaussian')}")
