@@ -7,21 +7,27 @@
     run.analysis               # analysis.json (None before `socjax analyze`)
     run.group(0)               # one group's entry of analysis.json
     run.histogram(0)           # its pooled LogHist of |dw| / median (from analysis.npz)
-    run.spectrum(0)            # (f, P) of its usable series (from analysis.npz)
+    run.spectrum(0)            # its P(f) over its usable series: geometric mean, percentiles
     run.trajectory             # the recorded trajectory, opened lazily (bounded memory)
 
 `run.metrics` is a dict of equal-length NumPy columns: `pandas.DataFrame(run.metrics)` turns it
 into a frame (pandas is not a dependency). analysis.npz holds what the figures are drawn from,
-per group g: `g{g}/hist_counts`, `_offsets`, `_under`, `_over`, `_grid` (lo, hi, bins per decade),
-the pooled histogram summed over time blocks; `g{g}/local_slope_x`, `g{g}/local_slope` (its local
-slope d log p / d log x where defined, Fig. 2b); `f` and `g{g}/psd_geomean`, `_p16`, `_p84` (the geometric mean and percentiles of the power
-spectra of the group's usable series, per frequency), `g{g}/psd_series` (their indices, s = run * K + k); `g{g}/neurons_*` (Fig. 1's neurons:
-ids, z, kde_grid, kde_density, modes, sarle). The local slopes are in analysis.json.
+per group g:
+    g{g}/hist_counts, _offsets, _under, _over, _grid   the pooled log-histogram of |dw| / median,
+                                                       summed over time blocks (grid: lo, hi, bins
+                                                       per decade)
+    g{g}/local_slope_x, g{g}/local_slope               its local slope d log p / d log x, where
+                                                       defined (Fig. 2b)
+    f, g{g}/psd_geomean, _p16, _p84                    frequencies; the geometric mean and the
+                                                       16/84% percentiles of P(f) over the group's
+                                                       usable series
+    g{g}/psd_series                                    those series (s = run * K + k)
+    g{g}/neurons_ids, _z, _kde_grid, _kde_density,     Fig. 1's neurons
+        _modes, _sarle
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,22 +145,14 @@ def metrics_table(metrics: dict, runs: list[dict]) -> dict[str, np.ndarray]:
 def _load_analysis(run: Path) -> tuple[dict | None, dict[str, np.ndarray], str | None]:
     """(analysis.json, analysis.npz's arrays, None), or (None, {}, why) for an analysis.json of
     another schema version; (None, {}, None) when there is none."""
-    path = run / rundir.ANALYSIS
-    if not path.exists():
+    analysis = rundir.load_analysis(run)
+    if analysis is None:
         return None, {}, None
-    try:
-        analysis = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: malformed JSON ({e})") from None
     version = analysis.get("schema_version")
     if version != SCHEMA_VERSION:
-        return None, {}, (f"{path}: written by another socjax (schema {version or 1}, this one reads "
-                          f"{SCHEMA_VERSION}); run `socjax analyze {run}` again")
-    arrays = {}
-    if (run / rundir.ARRAYS).exists():
-        with np.load(run / rundir.ARRAYS, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    return analysis, arrays, None
+        return None, {}, (f"{run / rundir.ANALYSIS}: written by another socjax (schema {version or 1}, this one "
+                          f"reads {SCHEMA_VERSION}); run `socjax analyze {run}` again")
+    return analysis, rundir.load_arrays(run), None
 
 
 def load_run(path: str | Path) -> Run:

@@ -655,5 +655,25 @@ def load_metrics(run: str | Path) -> dict:
     return json.loads(_require(Path(run) / METRICS).read_text())
 
 
+def load_analysis(run: str | Path) -> dict | None:
+    """analysis.json as written by `socjax analyze`, or None when the run has none."""
+    path = Path(run) / ANALYSIS
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: malformed JSON ({e})") from None
+
+
+def load_arrays(run: str | Path) -> dict[str, np.ndarray]:
+    """analysis.npz (what the figures are drawn from) as {name: array}; {} when absent."""
+    path = Path(run) / ARRAYS
+    if not path.exists():
+        return {}
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def load_order(run: str | Path) -> np.ndarray:
     return np.load(_require(Path(run) / ORDER), mmap_mode="r")
