@@ -215,7 +215,7 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         for pos, s in enumerate(rows):
             per_weight[s]["spectrum"] = {name: a[name][pos] for name in ("a_low", "a_high")}
 
-    tests = test_metrics(run, num_runs, warnings)
+    tests, test_loss = test_metrics(run, num_runs, warnings)
     neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs)
     group_of = {r: g for g in groups for r in g.runs}
     per_run, run_pools = [], []
@@ -235,7 +235,7 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         else:
             inc, pool = increments.pooled_summary(st, _series_of(g.runs, k))
         spec, rows = spectrum_summary(sp, _series_of(g.runs, k))
-        entry = group_entry(run, g, inc, spec, per_run, neuron_runs, tests, steps, warnings)
+        entry = group_entry(g, inc, spec, per_run, neuron_runs, _group_test(g, tests, test_loss), steps, warnings)
         group_entries.append(entry)
         drawn = entry["neurons"].get("figure_run")
         arrays.update(figure_arrays(g.index, pool, sp, rows, None if drawn is None else neuron_data[drawn]))
@@ -269,14 +269,14 @@ def _series_of(runs, k: int) -> list[int]:
     return [r * k + j for r in runs for j in range(k)]
 
 
-def group_entry(run: Path, g: grouping.Group, inc: dict, spec: dict, per_run: list[dict], neuron_runs: list[dict],
-                tests: list[dict | None], steps: int, warnings: list[str]) -> dict:
-    """analysis.json's entry of group g: its pooled increments and spectrum (given), neurons and
-    test metrics over its runs, its claims (pooled, combined with its seeds' by the group rule),
-    and, with several seeds, the headline numbers across them."""
+def group_entry(g: grouping.Group, inc: dict, spec: dict, per_run: list[dict], neuron_runs: list[dict],
+                test: dict | None, steps: int, warnings: list[str]) -> dict:
+    """analysis.json's entry of group g: its pooled increments, spectrum and test metrics (given),
+    neurons over its runs, its claims (pooled, combined with its seeds' by the group rule), and,
+    with several seeds, the headline numbers across them."""
     members = [per_run[r] for r in g.runs]
     entry = dict(group=g.index, label=g.label, settings=g.settings, runs=list(g.runs), seeds=list(g.seeds),
-                 increments=inc, spectrum=spec, neurons=_group_neurons(neuron_runs, g), test=_group_test(run, g, tests))
+                 increments=inc, spectrum=spec, neurons=_group_neurons(neuron_runs, g), test=test)
     if outside := inc.get("outside_grid"):
         warnings.append(f"group {g.label}: {outside:,} of {inc['fluctuating']:,} fluctuating increments "
                         f"({outside / inc['fluctuating']:.2g}) lie outside the pooled histogram's grid and "
@@ -324,41 +324,38 @@ def _group_neurons(per_run: list[dict], g: grouping.Group) -> dict:
     return out
 
 
-def test_metrics(run: Path, num_runs: int, warnings: list[str]) -> list[dict | None]:
-    """Per run, from metrics.json: the test loss at the first, lowest and last epoch, and the
-    last test accuracy; None for a run that diverged (a non-finite loss), or all None without
-    metrics.json (with a warning)."""
+def _loss_summary(loss: np.ndarray, accuracy_last: float | None) -> dict:
+    """The overfitting numbers of one test-loss curve (epochs,): first, lowest (and its epoch), last."""
+    return dict(epochs=int(loss.size), loss_first=float(loss[0]), loss_min=float(loss.min()),
+                loss_min_epoch=int(np.argmin(loss)) + 1, loss_last=float(loss[-1]), accuracy_last=accuracy_last)
+
+
+def test_metrics(run: Path, num_runs: int, warnings: list[str]) -> tuple[list[dict | None], np.ndarray | None]:
+    """(per run, from metrics.json: the test loss at the first, lowest and last epoch and the last
+    test accuracy, None for a run that diverged (a non-finite loss); the test losses (epochs,
+    runs)). All None and None without metrics.json (with a warning)."""
     try:
         m = rundir.load_metrics(run)
     except (rundir.RunDirError, json.JSONDecodeError) as e:
         warnings.append(f"no usable {rundir.METRICS} ({str(e).split(': ')[-1]}): the overfitting claim is not tested")
-        return [None] * num_runs
+        return [None] * num_runs, None
     loss = np.array(m.get("test_loss", []), dtype=float).reshape(-1, num_runs)  # (epochs, runs)
     acc = np.array(m.get("test_acc", []), dtype=float).reshape(-1, num_runs)
     out = []
     for r in range(num_runs):
         curve = loss[:, r]
-        if curve.size == 0 or not np.all(np.isfinite(curve)):
-            out.append(None)
-            continue
-        out.append(dict(epochs=int(curve.size), loss_first=float(curve[0]), loss_min=float(curve.min()),
-                        loss_min_epoch=int(np.argmin(curve)) + 1, loss_last=float(curve[-1]),
-                        accuracy_last=float(acc[-1, r]) if acc.size else None))
-    return out
+        ok = curve.size and np.all(np.isfinite(curve))
+        out.append(_loss_summary(curve, float(acc[-1, r]) if acc.size else None) if ok else None)
+    return out, loss
 
 
-def _group_test(run: Path, g: grouping.Group, per_run: list[dict | None]) -> dict | None:
+def _group_test(g: grouping.Group, per_run: list[dict | None], loss: np.ndarray | None) -> dict | None:
     """A group's overfitting numbers: its mean test-loss curve over the runs that never diverged."""
     ok = [r for r in g.runs if per_run[r] is not None]
     if not ok:
         return None
-    m = rundir.load_metrics(run)
-    num_runs = len(per_run)
-    loss = np.array(m["test_loss"], dtype=float).reshape(-1, num_runs)[:, ok].mean(axis=1)
     acc = [per_run[r]["accuracy_last"] for r in ok]
-    return dict(epochs=int(loss.size), runs=len(ok), loss_first=float(loss[0]), loss_min=float(loss.min()),
-                loss_min_epoch=int(np.argmin(loss)) + 1, loss_last=float(loss[-1]),
-                accuracy_last=None if None in acc else float(np.mean(acc)))
+    return dict(_loss_summary(loss[:, ok].mean(axis=1), None if None in acc else float(np.mean(acc))), runs=len(ok))
 
 
 def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str],

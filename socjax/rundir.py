@@ -586,16 +586,20 @@ def load_trajectory(run: str | Path) -> np.ndarray:
     return np.load(_require(Path(run) / TRAJECTORY), mmap_mode="r")
 
 
-def read_progress(run: str | Path) -> dict | None:
-    """progress.json (how much of the run is written: epochs_done, trajectory_rows, ...), or None
-    for a directory without one (a minimal directory: every trajectory row counts as written)."""
-    path = Path(run) / PROGRESS
+def _optional_json(path: Path) -> dict | None:
+    """A JSON file of the run, or None when it does not exist; malformed JSON is one line."""
     if not path.exists():
         return None
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise RunDirError(f"{path}: malformed JSON ({e})") from None
+
+
+def read_progress(run: str | Path) -> dict | None:
+    """progress.json (how much of the run is written: epochs_done, trajectory_rows, ...), or None
+    for a directory without one (a minimal directory: every trajectory row counts as written)."""
+    return _optional_json(Path(run) / PROGRESS)
 
 
 class TrajectoryReader:
@@ -657,13 +661,7 @@ def load_metrics(run: str | Path) -> dict:
 
 def load_analysis(run: str | Path) -> dict | None:
     """analysis.json as written by `socjax analyze`, or None when the run has none."""
-    path = Path(run) / ANALYSIS
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}: malformed JSON ({e})") from None
+    return _optional_json(Path(run) / ANALYSIS)
 
 
 def load_arrays(run: str | Path) -> dict[str, np.ndarray]:

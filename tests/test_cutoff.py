@@ -111,7 +111,8 @@ def test_paper_shape_is_recognised_pooled_and_per_series(gamma):
     sigma = 1e-4
     st = trajectory_stats(np.random.default_rng(int(gamma * 10)), "paper", 200_000, gamma=gamma, xmin=1e-7,
                           tau=np.sqrt(2) * sigma)
-    inc, per_series, _ = increments.analyze(st, [dict(run=0, k=k) for k in range(4)])
+    inc, _ = increments.pooled_summary(st)
+    per_series = increments.per_series(st, [dict(run=0, k=k) for k in range(4)])
     assert abs(inc["decay_fraction"] - 0.8) < 0.01 and inc["outside_grid"] == 0
     pooled = inc["model"]
     assert pooled["gamma_ci95"][0] <= gamma <= pooled["gamma_ci95"][1], pooled["gamma_ci95"]
@@ -167,7 +168,7 @@ def test_every_increment_is_on_the_grid_or_reported(tmp_path):
     rng = np.random.default_rng(5)
     # (fewer than the 1,000 increments a fit needs: only the counting is under test)
     st = increments.stream(zigzag(10.0 ** rng.uniform(-12, 2, 400)), None, None, stride=1)
-    inc, per_series, pool = increments.analyze(st, [dict(run=0)])
+    inc, pool = increments.pooled_summary(st)
     assert inc["outside_grid"] == 0 and pool.counts.sum() == inc["fluctuating"] == 800
     # |dw| of 1e-33 and 1e12 (float32): the median is 1e-33, so 1e12 / median = 1e45 > 1e39
     run = tmp_path / "run"

@@ -247,9 +247,3 @@ def pooled_summary(st: IncrementStats, series=None, min_count: int = 1000) -> tu
         out["note"] = "no non-decay increments"
     return out, pool
 
-
-def analyze(st: IncrementStats, series: list[dict], min_count: int = 1000) -> tuple[dict, list[dict], LogHist | None]:
-    """(every series pooled (`pooled_summary`), per-series entries (`per_series`), the pooled
-    LogHist (blocks, bins) or None when no series has a non-decay increment)."""
-    inc, pool = pooled_summary(st, None, min_count)
-    return inc, per_series(st, series, min_count), pool
