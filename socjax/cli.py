@@ -53,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser(
         "analyze",
-        help="analyse a run directory: analysis.json and the four figures",
+        help="analyse a run directory: analysis.json, analysis.npz, the figures and report.md",
         description="Analyse a run directory: fits of the increments and spectra of the recorded "
-                    "weights, neuron distributions; writes DIR/analysis.json, DIR/fig1..4 and DIR/report.md.",
+                    "weights, neuron distributions, per group of runs (a setting) and across seeds; writes "
+                    "DIR/analysis.json, DIR/analysis.npz, the figures and DIR/report.md.",
     )
     a.add_argument("run", metavar="DIR", help="run directory (from socjax train)")
     _add_analysis_args(a)
