@@ -144,6 +144,11 @@ class RunConfig:
     l2: tuple[float, ...] = (5e-4,)
     step: str = AUTO_STEP  # the SGD step implementation, a key of STEPS, or "auto" until resolved
     chunk_epochs: int = 1  # epochs per compiled call; the host writes results between calls
+    # Recording windows: `window_epochs` epochs recorded from each age in `record_windows` (epochs
+    # trained before the window opens), besides the final recording. A window lies wholly in
+    # equilibration or wholly in the final recording (then its rows are the final recording's first).
+    record_windows: tuple[int, ...] = ()
+    window_epochs: int = 2
     save_order: bool = False
     weight_stats: bool = False  # running statistics of every weight's increments while recording
     preset: str = "custom"
@@ -154,6 +159,19 @@ class RunConfig:
     @property
     def epochs(self) -> int:
         return self.epochs_equilibrate + self.epochs_record
+
+    def recorded(self) -> list[tuple[int, int]]:
+        """The recorded epochs as disjoint, increasing [start, end) intervals (0-based epochs): the
+        windows in equilibration, then the final recording (which holds any window inside it)."""
+        spans = [(a, a + self.window_epochs) for a in self.record_windows if a < self.epochs_equilibrate]
+        if self.epochs_record:
+            spans.append((self.epochs_equilibrate, self.epochs))
+        return spans
+
+    def recorded_before(self, epoch: int) -> int:
+        """How many recorded epochs precede global epoch `epoch` (0-based): its first trajectory row
+        is this times steps_per_epoch // stride."""
+        return sum(max(0, min(end, epoch) - start) for start, end in self.recorded())
 
     def runs(self) -> list[tuple[int, float, float]]:
         """(seed, lr, l2) of every run, in the order of the leading axis of every saved array."""
@@ -169,8 +187,9 @@ class RunConfig:
         d = {k: v for k, v in d.items() if k != "runs"}
         d["model"] = ModelConfig(**{**d["model"], "sizes": tuple(d["model"]["sizes"])})
         d["track_weights"] = tuple(TrackedWeight(**t) for t in d["track_weights"])
-        for k in ("seeds", "lr", "l2"):
-            d[k] = tuple(d[k])
+        for k in ("seeds", "lr", "l2", "record_windows"):
+            if k in d:
+                d[k] = tuple(d[k])
         return RunConfig(**d)
 
 
@@ -201,6 +220,7 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"stride must be >= 1, got {cfg.stride}")
     if cfg.chunk_epochs < 1:
         raise ConfigError(f"chunk_epochs must be >= 1, got {cfg.chunk_epochs}")
+    _validate_windows(cfg)
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise ConfigError(f"train_limit must be >= 1, got {cfg.train_limit}")
     if not (cfg.pixel_scale > 0 and math.isfinite(cfg.pixel_scale)):
@@ -230,6 +250,31 @@ def _validate(cfg: RunConfig) -> None:
             if count > size:
                 raise ConfigError(f"--track {cfg.track} draws {count} weights from w{layer}, which has {size}; "
                                   f"at most {2 * min(m.sizes[0] * m.sizes[1], m.sizes[1] * m.sizes[2])}")
+
+
+def _validate_windows(cfg: RunConfig) -> None:
+    """Windows: ages increasing, non-negative, not overlapping, each ending by the run's end and
+    lying wholly in equilibration or wholly in the final recording."""
+    ages, w = cfg.record_windows, cfg.window_epochs
+    if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+        raise ConfigError(f"window_epochs must be an integer >= 1, got {w!r}")
+    if not ages:
+        return
+    if any(isinstance(a, bool) or not isinstance(a, int) or a < 0 for a in ages):
+        raise ConfigError(f"window ages must be integers >= 0 (epochs trained before the window), got {list(ages)}")
+    if list(ages) != sorted(set(ages)):
+        raise ConfigError(f"window ages must be distinct and increasing, got {list(ages)}")
+    for a, b in zip(ages, ages[1:]):
+        if a + w > b:
+            raise ConfigError(f"the windows at ages {a} and {b} overlap ({w} epochs each); give ages at least "
+                              f"{w} apart or fewer --window-epochs")
+    eq = cfg.epochs_equilibrate
+    for a in ages:
+        if a + w > cfg.epochs:
+            raise ConfigError(f"the window at age {a} ends at epoch {a + w}, after the run's {cfg.epochs} epochs")
+        if a < eq < a + w:
+            raise ConfigError(f"the window at age {a} ({w} epochs) straddles the start of the final recording "
+                              f"(epoch {eq}); a window lies wholly before it or wholly inside it")
 
 
 def steps_per_epoch(cfg: RunConfig, num_train: int) -> int:
@@ -320,6 +365,14 @@ def positive_int(text: str) -> int:
     return v
 
 
+def ages(text: str) -> tuple[int, ...]:
+    """Comma-separated ages in epochs, each >= 0, e.g. 1,3,10 (argparse type)."""
+    out = tuple(_number(a.strip(), int, "comma-separated integers") for a in text.split(","))
+    if any(a < 0 for a in out):
+        raise argparse.ArgumentTypeError(f"ages must be >= 0, got {text}")
+    return out
+
+
 def tracked_weight(text: str) -> TrackedWeight:
     """LAYER:ROW:COL (argparse type)."""
     try:
@@ -380,6 +433,10 @@ FLAGS: tuple[Flag, ...] = (
          dict(choices=STEP_CHOICES)),
     Flag("chunk_epochs", "epochs per compiled call; results are written after each (default 1)", "chunk_epochs",
          dict(type=positive_int)),
+    Flag("record_windows", "also record --window-epochs epochs from each of these ages (epochs trained before "
+         "the window), e.g. 1,3,10,30,100,300,1000,3000; each window is analysed on its own (default: none)",
+         "record_windows", dict(type=ages, metavar="AGES")),
+    Flag("window_epochs", "epochs recorded in each window (default 2)", "window_epochs", dict(type=positive_int)),
     Flag("save_order", "write order.npy, the example of every step", "save_order", _CONST),
     Flag("weight_stats", "accumulate, for every weight and bias, running statistics of its increments over the "
          "recorded epochs (mean, variance, mean |dw|, pure-decay fraction; per-layer histograms of |dw|) and "

@@ -62,7 +62,8 @@ RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, OR
 # what `socjax analyze` derives from a run: removed when the run is resumed, as they no longer describe it
 ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE = "analysis.json", "analysis.npz", "report.md", "sweep.png"
 FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
-DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, *FIGURES)
+AGES, AGES_FIGURE, WINDOWS = "ages.json", "ages.png", "windows"  # the age table; windows/age{A}/: a window's analysis
+DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, AGES, AGES_FIGURE, *FIGURES)
 
 
 def figure_name(figure: str, label: str | None = None) -> str:
@@ -216,16 +217,78 @@ def environment() -> dict:
 
 
 def layout(cfg: RunConfig, steps_per_epoch: int, num_test: int) -> dict:
-    """config.json's "trajectory" section: where the recorded rows sit among the SGD steps."""
+    """config.json's "trajectory" section: where the recorded rows sit among the SGD steps.
+
+    first_step, steps, row: the final recording's first step (global, from 1), recorded steps and
+    first row of trajectory.npy; rows: the file's rows (every window and the final recording);
+    windows: one entry per recording window (`window_layout`)."""
     n = steps_per_epoch
     return dict(first_step=cfg.epochs_equilibrate * n + cfg.stride, stride=cfg.stride,
                 steps=cfg.epochs_record * n // cfg.stride, steps_per_epoch=n, num_train=n,
-                num_test=num_test, num_runs=len(cfg.runs()))
+                num_test=num_test, num_runs=len(cfg.runs()),
+                row=cfg.recorded_before(cfg.epochs_equilibrate) * n // cfg.stride,
+                rows=cfg.recorded_before(cfg.epochs) * n // cfg.stride,
+                windows=[window_layout(cfg, n, age) for age in cfg.record_windows])
+
+
+def window_layout(cfg: RunConfig, steps_per_epoch: int, age: int) -> dict:
+    """One recording window: age (epochs trained before it), epochs, end_epoch, first_step
+    (global step of its first row, from 1), row (its first row of trajectory.npy), steps (rows)."""
+    n, w = steps_per_epoch, cfg.window_epochs
+    return dict(age=age, epochs=w, end_epoch=age + w, first_step=age * n + cfg.stride,
+                row=cfg.recorded_before(age) * n // cfg.stride, steps=w * n // cfg.stride)
+
+
+def window_params(age: int) -> str:
+    """The file of the parameters at the end of the window at `age`: params_age{age}.npz."""
+    return f"params_age{age}.npz"
+
+
+def window_dir(run: str | Path, age: int) -> Path:
+    """Where `socjax analyze` writes the analysis of the window at `age`: DIR/windows/age{age}/."""
+    return Path(run) / WINDOWS / f"age{age}"
+
+
+class Recording(NamedTuple):
+    """One stretch of consecutive recorded steps of a run, analysed on its own: a window or the
+    final recording. age: epochs trained before it; epochs: its length; final: the final recording;
+    first_step: global step of its first row (from 1); row: its first row of trajectory.npy;
+    steps: its rows; params: the file of the parameters at its end; out: the directory its analysis
+    is written to (the run's own for the final recording, `window_dir` for a window)."""
+
+    age: int
+    epochs: int
+    final: bool
+    first_step: int
+    row: int
+    steps: int
+    params: str
+    out: Path
+
+    @property
+    def end_epoch(self) -> int:
+        return self.age + self.epochs
+
+
+def recordings(run: str | Path, info: "RunInfo") -> list[Recording]:
+    """The windows (in order of age), then the final recording, of a run directory. A minimal
+    directory (no configuration) has one: its whole trajectory, as the final recording."""
+    run, layout, cfg = Path(run), info.layout, info.config
+    stride = info.stride
+    if cfg is None:
+        rows = open_trajectory(run).shape[1]
+        return [Recording(0, 0, True, int(layout.get("first_step", stride)), 0, rows, PARAMS_FINAL, run)]
+    n = layout["steps_per_epoch"]
+    out = [Recording(w["age"], w["epochs"], False, w["first_step"], w["row"], w["steps"], window_params(w["age"]),
+                     window_dir(run, w["age"])) for w in layout.get("windows", [])]
+    out.append(Recording(cfg.epochs_equilibrate, cfg.epochs_record, True, layout["first_step"], layout.get("row", 0),
+                         cfg.epochs_record * n // stride, PARAMS_FINAL, run))
+    return out
 
 
 def _array_shapes(cfg: RunConfig, layout: dict, num_tracked: int) -> dict[str, tuple[int, ...]]:
-    """The preallocated arrays of a run and their shapes: trajectory (R, T, K), order (R, steps)."""
-    shapes = {TRAJECTORY: (layout["num_runs"], layout["steps"], num_tracked)}
+    """The preallocated arrays of a run and their shapes: trajectory (R, rows, K), order (R, steps)."""
+    shapes = {TRAJECTORY: (layout["num_runs"], layout.get("rows", layout["steps"]), num_tracked)}
     if cfg.save_order:
         shapes[ORDER] = (layout["num_runs"], cfg.epochs * layout["steps_per_epoch"])
     return shapes
@@ -323,7 +386,8 @@ def written_rows(cfg: RunConfig, layout: dict, epochs_done: int) -> dict:
     n = layout["steps_per_epoch"]
     recorded = min(max(epochs_done - cfg.epochs_equilibrate, 0), cfg.epochs_record)
     out = dict(recorded_epochs=recorded, record_epochs=cfg.epochs_record,
-               trajectory_rows=recorded * n // cfg.stride, trajectory_steps=layout["steps"])
+               trajectory_rows=cfg.recorded_before(epochs_done) * n // cfg.stride,
+               trajectory_steps=layout.get("rows", layout["steps"]))
     if cfg.save_order:
         out.update(order_rows=epochs_done * n, order_steps=cfg.epochs * n)
     return out
@@ -384,6 +448,7 @@ class RunWriter:
         def write():
             for path in [out / name for name in DERIVED] + derived_figures(out):
                 path.unlink(missing_ok=True)
+            shutil.rmtree(out / WINDOWS, ignore_errors=True)
             shapes = _array_shapes(cfg, layout, len(w.tracked))
             w.trajectory = _grow(out / TRAJECTORY, shapes[TRAJECTORY])
             if ORDER in shapes:
@@ -423,7 +488,7 @@ class RunWriter:
         def write():
             n = self.layout["steps_per_epoch"]
             if trajectory is not None and trajectory.shape[-1]:
-                row = (first - self.cfg.epochs_equilibrate) * n // self.cfg.stride
+                row = self.cfg.recorded_before(first) * n // self.cfg.stride
                 self.trajectory[:, row : row + trajectory.shape[1]] = trajectory
             if order is not None:
                 self.order[:, first * n : (first + num_epochs) * n] = order.reshape(order.shape[0], -1)
@@ -437,6 +502,11 @@ class RunWriter:
             self._write_progress()
 
         self._io(write)
+
+    def window_end(self, age: int, params: Mapping[str, np.ndarray]) -> None:
+        """The parameters at the end of the window at `age` (params_age{age}.npz); written before
+        any checkpoint after it, so a resume past the window finds them."""
+        self._io(write_npz, self.out / window_params(age), params)
 
     def checkpoint(self, state) -> None:
         """checkpoint.npz: `state` (any pytree) after `self.epoch` epochs, with the metrics so far
@@ -605,12 +675,13 @@ def read_progress(run: str | Path) -> dict | None:
 class TrajectoryReader:
     """trajectory.npy read in chunks of rows with explicit reads, not a memory map: a memory map's
     pages stay resident once touched (a 6 GB trajectory would hold 6 GB), this holds one chunk.
-    rows: read only the first `rows` steps (the written ones of a partial run); default all.
+    start, rows: read only rows start..start+rows-1 of the file (a window, or the written rows of a
+    partial run), as rows 0..rows-1; default all.
 
     Supports `.shape`, `.dtype`, `.ndim` and `reader[:, t0:t1, :]` -> (R, t1 - t0, K) ndarray.
     """
 
-    def __init__(self, path: Path, rows: int | None = None):
+    def __init__(self, path: Path, rows: int | None = None, start: int = 0):
         self.path = path
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -621,9 +692,11 @@ class TrajectoryReader:
             raise ValueError("Fortran-ordered arrays are not supported")
         self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
         self.file_steps = self.shape[1] if self.ndim == 3 else None
-        if rows is not None and self.ndim == 3:
-            if not 0 <= rows <= self.file_steps:
-                raise ValueError(f"{rows} written rows of a file of {self.file_steps}")
+        self.start = start
+        if self.ndim == 3:
+            rows = self.file_steps - start if rows is None else rows
+            if not (0 <= start and 0 <= rows and start + rows <= self.file_steps):
+                raise ValueError(f"rows {start}..{start + rows - 1} of a file of {self.file_steps}")
             self.shape = (self.shape[0], rows, self.shape[2])
 
     def __getitem__(self, key) -> np.ndarray:
@@ -637,20 +710,22 @@ class TrajectoryReader:
         item = self.dtype.itemsize
         with open(self.path, "rb") as f:
             for r in range(runs):
-                f.seek(self.offset + (r * self.file_steps + t0) * k * item)
+                f.seek(self.offset + (r * self.file_steps + self.start + t0) * k * item)
                 out[r] = np.fromfile(f, self.dtype, rows * k).reshape(rows, k)
         return out
 
 
-def open_trajectory(run: str | Path, rows: int | None = None) -> TrajectoryReader:
-    """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis) of its first
-    `rows` steps (default all)."""
-    return TrajectoryReader(_require(Path(run) / TRAJECTORY), rows)
+def open_trajectory(run: str | Path, rows: int | None = None, start: int = 0) -> TrajectoryReader:
+    """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis) of `rows`
+    rows from row `start` (default all)."""
+    return TrajectoryReader(_require(Path(run) / TRAJECTORY), rows, start)
 
 
 def load_params(run: str | Path, which: str = "final") -> dict[str, np.ndarray]:
-    """params_{init,final}.npz as {"w1": (R, 784, 700), "b1": (R, 700), ...}."""
-    path = _require(Path(run) / (PARAMS_FINAL if which == "final" else PARAMS_INIT))
+    """params_{init,final}.npz (which "init" or "final"), or another parameter file of the run
+    (a window's, `window_params`), as {"w1": (R, 784, 700), "b1": (R, 700), ...}."""
+    name = {"final": PARAMS_FINAL, "init": PARAMS_INIT}.get(which, which)
+    path = _require(Path(run) / name)
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
@@ -662,6 +737,11 @@ def load_metrics(run: str | Path) -> dict:
 def load_analysis(run: str | Path) -> dict | None:
     """analysis.json as written by `socjax analyze`, or None when the run has none."""
     return _optional_json(Path(run) / ANALYSIS)
+
+
+def load_ages(run: str | Path) -> dict | None:
+    """ages.json (the age table of a run with recording windows), or None when absent."""
+    return _optional_json(Path(run) / AGES)
 
 
 def load_arrays(run: str | Path) -> dict[str, np.ndarray]:

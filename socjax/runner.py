@@ -48,25 +48,31 @@ class Diverged(Exception):
 
 
 class Chunk(NamedTuple):
-    """One compiled call: `epochs` epochs, recording or not."""
+    """One compiled call: `epochs` epochs, recording or not; stats: accumulating --weight-stats
+    (the final recording only, not the windows before it)."""
 
     record: bool
     epochs: int
+    stats: bool = False
 
 
 def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[tuple[Chunk, int]]:
-    """The chunks from `start_epoch` on, as (chunk, how many in a row): equilibration then
-    recording, in chunk_epochs pieces (at most four entries, however many epochs). Chunking does
-    not change results (the example order is per global epoch)."""
+    """The chunks from `start_epoch` on, as (chunk, how many in a row): each stretch of epochs
+    that records alike (unrecorded, a window, the final recording) in chunk_epochs pieces, so a
+    chunk never crosses a window's edge (at most two entries per stretch, however many epochs).
+    Chunking does not change results (the example order is per global epoch)."""
+    recorded = cfg.recorded()
+    edges = sorted({0, cfg.epochs, *(e for span in recorded for e in span)})
     plan = []
-    epoch = start_epoch
-    for record, end in ((False, cfg.epochs_equilibrate), (True, cfg.epochs)):
-        if epoch >= end:
+    for begin, end in zip(edges, edges[1:]):
+        begin = max(begin, start_epoch)
+        if begin >= end:
             continue
-        full, rest = divmod(end - epoch, cfg.chunk_epochs)
-        plan += [(Chunk(record, cfg.chunk_epochs), full)] if full else []
-        plan += [(Chunk(record, rest), 1)] if rest else []
-        epoch = end
+        record = any(a <= begin < b for a, b in recorded)
+        stats = record and cfg.weight_stats and begin >= cfg.epochs_equilibrate
+        full, rest = divmod(end - begin, cfg.chunk_epochs)
+        plan += [(Chunk(record, cfg.chunk_epochs, stats), full)] if full else []
+        plan += [(Chunk(record, rest, stats), 1)] if rest else []
     return plan
 
 
@@ -188,23 +194,27 @@ def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp,
     bar.start()
     clock = _CheckpointClock(checkpoint_epochs, checkpoint_minutes)
     pending, epoch = None, writer.epoch
+    window_ends = {age + cfg.window_epochs: age for age in cfg.record_windows}
     # a signal while the directory was set up stops the run before its first chunk
     for i, chunk in enumerate(() if stop.requested else chunks(start.plan)):
         state, result = compiled[chunk](state, start.hyper, start.dataset)
         epoch += chunk.epochs
-        # a device copy now (asynchronous): the next call donates this state's buffers
-        snapshot = None
+        # device copies now (asynchronous): the next call donates this state's buffers
+        snapshot = window = None
         if i < total - 1 and clock.due(epoch, writer):
             snapshot = jax.tree.map(jnp.copy, state)
+        if epoch in window_ends:  # chunks end at every window's edge (chunk_plan)
+            window = (window_ends[epoch], jax.tree.map(jnp.copy, state.params))
         if pending is not None:
             _write(writer, *pending, state, bar)
-        pending = (chunk, result, snapshot)
+        pending = (chunk, result, snapshot, window)
         if stop.requested:
             break
     if pending is not None:
         # the last chunk dispatched: its state is not donated again, and it is always checkpointed,
         # whether the plan ended or a signal came (even while the previous chunk was being written)
-        _write(writer, pending[0], pending[1], state, state, bar)
+        chunk, result, _, window = pending
+        _write(writer, chunk, result, state, window, state, bar)
     if stop.requested and writer.epoch < cfg.epochs:
         raise Interrupted(f"stopped by {stop.name} after epoch {writer.epoch} of {cfg.epochs}; checkpoint written "
                           f"at epoch {writer.checkpointed}; continue with: socjax train --resume {out}")
@@ -212,8 +222,10 @@ def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp,
     writer.finish(_named(state.params), stats)
 
 
-def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, snapshot, latest, bar) -> None:
-    """Copy a finished chunk to the host and write it; stop on divergence; checkpoint if due."""
+def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, snapshot, window, latest,
+           bar) -> None:
+    """Copy a finished chunk to the host and write it; stop on divergence; write the parameters of
+    a window that ended with it (window: (age, params)); checkpoint if due."""
     result = jax.device_get(result)  # waits for the chunk: its wall time ends here
     seconds = bar.chunk_done()
     first = writer.epoch
@@ -227,6 +239,8 @@ def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, sn
             + ", ".join(f"{r} (seed {runs[r][0]}, lr {runs[r][1]:g}, l2 {runs[r][2]:g})" for r in bad)
             + f"; the last good checkpoint (epoch {writer.checkpointed}) is kept in {writer.out}"
         )
+    if window is not None:
+        writer.window_end(window[0], _named(window[1]))
     if snapshot is not None:
         writer.checkpoint(snapshot)
     bar.show(writer)
@@ -252,7 +266,7 @@ def _named(params) -> dict[str, np.ndarray]:
 def _compile(cfg: RunConfig, start: _StartUp, chunk: Chunk):
     """The chunk's program, compiled ahead of time for these exact inputs (shapes and shardings)."""
     spec = train.TrainSpec(cfg.model, start.tracked, cfg.stride, chunk.record, cfg.save_order,
-                           weight_stats=cfg.weight_stats, step=cfg.step)
+                           weight_stats=chunk.stats, step=cfg.step)
     return train.make_train_chunk(spec, chunk.epochs).lower(start.state, start.hyper, start.dataset).compile()
 
 

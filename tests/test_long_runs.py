@@ -201,23 +201,29 @@ def test_resume_refuses_a_different_config_and_a_complete_run(reference, capsys,
                                        "give a longer --epochs\n")
 
 
-def test_chunk_plan_is_at_most_four_entries_and_equals_the_epoch_by_epoch_plan():
+def test_chunk_plan_is_at_most_two_entries_per_stretch_and_equals_the_epoch_by_epoch_plan():
     from socjax import config, runner
 
-    def by_epoch(cfg, start):  # one epoch at a time, grouped into chunks that never cross into recording
+    def by_epoch(cfg, start):  # one epoch at a time, grouped into chunks that never cross a window's edge
+        spans = cfg.recorded()
+        edges = sorted({0, cfg.epochs, *(e for span in spans for e in span)})
         out, epoch = [], start
         while epoch < cfg.epochs:
-            record = epoch >= cfg.epochs_equilibrate
-            end = cfg.epochs if record else cfg.epochs_equilibrate
+            record = any(a <= epoch < b for a, b in spans)
+            end = next(e for e in edges if e > epoch)
             e = min(cfg.chunk_epochs, end - epoch)
-            out.append(runner.Chunk(record, e))
+            out.append(runner.Chunk(record, e, record and cfg.weight_stats and epoch >= cfg.epochs_equilibrate))
             epoch += e
         return out
 
-    for epochs, record, chunk, start in ((8, 3, 1, 0), (8, 3, 3, 2), (10, 10, 4, 0), (10, 0, 3, 5), (7, 2, 5, 7)):
-        cfg = config.build("smoke", epochs=epochs, record_epochs=record, chunk_epochs=chunk)
+    for epochs, record, chunk, start, windows in ((8, 3, 1, 0, ()), (8, 3, 3, 2, ()), (10, 10, 4, 0, ()),
+                                                  (10, 0, 3, 5, ()), (7, 2, 5, 7, ()), (20, 4, 3, 0, (0, 5, 16)),
+                                                  (20, 4, 1, 6, (0, 5, 17)), (30, 4, 4, 2, (3, 10))):
+        cfg = config.build("smoke", epochs=epochs, record_epochs=record, chunk_epochs=chunk, record_windows=windows,
+                           weight_stats=True)
         plan = runner.chunk_plan(cfg, start)
-        assert list(runner.chunks(plan)) == by_epoch(cfg, start) and len(plan) <= 4
+        assert list(runner.chunks(plan)) == by_epoch(cfg, start)
+        assert len(plan) <= 2 * (2 * len(windows) + 2)
     huge = runner.chunk_plan(config.build("smoke", epochs=10**9, record_epochs=10**9 - 5, chunk_epochs=3), 0)
     assert len(huge) == 4 and sum(c.epochs * n for c, n in huge) == 10**9
 
