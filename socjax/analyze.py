@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -56,8 +57,8 @@ def _clean(obj):
     return obj
 
 
-def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], rundir.TrajectoryReader]:
-    """(config.json typed, tracked weights, the trajectory reader) of a run directory, validated."""
+def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], int]:
+    """(config.json typed, tracked weights, the trajectory rows written) of a run directory, validated."""
     if not run.is_dir():
         raise AnalysisError(f"{run}: run directory not found")
     info = rundir.read_info(run)
@@ -78,15 +79,24 @@ def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], r
         raise AnalysisError(
             f"{run / rundir.TRAJECTORY}: shape {traj.shape}, expected (runs, steps, {len(tracked)} tracked weights)"
         )
-    if traj.shape[1] < 2:
-        written = "" if progress is None else f" written so far (of {traj.file_steps:,}; see {rundir.PROGRESS})"
-        raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written}, "
-                            "no increments to analyse")
     if traj.dtype.kind != "f":
         raise AnalysisError(f"{run / rundir.TRAJECTORY}: dtype {traj.dtype}, expected floating point")
     if info.runs is not None and len(info.runs) != traj.shape[0]:
         raise AnalysisError(f"config.json lists {len(info.runs)} runs, trajectory.npy holds {traj.shape[0]}")
-    return info, tracked, traj
+    return info, tracked, traj.shape[1]
+
+
+def open_recording(run: Path, rec: rundir.Recording, written: int) -> tuple[rundir.TrajectoryReader, dict | None]:
+    """(a reader of the recording's rows that are written, `partial`: how much of it that is, or
+    None when all of it)."""
+    rows = min(max(written - rec.row, 0), rec.steps)
+    traj = rundir.open_trajectory(run, rows, rec.row)
+    if rows == rec.steps:
+        return traj, None
+    progress = rundir.read_progress(run) or {}
+    per_epoch = rec.steps // rec.epochs if rec.epochs else None
+    return traj, dict(recorded_epochs=rows // per_epoch if per_epoch else None, record_epochs=rec.epochs,
+                      steps=rows, of_steps=rec.steps, epochs_done=progress.get("epochs_done"))
 
 
 def decay_rates(info: rundir.RunInfo) -> tuple[list[float] | None, list[float] | None]:
@@ -169,41 +179,87 @@ def spectrum_summary(sp: Spectra, series) -> tuple[dict, np.ndarray | None]:
     return spec, rows
 
 
-def partial(run: Path, traj: rundir.TrajectoryReader) -> dict | None:
-    """How much of a run that is still training, or was interrupted, is analysed; None when the
-    whole trajectory is written."""
-    progress = rundir.read_progress(run)
-    if progress is None or traj.shape[1] == traj.file_steps:
-        return None
-    return dict(recorded_epochs=progress.get("recorded_epochs"), record_epochs=progress.get("record_epochs"),
-                steps=traj.shape[1], of_steps=traj.file_steps)
-
-
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
-            window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
+            window: str = "hann", progress: bool = True, figures: bool = True) -> dict | None:
     """Analyse a run directory; writes analysis.json, analysis.npz (and the figures) into it;
-    returns the analysis.json dict (see the README's table of its keys)."""
+    returns the analysis.json dict (see the README's table of its keys).
+
+    A run with recording windows gets each complete window analysed the same way, on its own,
+    into windows/age{A}/ (with its report.md), and the age table (`socjax.analysis.ages`) in
+    ages.json, ages.png and the returned dict's "ages". Until the final recording has two written
+    steps there is no analysis.json of it: the return value then holds only "ages" and "warnings"."""
+    run = Path(run)
+    info, tracked, written = load_inputs(run)
+    recs = rundir.recordings(run, info)
+    # an earlier analysis's outputs: rewritten below, or they would be stale
+    for path in rundir.derived_figures(run) + [run / name for name in rundir.DERIVED]:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run / rundir.WINDOWS, ignore_errors=True)
+    data_cache: dict = {}
+    done = []
+    for rec in recs[:-1]:
+        traj, part = open_recording(run, rec, written)
+        if part is not None or rec.steps < 2:  # a window is analysed once it is complete
+            continue
+        result = analyze_recording(run, info, tracked, rec, traj, None, data_dir, segment, window, progress,
+                                   figures, data_cache)
+        report.write(rec.out, result, run)
+        done.append((rec, result))
+    final = recs[-1]
+    traj, part = open_recording(run, final, written)
+    result = None
+    if traj.shape[1] >= 2 or not done:
+        if traj.shape[1] < 2:
+            written_note = "" if part is None else f" written so far (of {part['of_steps']:,}; see {rundir.PROGRESS})"
+            raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written_note}, "
+                                "no increments to analyse")
+        result = analyze_recording(run, info, tracked, final, traj, part, data_dir, segment, window, progress,
+                                   figures, data_cache)
+        # the final recording is a row of its own unless a window starts with it (and is comparable)
+        if done and final.age not in {rec.age for rec, _ in done}:
+            done.append((final, result))
+    if not done:
+        return result
+    from socjax.analysis import ages
+
+    table = ages.table([(rec.age, rec.epochs, rec.final, res) for rec, res in done])
+    rundir.write_json(run / rundir.AGES, _clean(table))
+    if figures:
+        from socjax import plots
+
+        plots.age_figure(table, run / rundir.AGES_FIGURE)
+    if result is None:
+        return dict(ages=_clean(table), warnings=[f"the final recording has not started (epoch "
+                                                  f"{(rundir.read_progress(run) or {}).get('epochs_done')} of "
+                                                  f"{info.config.epochs}): only the windows are analysed"])
+    result["ages"] = _clean(table)
+    return result
+
+
+def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Recording, traj, part: dict | None,
+                      data_dir, segment, window, progress, figures, data_cache) -> dict:
+    """Analyse one recording of a run (a window, or the final recording) from its rows `traj`;
+    writes analysis.json, analysis.npz (and the figures) into rec.out; returns the analysis.json dict."""
     from tqdm.auto import tqdm
 
-    run = Path(run)
-    info, tracked, traj = load_inputs(run)
     lr, l2 = decay_rates(info)
     stride = info.stride
     num_runs, steps, k = traj.shape
     warnings: list[str] = []
     if lr is None:
         warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
-    part = partial(run, traj)
     if part is not None:
         warnings.append(f"partial run: {part['recorded_epochs']} of {part['record_epochs']} recorded epochs written "
                         f"({part['steps']:,} of {part['of_steps']:,} recorded steps); only these are analysed")
     groups, swept = grouping.group_runs(info.runs, num_runs)
     series = describe_series(info, tracked, num_runs, groups)
+    end_epoch = rec.end_epoch if info.config is not None else None
+    what = "analysing" if rec.final else f"window {rec.age}"
 
     # two passes over the data, shared by every grouping: every increment, then every row the
     # Welch segments cover (the bar counts both)
     total = (steps - 1) + spectrum.rows_covered(steps, segment)
-    with tqdm(total=total, unit="step", desc="analysing", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="step", desc=what, disable=not progress, dynamic_ncols=True) as bar:
         st = increments.stream(traj, lr, l2, stride, progress=bar.update)
         sp = spectra_pass(traj, stride, segment, window, warnings, bar.update)
     increment_warnings(st, series, warnings)
@@ -215,8 +271,8 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         for pos, s in enumerate(rows):
             per_weight[s]["spectrum"] = {name: a[name][pos] for name in ("a_low", "a_high")}
 
-    tests, test_loss = test_metrics(run, num_runs, warnings)
-    neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs)
+    tests, test_loss = test_metrics(run, num_runs, warnings, None if rec.final else end_epoch)
+    neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs, rec.params, data_cache)
     group_of = {r: g for g in groups for r in g.runs}
     per_run, run_pools = [], []
     for r in range(num_runs):
@@ -244,7 +300,8 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         schema_version=results.SCHEMA_VERSION,
         socjax=socjax.__version__,
         run=str(run.resolve()),
-        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=info.layout.get("first_step"),
+        recording=dict(age=rec.age, epochs=rec.epochs, end_epoch=end_epoch, final=rec.final),
+        trajectory=dict(runs=num_runs, steps=steps, weights=k, stride=stride, first_step=rec.first_step,
                         partial=part),
         warnings=warnings,
         swept=swept,
@@ -253,14 +310,13 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         per_run=per_run,
         per_weight=per_weight,
     ))
-    for name in rundir.derived_figures(run):  # figures of an earlier analysis: redrawn below, or stale
-        name.unlink()
-    rundir.write_npz(run / ARRAYS, arrays)
-    rundir.write_json(run / ANALYSIS, result)
+    rec.out.mkdir(parents=True, exist_ok=True)
+    rundir.write_npz(rec.out / ARRAYS, arrays)
+    rundir.write_json(rec.out / ANALYSIS, result)
     if figures:
         from socjax import plots
 
-        plots.all_figures(results.load_run(run))
+        plots.all_figures(results.load_run(run, None if rec.final else rec.age))
     return result
 
 
@@ -330,10 +386,12 @@ def _loss_summary(loss: np.ndarray, accuracy_last: float | None) -> dict:
                 loss_min_epoch=int(np.argmin(loss)) + 1, loss_last=float(loss[-1]), accuracy_last=accuracy_last)
 
 
-def test_metrics(run: Path, num_runs: int, warnings: list[str]) -> tuple[list[dict | None], np.ndarray | None]:
+def test_metrics(run: Path, num_runs: int, warnings: list[str],
+                 end_epoch: int | None = None) -> tuple[list[dict | None], np.ndarray | None]:
     """(per run, from metrics.json: the test loss at the first, lowest and last epoch and the last
     test accuracy, None for a run that diverged (a non-finite loss); the test losses (epochs,
-    runs)). All None and None without metrics.json (with a warning)."""
+    runs)), over epochs 1..end_epoch (default all). All None and None without metrics.json (with a
+    warning)."""
     try:
         m = rundir.load_metrics(run)
     except (rundir.RunDirError, json.JSONDecodeError) as e:
@@ -341,6 +399,8 @@ def test_metrics(run: Path, num_runs: int, warnings: list[str]) -> tuple[list[di
         return [None] * num_runs, None
     loss = np.array(m.get("test_loss", []), dtype=float).reshape(-1, num_runs)  # (epochs, runs)
     acc = np.array(m.get("test_acc", []), dtype=float).reshape(-1, num_runs)
+    if end_epoch is not None:
+        loss, acc = loss[:end_epoch], acc[:end_epoch]
     out = []
     for r in range(num_runs):
         curve = loss[:, r]
@@ -359,8 +419,10 @@ def _group_test(g: grouping.Group, per_run: list[dict | None], loss: np.ndarray 
 
 
 def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str],
-                 num_runs: int) -> tuple[list[dict], dict[int, dict]]:
-    """Fig. 1: bimodality of the layer-2 neurons of every run over the run's test images.
+                 num_runs: int, params: str = rundir.PARAMS_FINAL,
+                 data_cache: dict | None = None) -> tuple[list[dict], dict[int, dict]]:
+    """Fig. 1: bimodality of the layer-2 neurons of every run over the run's test images, with the
+    parameters in the run's file `params` (params_final.npz, or a window's).
 
     Returns (one summary per run, or {"skipped": why}; {run: Fig. 1's arrays} for every run with
     a summary: FIG1_NEURONS live neurons picked at random (seeded), their pre-activations z
@@ -370,10 +432,10 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
     def skipped(why):
         return [dict(skipped=why) for _ in range(num_runs)], {}
 
-    if not (run / rundir.PARAMS_FINAL).exists():
+    if not (run / params).exists():
         if info.config is not None:
-            warnings.append(f"no {rundir.PARAMS_FINAL} (the run has not finished): Fig. 1 is not drawn")
-        return skipped("no params_final.npz")
+            warnings.append(f"no {params} (the run has not finished): Fig. 1 is not drawn")
+        return skipped(f"no {params}")
     cfg = info.config
     if cfg is None:
         return skipped("config.json has no model configuration")
@@ -381,21 +443,24 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
         return skipped("the network has fewer than two hidden layers")
     from socjax import data, model
 
+    data_cache = {} if data_cache is None else data_cache
     try:
-        raw, source = data.load_raw(cfg.dataset, data_dir or cfg.data_dir)
+        if "test" not in data_cache:
+            raw, source = data.load_raw(cfg.dataset, data_dir or cfg.data_dir)
+            data_cache["test"] = data.decode(raw, cfg.pixel_scale).test_x, source
+        test_x, source = data_cache["test"]
     except ConfigError as e:
         warnings.append(f"neurons skipped: {e}")
         return skipped(str(e))
-    ds = data.decode(raw, cfg.pixel_scale)
-    named = rundir.load_params(run, "final")
+    named = rundir.load_params(run, params)
     per_run, figure = [], {}
     for r in range(named["w1"].shape[0]):
         one = {k: v[r] for k, v in named.items()}
         if not all(np.all(np.isfinite(v)) for v in one.values()):
             per_run.append(dict(skipped="the run diverged: its final parameters are not finite"))
             continue
-        params = model.from_named(one, cfg.model.num_layers)
-        summary, z, (modes, grid, dens, b) = neurons.analyze(params, ds.test_x, layer=2)
+        net = model.from_named(one, cfg.model.num_layers)
+        summary, z, (modes, grid, dens, b) = neurons.analyze(net, test_x, layer=2)
         per_run.append(dict(summary, data_source=source))
         rng = np.random.default_rng(0)
         alive = np.flatnonzero(z.max(0) > 0)

@@ -155,12 +155,17 @@ def _check_out(out: str | None) -> None:
 
 
 def _analyze(run, args, data_dir):
-    from socjax import analyze, report
+    from socjax import analyze, report, rundir
 
     result = analyze.analyze(run, data_dir=data_dir, segment=args.segment, window=args.window,
                              progress=not args.no_progress)
     path = report.write(run, result)
-    print(f"wrote {Path(run) / analyze.ANALYSIS}, {analyze.ARRAYS}, the figures and {path}")
+    if "groups" in result:
+        print(f"wrote {Path(run) / analyze.ANALYSIS}, {analyze.ARRAYS}, the figures and {path}")
+    if "ages" in result:
+        ages = [r["age"] for r in result["ages"]["groups"][0]["rows"]]
+        print(f"wrote the analysis of the recordings at ages {', '.join(map(str, ages))} (windows/age*/), "
+              f"{rundir.AGES}, {rundir.AGES_FIGURE} and {path}")
     for w in result["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
 
@@ -204,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "analyze":
             _analyze(args.run, args, data_dir=args.data_dir)
         elif args.command == "plot":
-            from socjax import plots, results
+            from socjax import plots
 
-            for path in plots.all_figures(results.load_run(args.run)):
+            for path in plots.redraw(args.run):
                 print(f"wrote {path}")
         elif args.command == "toy":
             _toy(args)

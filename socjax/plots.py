@@ -221,6 +221,16 @@ SWEEP_PANELS = (("decay_fraction", "pure weight-decay share", None), ("gamma", "
                 ("bimodal_kde", "bimodal neurons (KDE)", 0.5), ("test_accuracy", "final test accuracy", None))
 
 
+def _mean_and_bars(numbers: list[dict]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(means, [below, above] error-bar lengths) of `groups.across_seeds` summaries: the 95% t
+    interval; no bar where there is none (one seed), NaN where there is no mean."""
+    m = np.array([np.nan if x.get("mean") is None else x["mean"] for x in numbers], np.float64)
+    ci = [x.get("ci95") for x in numbers]
+    lo = np.array([m[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
+    hi = np.array([c[1] - m[i] if c else 0.0 for i, c in enumerate(ci)])
+    return m, [lo, hi]
+
+
 def sweep_figure(run, path=None):
     """Each headline number against the groups (the swept settings), the mean over each group's
     seeds with its 95% t interval as error bars (one seed: its value, no bar); dotted: the value
@@ -231,12 +241,8 @@ def sweep_figure(run, path=None):
     fig, axes = plt.subplots(2, 4, figsize=(16, 7.5), squeeze=False)
     x = np.arange(len(rows))
     for ax, (name, label, ref) in zip(axes.ravel(), SWEEP_PANELS):
-        m = np.array([np.nan if r["numbers"].get(name, {}).get("mean") is None else r["numbers"][name]["mean"]
-                      for r in rows])
-        ci = [r["numbers"].get(name, {}).get("ci95") for r in rows]
-        lo = np.array([m[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
-        hi = np.array([c[1] - m[i] if c else 0.0 for i, c in enumerate(ci)])
-        ax.errorbar(x, m, yerr=[lo, hi], fmt="o-", color="C0", capsize=4)
+        m, bars = _mean_and_bars([r["numbers"].get(name, {}) for r in rows])
+        ax.errorbar(x, m, yerr=bars, fmt="o-", color="C0", capsize=4)
         if ref is not None:
             ax.axhline(ref, color="0.5", ls=":", lw=1)
         ax.set_xticks(x, [r["label"] for r in rows], rotation=20, fontsize=7)
@@ -244,6 +250,55 @@ def sweep_figure(run, path=None):
     seeds = sorted({r["seeds"] for r in rows})
     fig.suptitle(f"Sweep over {', '.join(run.analysis['swept']) or 'settings'}: mean over "
                  f"{'/'.join(map(str, seeds))} seed(s) per group, 95% t interval", fontsize=11)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
+# (numbers drawn together, panel title, the value the claim is judged against)
+AGE_PANELS = ((("bimodal_kde", "bimodal_sarle"), "bimodal layer-2 neurons (KDE, Sarle)", 0.5),
+              (("decay_fraction",), "pure weight-decay share of increments", 0.1),
+              (("gamma",), "power-law exponent gamma", None),
+              (("scale_invariant_decades",), "decades of power law", 1.0),
+              (("beta",), "cutoff shape beta (2: Gaussian)", 2.0),
+              (("excess_kurtosis",), "excess kurtosis of dw", None),
+              (("a_low", "a_high"), "spectral exponents a_low, a_high", 2.0),
+              (("test_loss",), "test loss", None),
+              (("test_accuracy",), "test accuracy", None))
+
+
+def age_figure(table: dict, path=None):
+    """Each claim's measure against age (epochs trained, log axis, at each recording's centre):
+    the mean over the seeds with its 95% t interval (error bars) and each seed's value (dots),
+    one colour per number and line style per group; an open marker is the final recording when
+    its length differs from the windows'; dotted: the value the claim is judged against."""
+    fig, axes = plt.subplots(2, 5, figsize=(20, 7.5), squeeze=False)
+    for gi, g in enumerate(table["groups"]):
+        rows = g["rows"]
+        x = np.array([r["age"] + r["epochs"] / 2 for r in rows], np.float64)
+        window_len = rows[0]["epochs"]
+        for ax, (names, title, ref) in zip(axes.ravel(), AGE_PANELS):
+            for ci, name in enumerate(names):
+                colour = f"C{ci}"
+                m, bars = _mean_and_bars([r["numbers"][name] for r in rows])
+                ax.errorbar(x, m, yerr=bars, fmt="o", ls=("-", "--", ":")[gi % 3], color=colour, capsize=3,
+                            label=name if gi == 0 else None, ms=4)
+                for i, r in enumerate(rows):
+                    seeds = [v for v in r["per_seed"][name] if v is not None]
+                    ax.plot([x[i]] * len(seeds), seeds, ".", color=colour, alpha=0.4, ms=3)
+                    if r["final"] and r["epochs"] != window_len:
+                        ax.plot(x[i], m[i], "o", mfc="white", color=colour, ms=7)
+            if ref is not None:
+                ax.axhline(ref, color="0.5", ls=":", lw=1)
+            ax.set_xscale("log")
+            ax.set_xlim(x.min() / 1.5, x.max() * 1.5)  # also where a number was never measured
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("epochs trained (recording centre)", fontsize=8)
+            if len(names) > 1 and gi == 0:
+                ax.legend(fontsize=7)
+    axes.ravel()[-1].axis("off")
+    labels = "; ".join(f"{g['label']} ({len(g['seeds'])} seeds)" for g in table["groups"])
+    fig.suptitle(f"Each claim's measure against age: mean over the seeds, 95% t interval, dots = seeds [{labels}]",
+                 fontsize=11)
     fig.tight_layout()
     return _out(fig, path)
 
@@ -263,11 +318,26 @@ def all_figures(run) -> list[Path]:
     for g in groups:
         label = g["label"] if len(groups) > 1 else None
         for name, draw in FIGURE_FUNCTIONS:
-            path = run.path / rundir.figure_name(name, label)
+            path = run.out / rundir.figure_name(name, label)
             if draw(run, g["group"], path=path) is not None:
                 written.append(path)
     if len(groups) > 1:
-        written.append(sweep_figure(run, run.path / rundir.SWEEP_FIGURE))
+        written.append(sweep_figure(run, run.out / rundir.SWEEP_FIGURE))
+    return written
+
+
+def redraw(path) -> list[Path]:
+    """Every figure of an analysed run directory, redrawn from what `socjax analyze` saved: the
+    final recording's, each analysed window's and the age figure. Returns the paths written."""
+    from socjax import results, rundir
+
+    run = results.load_run(path)
+    written = all_figures(run) if run.analysis is not None or run.ages is None else []
+    for w in run.info.layout.get("windows", []):
+        if (rundir.window_dir(run.path, w["age"]) / rundir.ANALYSIS).exists():
+            written += all_figures(results.load_run(run.path, w["age"]))
+    if run.ages is not None:
+        written.append(age_figure(run.ages, run.path / rundir.AGES_FIGURE))
     return written
 
 

@@ -194,6 +194,8 @@ def _header(run: Path, result: dict) -> list[str]:
         lines += [f"Run `{run.name}`: {len(info.runs)} run(s) (" + "; ".join(
             ", ".join(f"{k}={_fmt(v, 4)}" for k, v in r.items()) for r in info.runs) + "); config.json records "
                   "no training configuration.", ""]
+    if result is None:
+        return lines
     t = result["trajectory"]
     lines += [f"{t['runs']} run(s) x {t['weights']} tracked weights x {t['steps']:,} recorded steps (stride {t['stride']}).", ""]
     part = t.get("partial")
@@ -266,16 +268,83 @@ def _group(run: Path, result: dict, g: dict, several: bool) -> list[str]:
     return lines
 
 
-def write(run: str | Path, result: dict) -> Path:
-    """Write run/report.md from an analysis result; returns its path."""
-    run = Path(run)
-    groups = result["groups"]
+def _recording(result: dict) -> list[str]:
+    rec = result.get("recording") or {}
+    if rec.get("final", True):
+        return []
+    return [f"**Recording window at age {rec['age']}: epochs {rec['age'] + 1}-{rec['end_epoch']} "
+            f"({rec['epochs']} epochs); the test numbers are at epoch {rec['end_epoch']}.** The run's other "
+            "recordings and the age table: `../../report.md`.", ""]
+
+
+AGE_COLUMNS = (("bimodal KDE", "bimodal_kde", 2), ("bimodal Sarle", "bimodal_sarle", 2),
+               ("pure decay", "decay_fraction", 3), ("gamma", "gamma", 3), ("decades", "scale_invariant_decades", 2),
+               ("beta", "beta", 2), ("excess kurtosis", "excess_kurtosis", 3), ("a_high", "a_high", 3),
+               ("a_low", "a_low", 3), ("test loss", "test_loss", 4), ("test accuracy", "test_accuracy", 4))
+
+
+def _ages(table: dict, several: bool) -> list[str]:
+    """The age table and, per claim, its verdict at the last age and whether its measure still moves."""
+    from socjax.analysis.ages import MOVING_RULE
+
+    lines = ["## Age: each claim's measure as the network trains", "",
+             "One row per recording (age = epochs trained before it). Numbers are means over the seeds with their "
+             "95% t interval; `models` counts the |dw| model each seed selected; `claims` lists those holding.", ""]
+    mark = {True: "yes", False: "**no**", None: "not tested"}
+    for g in table["groups"]:
+        if several:
+            lines += [f"### Group {g['label']}", ""]
+        lines += ["| age | epochs | " + " | ".join(h for h, _, _ in AGE_COLUMNS) + " | models | claims holding |",
+                  "| --- " * (4 + len(AGE_COLUMNS)) + "|"]
+        for r in g["rows"]:
+            cells = [f"{r['age']}{' (final)' if r['final'] else ''}", str(r["epochs"])]
+            cells += [_ci(r["numbers"][name], digits) for _, name, digits in AGE_COLUMNS]
+            cells.append(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["numbers"]["selected"].items()) or "-")
+            cells.append(", ".join(k for k, v in r["claims"].items() if v) or "none")
+            lines.append("| " + " | ".join(table_cell(c) for c in cells) + " |")
+        lines += ["", "| claim | measure | holds at the last age | change over the last two ages | paired t p | "
+                      "still moving |", "| --- | --- | --- | --- | --- | --- |"]
+        for c in g["claims"]:
+            if c["since_age"] is None:
+                change, p = "one age only", "n/a"
+            else:
+                change = (f"{_fmt(c['change'], 3)} ({c['since_age']} -> {c['last_age']}"
+                          + ("" if c["comparable"] else ", recordings of different length") + ")")
+                p = _fmt(c["p"], 2)
+            moving = {True: "**yes**", False: "no", None: "not tested"}[c["moving"]]
+            lines.append(f"| {table_cell(c['claim'])} | {c['measure']} | {mark[c['holds_last']]} (age "
+                         f"{c['last_age']}) | {table_cell(change)} | {p} | {moving} |")
+        lines.append("")
+    lines += [f"Still moving: {MOVING_RULE}. With two seeds the test has one degree of freedom, so \"no\" is weak "
+              "evidence that a measure has settled.", "", f"![Each claim's measure against age]({rundir.AGES_FIGURE})",
+              ""]
+    return lines
+
+
+def write(out: str | Path, result: dict, run: str | Path | None = None) -> Path:
+    """Write out/report.md from an analysis result; returns its path. out: the run directory, or a
+    window's directory (windows/age{A}/) of the run directory `run` (default: out itself)."""
+    out = Path(out)
+    run = out if run is None else Path(run)
+    lines = ["# socjax reproduction report", ""] + _body(out, run, result)
+    path = out / rundir.REPORT
+    rundir.safe_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def _body(out: Path, run: Path, result: dict) -> list[str]:
+    groups = result.get("groups")
+    if groups is None:  # only the windows so far: the age table
+        return (_header(run, None) + [f"- {w}" for w in result["warnings"]] + [""]
+                + _ages(result["ages"], len(result["ages"]["groups"]) > 1))
     several = len(groups) > 1
-    lines = ["# socjax reproduction report", ""] + _header(run, result)
+    lines = _header(run, result) + _recording(result)
+    if result.get("ages"):
+        lines += _ages(result["ages"], several)
     if several:
-        lines += _sweep(run, result)
+        lines += _sweep(out, result)
     for g in groups:
-        lines += _group(run, result, g, several)
+        lines += _group(out, result, g, several)
     lines += ["## How each claim is tested", ""]
     lines += [f"- {r['claim']}: {r['rule']}." for r in groups[0]["claims"]]
     if any(len(g["runs"]) >= 2 for g in groups):
@@ -285,7 +354,4 @@ def write(run: str | Path, result: dict) -> Path:
               "synthetic increments of known shape."]
     if result.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
-    lines += ["", "All numbers: `analysis.json` (documented in the README)."]
-    path = run / rundir.REPORT
-    rundir.safe_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
-    return path
+    return lines + ["", "All numbers: `analysis.json` (documented in the README)."]

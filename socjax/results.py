@@ -9,6 +9,8 @@
     run.histogram(0)           # its pooled LogHist of |dw| / median (from analysis.npz)
     run.spectrum(0)            # its P(f) over its usable series: geometric mean, percentiles
     run.trajectory             # the recorded trajectory, opened lazily (bounded memory)
+    socjax.load_run("runs/paper_scale", age=100)   # the window at age 100 (windows/age100/)
+    run.ages                   # the age table (ages.json), for a run with recording windows
 
 `run.metrics` is a dict of equal-length NumPy columns: `pandas.DataFrame(run.metrics)` turns it
 into a frame (pandas is not a dependency). analysis.npz holds what the figures are drawn from,
@@ -56,10 +58,21 @@ class Run:
     analysis: dict | None
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     stale: str | None = None  # why analysis.json was not loaded, when it exists but is another version's
+    age: int | None = None  # a recording window's age; None: the final recording
 
     @property
     def config(self) -> RunConfig | None:
         return self.info.config
+
+    @property
+    def out(self) -> Path:
+        """Where this recording's analysis, figures and report are: the run directory, or the window's."""
+        return self.path if self.age is None else rundir.window_dir(self.path, self.age)
+
+    @property
+    def ages(self) -> dict | None:
+        """The age table (ages.json: `socjax.analysis.ages.table`), None without windows analysed."""
+        return rundir.load_ages(self.path)
 
     @property
     def trajectory(self) -> rundir.TrajectoryReader:
@@ -143,6 +156,7 @@ def metrics_table(metrics: dict, runs: list[dict]) -> dict[str, np.ndarray]:
 
 
 def _load_analysis(run: Path) -> tuple[dict | None, dict[str, np.ndarray], str | None]:
+    # run: the directory holding analysis.json (the run's, or a window's)
     """(analysis.json, analysis.npz's arrays, None), or (None, {}, why) for an analysis.json of
     another schema version; (None, {}, None) when there is none."""
     analysis = rundir.load_analysis(run)
@@ -155,9 +169,10 @@ def _load_analysis(run: Path) -> tuple[dict | None, dict[str, np.ndarray], str |
     return analysis, rundir.load_arrays(run), None
 
 
-def load_run(path: str | Path) -> Run:
+def load_run(path: str | Path, age: int | None = None) -> Run:
     """The results of a run directory: config, runs and their groups, tracked weights, metrics
-    (long table), the analysis and its arrays (if analysed), and the trajectory (lazily)."""
+    (long table), the analysis and its arrays (if analysed), and the trajectory (lazily). With
+    `age`, the analysis is the recording window's at that age (windows/age{age}/)."""
     from socjax.analysis import groups as grouping
 
     run = Path(path)
@@ -165,7 +180,10 @@ def load_run(path: str | Path) -> Run:
         raise ResultsError(f"{run}: run directory not found")
     info = rundir.read_info(run)
     tracked = rundir.load_tracked(run)
-    analysis, arrays, stale = _load_analysis(run)
+    if age is not None and age not in (w["age"] for w in info.layout.get("windows", [])):
+        ages = [w["age"] for w in info.layout.get("windows", [])]
+        raise ResultsError(f"{run}: no recording window at age {age} (windows: {ages or 'none'})")
+    analysis, arrays, stale = _load_analysis(run if age is None else rundir.window_dir(run, age))
     if analysis is not None:
         runs = [{k: e.get(k) for k in ("run", "seed", "lr", "l2", "group")} for e in analysis["per_run"]]
     else:
@@ -178,4 +196,4 @@ def load_run(path: str | Path) -> Run:
     metrics = None
     if (run / rundir.METRICS).exists():
         metrics = metrics_table(rundir.load_metrics(run), runs)
-    return Run(run, info, runs, tracked, metrics, analysis, arrays, stale)
+    return Run(run, info, runs, tracked, metrics, analysis, arrays, stale, age)
