@@ -254,16 +254,16 @@ def sweep_figure(run, path=None):
     return _out(fig, path)
 
 
-# (numbers drawn together, panel title, the value the claim is judged against)
-AGE_PANELS = ((("bimodal_kde", "bimodal_sarle"), "bimodal layer-2 neurons (KDE, Sarle)", 0.5),
-              (("decay_fraction",), "pure weight-decay share of increments", 0.1),
-              (("gamma",), "power-law exponent gamma", None),
-              (("scale_invariant_decades",), "decades of power law", 1.0),
-              (("beta",), "cutoff shape beta (2: Gaussian)", 2.0),
-              (("excess_kurtosis",), "excess kurtosis of dw", None),
-              (("a_low", "a_high"), "spectral exponents a_low, a_high", 2.0),
-              (("test_loss",), "test loss", None),
-              (("test_accuracy",), "test accuracy", None))
+# (numbers drawn together, panel title, the value the claim is judged against, y scale)
+AGE_PANELS = ((("bimodal_kde", "bimodal_sarle"), "bimodal layer-2 neurons (KDE, Sarle)", 0.5, "linear"),
+              (("decay_fraction",), "pure weight-decay share of increments", 0.1, "linear"),
+              (("gamma",), "power-law exponent gamma", None, "linear"),
+              (("scale_invariant_decades",), "decades of power law", 1.0, "linear"),
+              (("beta",), "cutoff shape beta (2: Gaussian)", 2.0, "linear"),
+              (("excess_kurtosis",), "excess kurtosis of dw (0: Gaussian)", None, "symlog"),
+              (("a_low", "a_high"), "spectral exponents a_low, a_high", 2.0, "linear"),
+              (("test_loss",), "test loss", None, "log"),
+              (("test_accuracy",), "test accuracy", None, "linear"))
 
 
 def age_figure(table: dict, path=None):
@@ -276,7 +276,7 @@ def age_figure(table: dict, path=None):
         rows = g["rows"]
         x = np.array([r["age"] + r["epochs"] / 2 for r in rows], np.float64)
         window_len = rows[0]["epochs"]
-        for ax, (names, title, ref) in zip(axes.ravel(), AGE_PANELS):
+        for ax, (names, title, ref, yscale) in zip(axes.ravel(), AGE_PANELS):
             for ci, name in enumerate(names):
                 colour = f"C{ci}"
                 m, bars = _mean_and_bars([r["numbers"][name] for r in rows])
@@ -284,12 +284,13 @@ def age_figure(table: dict, path=None):
                             label=name if gi == 0 else None, ms=4)
                 for i, r in enumerate(rows):
                     seeds = [v for v in r["per_seed"][name] if v is not None]
-                    ax.plot([x[i]] * len(seeds), seeds, ".", color=colour, alpha=0.4, ms=3)
+                    ax.plot([x[i]] * len(seeds), seeds, "x", color=colour, alpha=0.6, ms=5)
                     if r["final"] and r["epochs"] != window_len:
                         ax.plot(x[i], m[i], "o", mfc="white", color=colour, ms=7)
             if ref is not None:
                 ax.axhline(ref, color="0.5", ls=":", lw=1)
             ax.set_xscale("log")
+            ax.set_yscale(yscale)
             ax.set_xlim(x.min() / 1.5, x.max() * 1.5)  # also where a number was never measured
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("epochs trained (recording centre)", fontsize=8)

@@ -76,7 +76,8 @@ class Run:
 
     @property
     def trajectory(self) -> rundir.TrajectoryReader:
-        """trajectory.npy (runs, steps, tracked weights), read on demand, only its written rows."""
+        """trajectory.npy (runs, steps, tracked weights), read on demand, only its written rows; with
+        recording windows, every recording's rows in order (`rundir.recordings` says where each is)."""
         progress = rundir.read_progress(self.path)
         return rundir.open_trajectory(self.path, None if progress is None else int(progress["trajectory_rows"]))
 
