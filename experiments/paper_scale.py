@@ -11,12 +11,17 @@ step is `--step auto`: the native CPU kernel where it builds, else XLA.
 Rerunning the same command continues an interrupted run from its checkpoint (SIGINT or SIGTERM
 stops it after the epoch in flight, with a checkpoint); a finished run is only analysed again.
 `--analyze-only` analyses what is written so far (the windows that are complete, with the age
-table) without training. Extra arguments after `--` go to `socjax train` on a new run.
+table) without training. `--publish DIR` then copies what is small into DIR (config, metrics,
+tracked weights, the final recording's analysis, figures and report, the age table and figure,
+each window's analysis.json and report.md): not the trajectory, parameters or checkpoint, and not
+the windows' figures (`socjax plot` redraws them in the run directory). Extra arguments after `--`
+go to `socjax train` on a new run.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -35,11 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--windows", default=WINDOWS, help=f"ages of the recording windows (default {WINDOWS})")
     p.add_argument("--analyze-only", action="store_true", help="analyse what is written so far; do not train")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--publish", metavar="DIR", help="copy the small results of the analysed run into DIR, and stop")
     p.add_argument("train", nargs="*", help="further `socjax train` flags for a new run, after --")
     args = p.parse_args(argv)
     out = Path(args.out)
     quiet = ["--no-progress"] if args.no_progress else []
     progress = rundir.read_progress(out) if out.is_dir() else None
+    if args.publish:
+        return publish(out, Path(args.publish))
     if args.analyze_only:
         if progress is None:
             sys.exit(f"paper_scale: {out} holds no run to analyse")
@@ -57,6 +65,26 @@ def main(argv: list[str] | None = None) -> int:
         return socjax(["reproduce", "--resume", str(out), *quiet])
     print(f"{out} holds a finished run: analysing it")
     return socjax(["analyze", str(out), *quiet])
+
+
+SMALL = (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.PROGRESS, *rundir.DERIVED)
+
+
+def publish(run: Path, dest: Path) -> int:
+    """Copy the small results of the analysed run `run` into `dest` (see the module docstring)."""
+    if rundir.load_ages(run) is None:
+        sys.exit(f"paper_scale: {run} has no age table; analyse it first (--analyze-only)")
+    dest.mkdir(parents=True, exist_ok=True)
+    names = [n for n in SMALL if (run / n).exists()] + [p.name for p in rundir.derived_figures(run)]
+    for name in sorted(set(names)):
+        shutil.copy2(run / name, dest / name)
+    for window in sorted((run / rundir.WINDOWS).glob("age*")):
+        (dest / rundir.WINDOWS / window.name).mkdir(parents=True, exist_ok=True)
+        for name in (rundir.ANALYSIS, rundir.REPORT):
+            shutil.copy2(window / name, dest / rundir.WINDOWS / window.name / name)
+    print(f"copied {len(set(names))} files and {len(list((run / rundir.WINDOWS).glob('age*')))} windows' "
+          f"analysis.json and report.md into {dest}")
+    return 0
 
 
 if __name__ == "__main__":
