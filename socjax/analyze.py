@@ -180,7 +180,7 @@ def spectrum_summary(sp: Spectra, series) -> tuple[dict, np.ndarray | None]:
 
 
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
-            window: str = "hann", progress: bool = True, figures: bool = True) -> dict | None:
+            window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
     """Analyse a run directory; writes analysis.json, analysis.npz (and the figures) into it;
     returns the analysis.json dict (see the README's table of its keys).
 

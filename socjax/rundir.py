@@ -6,9 +6,12 @@
     tracked.json        [{"layer": 1-based, "row": r, "col": c}, ...]: column k of trajectory.npy
     params_init.npz     w1, b1, w2, b2, w3, b3, each with a leading run axis: w1 (R, 784, 700)
     params_final.npz    same, after the last epoch (written once training ends)
+    params_age{A}.npz   same, at the end of the recording window at age A (--record-windows)
     trajectory.npy      float32 (R, T, K): tracked weight k of run r after global SGD step
-                        first_step + t * stride (steps counted from 1); a preallocated .npy,
-                        filled chunk by chunk, opened with np.load(..., mmap_mode="r")
+                        first_step + t * stride (steps counted from 1); with windows, each
+                        window's rows and then the final recording's, each from its own first
+                        step (`recordings`); a preallocated .npy, filled chunk by chunk, opened
+                        with np.load(..., mmap_mode="r")
     metrics.json        {"epoch": [...], "train_loss": [[R] per epoch], ..., "timing": {...}},
                         rewritten after every chunk, so a crash keeps every finished epoch
     order.npy           (with --save-order) int32 (R, steps): example index of each SGD step
@@ -23,8 +26,8 @@
     .lock               flock'd by the one process writing the run (`RunLock`), with its pid
 
 and what `socjax analyze` derives from them (DERIVED, removed when the run is resumed):
-analysis.json, analysis.npz, report.md, the figures (FIGURES; per group `figure_name`) and
-sweep.png.
+analysis.json, analysis.npz, report.md, the figures (FIGURES; per group `figure_name`),
+sweep.png, and with windows ages.json, ages.png and windows/age{A}/ (a window's analysis).
 
 Writing: `RunLock`, then `RunWriter` (create, or reopen for resume; append a chunk's outputs;
 checkpoint; finish). `create` writes a checkpoint of the initial state last, so a directory with a
