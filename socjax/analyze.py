@@ -93,10 +93,9 @@ def open_recording(run: Path, rec: rundir.Recording, written: int) -> tuple[rund
     traj = rundir.open_trajectory(run, rows, rec.row)
     if rows == rec.steps:
         return traj, None
-    progress = rundir.read_progress(run) or {}
     per_epoch = rec.steps // rec.epochs if rec.epochs else None
     return traj, dict(recorded_epochs=rows // per_epoch if per_epoch else None, record_epochs=rec.epochs,
-                      steps=rows, of_steps=rec.steps, epochs_done=progress.get("epochs_done"))
+                      steps=rows, of_steps=rec.steps)
 
 
 def decay_rates(info: rundir.RunInfo) -> tuple[list[float] | None, list[float] | None]:
