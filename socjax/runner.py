@@ -59,10 +59,14 @@ class Chunk(NamedTuple):
 def chunk_plan(cfg: RunConfig, start_epoch: int = 0) -> list[tuple[Chunk, int]]:
     """The chunks from `start_epoch` on, as (chunk, how many in a row): each stretch of epochs
     that records alike (unrecorded, a window, the final recording) in chunk_epochs pieces, so a
-    chunk never crosses a window's edge (at most two entries per stretch, however many epochs).
+    chunk never crosses a window's edge, even inside the final recording (at most two entries per
+    stretch, however many epochs).
     Chunking does not change results (the example order is per global epoch)."""
     recorded = cfg.recorded()
-    edges = sorted({0, cfg.epochs, *(e for span in recorded for e in span)})
+    # a window inside the final recording records with it, but its end still ends a chunk: the
+    # parameters there are saved (params_age{A}.npz)
+    windows = [(a, a + cfg.window_epochs) for a in cfg.record_windows]
+    edges = sorted({0, cfg.epochs, *(e for span in recorded + windows for e in span)})
     plan = []
     for begin, end in zip(edges, edges[1:]):
         begin = max(begin, start_epoch)

@@ -206,7 +206,8 @@ def test_chunk_plan_is_at_most_two_entries_per_stretch_and_equals_the_epoch_by_e
 
     def by_epoch(cfg, start):  # one epoch at a time, grouped into chunks that never cross a window's edge
         spans = cfg.recorded()
-        edges = sorted({0, cfg.epochs, *(e for span in spans for e in span)})
+        edges = sorted({0, cfg.epochs, *(e for span in spans for e in span),
+                        *(e for a in cfg.record_windows for e in (a, a + cfg.window_epochs))})
         out, epoch = [], start
         while epoch < cfg.epochs:
             record = any(a <= epoch < b for a, b in spans)
@@ -218,11 +219,14 @@ def test_chunk_plan_is_at_most_two_entries_per_stretch_and_equals_the_epoch_by_e
 
     for epochs, record, chunk, start, windows in ((8, 3, 1, 0, ()), (8, 3, 3, 2, ()), (10, 10, 4, 0, ()),
                                                   (10, 0, 3, 5, ()), (7, 2, 5, 7, ()), (20, 4, 3, 0, (0, 5, 16)),
-                                                  (20, 4, 1, 6, (0, 5, 17)), (30, 4, 4, 2, (3, 10))):
+                                                  (20, 4, 1, 6, (0, 5, 17)), (30, 4, 4, 2, (3, 10)),
+                                                  (40, 20, 10, 0, (1, 20, 30))):
         cfg = config.build("smoke", epochs=epochs, record_epochs=record, chunk_epochs=chunk, record_windows=windows,
                            weight_stats=True)
         plan = runner.chunk_plan(cfg, start)
         assert list(runner.chunks(plan)) == by_epoch(cfg, start)
+        ends = set(np.cumsum([start] + [c.epochs for c in runner.chunks(plan)]))
+        assert {a + cfg.window_epochs for a in windows if a + cfg.window_epochs > start} <= ends  # params saved there
         assert len(plan) <= 2 * (2 * len(windows) + 2)
     huge = runner.chunk_plan(config.build("smoke", epochs=10**9, record_epochs=10**9 - 5, chunk_epochs=3), 0)
     assert len(huge) == 4 and sum(c.epochs * n for c, n in huge) == 10**9
