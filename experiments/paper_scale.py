@@ -13,9 +13,8 @@ stops it after the epoch in flight, with a checkpoint); a finished run is only a
 `--analyze-only` analyses what is written so far (the windows that are complete, with the age
 table) without training. `--publish DIR` then copies what is small into DIR (config, metrics,
 tracked weights, the final recording's analysis, figures and report, the age table and figure,
-each window's analysis.json and report.md): not the trajectory, parameters or checkpoint, and not
-the windows' figures (`socjax plot` redraws them in the run directory). Extra arguments after `--`
-go to `socjax train` on a new run.
+each window's analysis.json, report.md and figures): not the trajectory, the parameters, the
+checkpoint or the .npz arrays. Extra arguments after `--` go to `socjax train` on a new run.
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     return socjax(["analyze", str(out), *quiet])
 
 
-SMALL = (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.PROGRESS, *rundir.DERIVED)
+SMALL = (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.PROGRESS, *(n for n in rundir.DERIVED if n != rundir.ARRAYS))
 
 
 def publish(run: Path, dest: Path) -> int:
@@ -80,10 +79,10 @@ def publish(run: Path, dest: Path) -> int:
         shutil.copy2(run / name, dest / name)
     for window in sorted((run / rundir.WINDOWS).glob("age*")):
         (dest / rundir.WINDOWS / window.name).mkdir(parents=True, exist_ok=True)
-        for name in (rundir.ANALYSIS, rundir.REPORT):
-            shutil.copy2(window / name, dest / rundir.WINDOWS / window.name / name)
+        for path in [window / rundir.ANALYSIS, window / rundir.REPORT, *rundir.derived_figures(window)]:
+            shutil.copy2(path, dest / rundir.WINDOWS / window.name / path.name)
     print(f"copied {len(set(names))} files and {len(list((run / rundir.WINDOWS).glob('age*')))} windows' "
-          f"analysis.json and report.md into {dest}")
+          f"analysis.json, report.md and figures into {dest}")
     return 0
 
 
