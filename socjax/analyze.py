@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -190,10 +189,7 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
     run = Path(run)
     info, tracked, written = load_inputs(run)
     recs = rundir.recordings(run, info)
-    # an earlier analysis's outputs: rewritten below, or they would be stale
-    for path in rundir.derived_figures(run) + [run / name for name in rundir.DERIVED]:
-        path.unlink(missing_ok=True)
-    shutil.rmtree(run / rundir.WINDOWS, ignore_errors=True)
+    rundir.remove_derived(run)  # an earlier analysis's outputs: rewritten below, or they would be stale
     data_cache: dict = {}
     done = []
     for rec in recs[:-1]:
@@ -206,12 +202,12 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         done.append((rec, result))
     final = recs[-1]
     traj, part = open_recording(run, final, written)
+    if traj.shape[1] < 2 and not done:
+        written_note = "" if part is None else f" written so far (of {part['of_steps']:,}; see {rundir.PROGRESS})"
+        raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written_note}, "
+                            "no increments to analyse")
     result = None
-    if traj.shape[1] >= 2 or not done:
-        if traj.shape[1] < 2:
-            written_note = "" if part is None else f" written so far (of {part['of_steps']:,}; see {rundir.PROGRESS})"
-            raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written_note}, "
-                                "no increments to analyse")
+    if traj.shape[1] >= 2:
         result = analyze_recording(run, info, tracked, final, traj, part, data_dir, segment, window, progress,
                                    figures, data_cache)
         # the final recording is a row of its own unless a window starts with it (and is comparable)

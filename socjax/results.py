@@ -157,9 +157,9 @@ def metrics_table(metrics: dict, runs: list[dict]) -> dict[str, np.ndarray]:
 
 
 def _load_analysis(run: Path) -> tuple[dict | None, dict[str, np.ndarray], str | None]:
-    # run: the directory holding analysis.json (the run's, or a window's)
     """(analysis.json, analysis.npz's arrays, None), or (None, {}, why) for an analysis.json of
-    another schema version; (None, {}, None) when there is none."""
+    another schema version; (None, {}, None) when there is none. run: the directory holding
+    analysis.json (the run's, or a window's)."""
     analysis = rundir.load_analysis(run)
     if analysis is None:
         return None, {}, None

@@ -83,6 +83,16 @@ def derived_figures(run: Path) -> list[Path]:
     sweep figure."""
     names = {p for fig in FIGURES for p in run.glob(f"{fig[:-4]}*.png")}
     return sorted(names | {p for p in [run / SWEEP_FIGURE] if p.exists()})
+
+
+def remove_derived(run: Path) -> None:
+    """Remove everything `socjax analyze` wrote into `run` (DERIVED, the figures, windows/): on
+    resume, and before a new analysis, so that nothing stale outlives the run it described."""
+    for path in [run / name for name in DERIVED] + derived_figures(run):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run / WINDOWS, ignore_errors=True)
+
+
 # config.json fields a resume may find changed: the data files are checked by SHA-256 wherever they
 # are, and a longer epochs_record is an extension (--resume --epochs) whose first checkpoint is pending
 MOVABLE = ("data_dir",)
@@ -281,11 +291,10 @@ def recordings(run: str | Path, info: "RunInfo") -> list[Recording]:
     if cfg is None:
         rows = open_trajectory(run).shape[1]
         return [Recording(0, 0, True, int(layout.get("first_step", stride)), 0, rows, PARAMS_FINAL, run)]
-    n = layout["steps_per_epoch"]
     out = [Recording(w["age"], w["epochs"], False, w["first_step"], w["row"], w["steps"], window_params(w["age"]),
                      window_dir(run, w["age"])) for w in layout.get("windows", [])]
     out.append(Recording(cfg.epochs_equilibrate, cfg.epochs_record, True, layout["first_step"], layout.get("row", 0),
-                         cfg.epochs_record * n // stride, PARAMS_FINAL, run))
+                         layout["steps"], PARAMS_FINAL, run))
     return out
 
 
@@ -449,9 +458,7 @@ class RunWriter:
         w = cls(out, cfg, layout, _tracked_json(tracked), None, None, metrics, epoch, epoch)
 
         def write():
-            for path in [out / name for name in DERIVED] + derived_figures(out):
-                path.unlink(missing_ok=True)
-            shutil.rmtree(out / WINDOWS, ignore_errors=True)
+            remove_derived(out)
             shapes = _array_shapes(cfg, layout, len(w.tracked))
             w.trajectory = _grow(out / TRAJECTORY, shapes[TRAJECTORY])
             if ORDER in shapes:
