@@ -7,13 +7,17 @@ Per parameter element, over the recorded phase (`socjax train --weight-stats`):
   mean_abs  running mean of |dw|
   decay   number of steps whose update was pure weight decay: the gradient of this element was
           exactly zero (blank pixel or inactive neuron), known exactly inside the step
+  live_mean, live_m2, live_mean_abs   the same three moments over the element's NON-decay steps
+          only (its own count, count - decay): the fluctuation amplitude the paper's Discussion means,
+          free of the decay increments -lr*l2*w, which scale with |w|
 and per layer, a histogram of |dw| of the layer's weights on quarter-octave bins, edges 2**(k/4)
 from 2**-50 (9e-16) to 2**0 (under/overflow in two extra slots), counting only non-decay steps.
 The bin comes from the float's exponent bits and three comparisons of its mantissa with 2**(1/4),
 2**(1/2), 2**(3/4): exact, and several times cheaper per step than a logarithm.
 
-Written as weight_stats.npz: mean_w1, var_w1, mean_abs_w1, decay_fraction_w1, ..., hist_w1 (bins+2),
-hist_edges, count; each with a leading run axis. Memory: five copies of the parameters.
+Written as weight_stats.npz: mean_w1, var_w1, mean_abs_w1, decay_fraction_w1, nondecay_count_w1,
+nondecay_mean_w1, nondecay_var_w1, nondecay_mean_abs_w1, ..., hist_w1 (bins+2), hist_edges, count;
+each with a leading run axis. Memory: eight copies of the parameters.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ def edges() -> np.ndarray:
 
 class WeightStats(NamedTuple):
     """count: () float32; mean, m2, mean_abs: Params-shaped float32; decay: Params-shaped int32;
-    hist: one (NUM_BINS + 2,) int32 per layer: [under, bins..., over] of weight |dw|."""
+    hist: one (NUM_BINS + 2,) int32 per layer: [under, bins..., over] of weight |dw|;
+    live_mean, live_m2, live_mean_abs: Params-shaped float32, over each element's count - decay
+    non-decay steps."""
 
     count: jax.Array
     mean: model.Params
@@ -46,6 +52,9 @@ class WeightStats(NamedTuple):
     mean_abs: model.Params
     decay: model.Params
     hist: tuple[jax.Array, ...]
+    live_mean: model.Params
+    live_m2: model.Params
+    live_mean_abs: model.Params
 
 
 def init(params: model.Params) -> WeightStats:
@@ -54,6 +63,7 @@ def init(params: model.Params) -> WeightStats:
         jnp.zeros((), jnp.float32), zeros, zeros, zeros,
         jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.int32), params),
         tuple(jnp.zeros((NUM_BINS + 2,), jnp.int32) for _ in params),
+        zeros, zeros, zeros,
     )
 
 
@@ -82,7 +92,16 @@ def update(stats: WeightStats, old: model.Params, new: model.Params, grads: mode
         live = (layer_g.w.ravel() != 0) & (x > 0)
         slot = jnp.where(live, _bin(jnp.where(live, x, 1.0)), NUM_BINS + 2)
         hist.append(h + jax.ops.segment_sum(jnp.ones_like(slot), slot, NUM_BINS + 3)[:-1])
-    return WeightStats(n, mean, m2, mean_abs, decay, tuple(hist))
+    # Welford over the non-decay steps only: each element has its own count, n - decay
+    live = jax.tree.map(lambda g: g != 0, grads)
+    n_live = jax.tree.map(lambda c: jnp.maximum(n - c.astype(jnp.float32), 1.0), decay)
+    delta = jax.tree.map(lambda d, m: d - m, dw, stats.live_mean)
+    live_mean = jax.tree.map(lambda m, dl, k, c: jnp.where(k, m + dl / c, m), stats.live_mean, delta, live, n_live)
+    live_m2 = jax.tree.map(lambda s, dl, d, m, k: jnp.where(k, s + dl * (d - m), s),
+                           stats.live_m2, delta, dw, live_mean, live)
+    live_mean_abs = jax.tree.map(lambda m, d, k, c: jnp.where(k, m + (jnp.abs(d) - m) / c, m),
+                                 stats.live_mean_abs, dw, live, n_live)
+    return WeightStats(n, mean, m2, mean_abs, decay, tuple(hist), live_mean, live_m2, live_mean_abs)
 
 
 def to_arrays(stats: WeightStats) -> dict[str, np.ndarray]:
@@ -97,6 +116,12 @@ def to_arrays(stats: WeightStats) -> dict[str, np.ndarray]:
         out[f"var_{k}"] = np.asarray(v) / np.maximum(shape(v), 1)
     for k, v in model.to_named(stats.decay).items():
         out[f"decay_fraction_{k}"] = np.asarray(v) / np.maximum(shape(v), 1)
+        out[f"nondecay_count_{k}"] = (shape(v) - np.asarray(v)).astype(np.int64)
+    for name, tree in (("nondecay_mean", stats.live_mean), ("nondecay_mean_abs", stats.live_mean_abs)):
+        for k, v in model.to_named(tree).items():
+            out[f"{name}_{k}"] = np.asarray(v)
+    for k, v in model.to_named(stats.live_m2).items():
+        out[f"nondecay_var_{k}"] = np.asarray(v) / np.maximum(out[f"nondecay_count_{k}"], 1)
     for i, h in enumerate(stats.hist, start=1):
         out[f"hist_w{i}"] = np.asarray(h)
     return out

@@ -66,6 +66,22 @@ def test_weight_stats_equal_statistics_of_the_full_trajectory(mini, step):
     for k, t in enumerate(TRACKED):
         counted = round(got[f"decay_fraction_w{t.layer}"][idx("", t)] * 800)
         assert counted == zero[k] <= decay[:, k].sum()
+    # the non-decay moments: over exactly the steps whose gradient was not zero
+    for k, t in enumerate(TRACKED):
+        live = d64[~zero_steps[:, k], k]
+        assert got[f"nondecay_count_w{t.layer}"][idx("", t)] == live.size
+        if live.size == 0:
+            continue
+        # native: each rounded trajectory dw is off by up to ulp(w), which moves a mean by up to ulp and
+        # a variance by up to 2 std ulp (seen: 0.2% on a layer-3 weight with 11 non-decay steps)
+        ulp = float(np.spacing(np.max(np.abs(w[:, k]))))
+        var_atol = 1e-20 if step == "xla" else 2 * live.std() * ulp + 2 * ulp**2
+        np.testing.assert_allclose(got[f"nondecay_mean_w{t.layer}"][idx("", t)], live.mean(), rtol=1e-3,
+                                   atol=1e-12 if step == "xla" else ulp)
+        np.testing.assert_allclose(got[f"nondecay_var_w{t.layer}"][idx("", t)], live.var(), rtol=1e-3, atol=var_atol)
+        np.testing.assert_allclose(got[f"nondecay_mean_abs_w{t.layer}"][idx("", t)], np.abs(live).mean(),
+                                   rtol=abs_rtol, atol=1e-12 if step == "xla" else ulp)
+    assert any(0 < np.sum(~zero_steps[:, k]) < 800 for k in range(len(TRACKED)))  # both kinds of step occur
     # layer 3's histogram, recomputed from its 160 trajectories with the same binning
     layer3 = [k for k, t in enumerate(TRACKED) if t.layer == 3]
     x = np.abs(dw[:, layer3])[~zero_steps[:, layer3] & (dw[:, layer3] != 0)]

@@ -273,16 +273,22 @@ inline void put_scale(float* s, double v) {
 // |s_{u'+1} - s_{u'}|) a weight whose stored value went from V to V' at step u adds
 //     dw^2 + V^2 P2(u) - V'^2 P2(u + 1)        (|dw| + |V| P1(u) - |V'| P1(u + 1) for sum |dw|)
 // and the end of the epoch (or a fold) adds V^2 P2 (|V| P1) to every weight: by Abel summation
-// this is the sum over every step, decay steps included. Biases are few: they are counted densely.
+// this is the sum over every step, decay steps included. The touched steps' own dw, dw^2 and |dw|
+// are also summed apart (the non-decay moments). Biases are few: they are counted densely.
 
 struct Bins {  // quarter-octave bins of |dw| from the float's bits, as weight_stats._bin
   int64_t lo, per_octave, count;
   float edge[3];  // 2^(1/4), 2^(1/2), 2^(3/4) as float32
 };
 
+// Rows of a run's accumulator block (kRows, w_size + b_size), each weights then biases.
+enum Row { kSq, kAbs, kLiveSum, kLiveSq, kLiveAbs, kRows };
+
 struct Stats {  // one run's accumulators; nullptr members when not accumulating
-  float* sq = nullptr;         // (w_size + b_size): sum of dw^2, weights (telescoped) then biases
-  float* ab = nullptr;         // the same for |dw|
+  float* sq = nullptr;         // (kRows, w_size + b_size): row kSq, sum of dw^2 (weights telescoped),
+                               // kAbs the same for |dw|; kLive*: dw, dw^2, |dw| over touched steps
+  float* ab = nullptr;         // sq + n: row kAbs
+  int64_t n = 0;               // w_size + b_size: the stride between rows
   int32_t* touched = nullptr;  // the same layout: steps with a nonzero gradient
   float* prefix = nullptr;     // (layers, 4): P1 (hi, lo), P2 (hi, lo) since the epoch's start or a fold
   int32_t* hist = nullptr;     // (layers, bins.count + 2): [under, bins..., over]
@@ -309,19 +315,26 @@ inline vi slots(vf x, vi live, const Bins& b, int32_t dump) {
   return (live & (x != 0.0f)) ? pos + 1 : vi{} + dump;
 }
 
-// Account one step of kWidth stored weights that went from vo to vn; m (-1/0) marks a nonzero gradient.
-inline void account(const Decay& d, float* sq, float* ab, int32_t* touched, vf vo, vf vn, vi m, Tally& tally,
+// Account one step of kWidth stored weights that went from vo to vn; m (-1/0) marks a nonzero
+// gradient. acc points at the first weight's row kSq; rows are n floats apart.
+inline void account(const Decay& d, float* acc, int64_t n, int32_t* touched, vf vo, vf vn, vi m, Tally& tally,
                     const Bins& bins) {
   const vf dw = d.sn * (vn - vo) + (d.sn - d.so) * vo;
-  st(sq, ld(sq) + (m ? dw * dw + vo * vo * d.p2 - vn * vn * d.p2n : vf{}));
-  st(ab, ld(ab) + (m ? absv(dw) + absv(vo) * d.p1 - absv(vn) * d.p1n : vf{}));
+  const vf dw2 = dw * dw, adw = absv(dw);
+  float *sq = acc + kSq * n, *ab = acc + kAbs * n;
+  float *ls = acc + kLiveSum * n, *lsq = acc + kLiveSq * n, *lab = acc + kLiveAbs * n;
+  st(sq, ld(sq) + (m ? dw2 + vo * vo * d.p2 - vn * vn * d.p2n : vf{}));
+  st(ab, ld(ab) + (m ? adw + absv(vo) * d.p1 - absv(vn) * d.p1n : vf{}));
+  st(ls, ld(ls) + (m ? dw : vf{}));
+  st(lsq, ld(lsq) + (m ? dw2 : vf{}));
+  st(lab, ld(lab) + (m ? adw : vf{}));
   sti(touched, ldi(touched) - m);
   tally.add(slots(absv(dw), m, bins, static_cast<int32_t>(bins.count + 2)));
 }
 
 // The stats version of update_rows (one row per pass): each touched weight is accounted.
 void update_rows_stats(float* v, int64_t row, const int32_t* idx, int32_t count, const float* a, float coef,
-                       const float* delta, int64_t width, float* back, const Decay& d, float* sq, float* ab,
+                       const float* delta, int64_t width, float* back, const Decay& d, float* acc, int64_t n,
                        int32_t* touched, Tally& tally, const Bins& bins) {
   for (int32_t r = 0; r < count; ++r) {
     const int64_t at = idx[r] * row;
@@ -335,20 +348,26 @@ void update_rows_stats(float* v, int64_t row, const int32_t* idx, int32_t count,
         vf wn = wo - c * dl;
         s.v[q] += wo * dl;
         st(p + k, wn);
-        account(d, sq + at + k, ab + at + k, touched + at + k, wo, wn, dl != 0.0f, tally, bins);
+        account(d, acc + at + k, n, touched + at + k, wo, wn, dl != 0.0f, tally, bins);
       }
     if (back) back[idx[r]] = hsum(s);
   }
 }
 
-// Biases, densely: dw of every entry, its square and size, and whether its gradient (delta) was nonzero.
-void account_biases(float* sq, float* ab, int32_t* touched, const float* vo, const float* vn, const float* delta,
-                    int64_t n, float so, float sn) {
-  for (int64_t j = 0; j < n; ++j) {
+// Biases, densely: dw of every entry, its square and size, and whether its gradient (delta) was
+// nonzero. acc points at the first bias's row kSq; rows are n floats apart.
+void account_biases(float* acc, int64_t n, int32_t* touched, const float* vo, const float* vn, const float* delta,
+                    int64_t count, float so, float sn) {
+  for (int64_t j = 0; j < count; ++j) {
     const float dw = sn * (vn[j] - vo[j]) + (sn - so) * vo[j];
-    sq[j] += dw * dw;
-    ab[j] += std::fabs(dw);
-    touched[j] += delta[j] != 0.0f;
+    acc[kSq * n + j] += dw * dw;
+    acc[kAbs * n + j] += std::fabs(dw);
+    if (delta[j] != 0.0f) {
+      acc[kLiveSum * n + j] += dw;
+      acc[kLiveSq * n + j] += dw * dw;
+      acc[kLiveAbs * n + j] += std::fabs(dw);
+      touched[j] += 1;
+    }
   }
 }
 
@@ -443,7 +462,7 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
         st(p, wn);
         if (stats.sq) {
           const int64_t e = at + k * width + j;
-          account(decay[last], stats.sq + e, stats.ab + e, stats.touched + e, wk, wn,
+          account(decay[last], stats.sq + e, stats.n, stats.touched + e, wk, wn,
                   (aj != 0.0f) & (delta[k] != 0.0f ? -1 : 0), sc.tally, stats.bins);
         }
       }
@@ -455,7 +474,7 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
     for (int64_t k = 0; k < classes; ++k) vb[k] -= cb * delta[k];
     if (stats.sq) {
       const int64_t e = lay.w_size + lay.b_at[last];
-      account_biases(stats.sq + e, stats.ab + e, stats.touched + e, vb_old, vb, delta, classes,
+      account_biases(stats.sq + e, stats.n, stats.touched + e, vb_old, vb, delta, classes,
                      static_cast<float>(bias_scale(s_old, last)), static_cast<float>(bias_scale(s_new, last)));
     }
   }
@@ -480,12 +499,12 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
       continue;
     }
     const int64_t e = lay.w_size + lay.b_at[l];
-    account_biases(stats.sq + e, stats.ab + e, stats.touched + e, vb_old, vbl, delta, width_l,
+    account_biases(stats.sq + e, stats.n, stats.touched + e, vb_old, vbl, delta, width_l,
                    static_cast<float>(bias_scale(s_old, l)), static_cast<float>(bias_scale(s_new, l)));
     const int64_t at = lay.w_at[l];
     sc.tally.reset(stats.bins.count + 2);
     update_rows_stats(v, width_l, sc.act[l].data(), sc.count[l], sc.a[l].data(), coef, delta, width_l, back,
-                      decay[l], stats.sq + at, stats.ab + at, stats.touched + at, sc.tally, stats.bins);
+                      decay[l], stats.sq + at, stats.n, stats.touched + at, sc.tally, stats.bins);
     sc.tally.flush(stats.hist + l * (stats.bins.count + 2));
   }
   // the new scales; fold a layer whose scale got small
@@ -675,7 +694,7 @@ ffi::Error StepStats(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buff
   const int64_t runs = static_cast<int64_t>(label.element_count());
   if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
   const int64_t n = lay.w_size + lay.b_size;
-  if (static_cast<int64_t>(acc_in.element_count()) != runs * 2 * n ||
+  if (static_cast<int64_t>(acc_in.element_count()) != runs * kRows * n ||
       static_cast<int64_t>(touched_in.element_count()) != runs * n ||
       static_cast<int64_t>(prefix_in.element_count()) != runs * 4 * lay.layers ||
       static_cast<int64_t>(hist_in.element_count()) != runs * lay.layers * (num_bins + 2))
@@ -688,8 +707,9 @@ ffi::Error StepStats(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buff
   for (int q = 1; q <= 3; ++q) bins.edge[q - 1] = static_cast<float>(std::pow(2.0, q / static_cast<double>(per_octave)));
   auto stats_of = [&](int64_t r) {
     Stats st;
-    st.sq = acc->typed_data() + r * 2 * n;
-    st.ab = st.sq + n;
+    st.sq = acc->typed_data() + r * kRows * n;
+    st.ab = st.sq + kAbs * n;
+    st.n = n;
     st.touched = touched->typed_data() + r * n;
     st.prefix = prefix->typed_data() + r * 4 * lay.layers;
     st.hist = hist->typed_data() + r * lay.layers * (num_bins + 2);
@@ -732,7 +752,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStepStats, StepStats,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // weights, flat
                                   .Arg<ffi::Buffer<ffi::F32>>()  // biases, flat
                                   .Arg<ffi::Buffer<ffi::F32>>()  // scales (layers, 2)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // acc (2, weights + biases): dw^2, |dw|
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // acc (5, weights + biases): see Row
                                   .Arg<ffi::Buffer<ffi::S32>>()  // touched (weights + biases)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // prefix (layers, 4)
                                   .Arg<ffi::Buffer<ffi::S32>>()  // hist (layers, bins + 2)

@@ -26,6 +26,9 @@ from socjax.native import build
 from socjax.step import Stepper
 
 LANES = 16  # sgd.cc's kLanes: stored rows are padded to a multiple of 16 floats (64 bytes)
+# sgd.cc's Row: the rows of StatsCarry.acc
+SQ, ABS, LIVE_SUM, LIVE_SQ, LIVE_ABS = range(5)
+ACC_ROWS = 5
 
 
 def padded(n: int) -> int:
@@ -117,7 +120,8 @@ def from_stored(weights, biases, scales, layout: Layout, decay_biases: bool) -> 
 
 class StatsCarry(NamedTuple):
     """--weight-stats within an epoch, in the kernel's form (sgd.cc explains the sums):
-    acc: (2, w_size + b_size) sums of dw^2 and |dw| (the weights' telescoped); touched:
+    acc: (ACC_ROWS, w_size + b_size) sums of dw^2 and |dw| (the weights' telescoped), and of dw, dw^2
+    and |dw| over the touched steps only (rows SQ, ABS, LIVE_SUM, LIVE_SQ, LIVE_ABS); touched:
     (w_size + b_size,) int32 steps with a nonzero gradient; prefix: (layers, 4) the decay prefix sums
     P1, P2 as (hi, lo) pairs; hist: (layers, NUM_BINS + 2) int32; steps: () int32 steps taken;
     start: the parameters at the epoch's start; total: the WeightStats of the epochs before."""
@@ -163,19 +167,21 @@ def merge_stats(stats: StatsCarry, end: model.Params, weights, layout: Layout) -
     """The epoch's sums merged into the running WeightStats (Chan et al.'s pairwise update).
 
     Per element, over the epoch's n steps: sum dw = end - start; sum dw^2 and sum |dw| close each
-    weight's pending decay (+ V^2 P2, + |V| P1); pure-decay steps = n - touched.
+    weight's pending decay (+ V^2 P2, + |V| P1); pure-decay steps = n - touched; the non-decay
+    moments from the touched steps' own sums, merged over each element's own count.
     """
     total, n_b = stats.total, stats.steps.astype(jnp.float32)
     w_size = layout.w_size
     v = unstack_weights(weights, layout)
     p1 = stats.prefix[:, 0] + stats.prefix[:, 1]
     p2 = stats.prefix[:, 2] + stats.prefix[:, 3]
-    sq = [s + vl * vl * p2[l] for l, (s, vl) in enumerate(zip(unstack_weights(stats.acc[0, :w_size], layout), v))]
-    ab = [s + jnp.abs(vl) * p1[l] for l, (s, vl) in enumerate(zip(unstack_weights(stats.acc[1, :w_size], layout), v))]
+    sq = [s + vl * vl * p2[l] for l, (s, vl) in enumerate(zip(unstack_weights(stats.acc[SQ, :w_size], layout), v))]
+    ab = [s + jnp.abs(vl) * p1[l] for l, (s, vl) in enumerate(zip(unstack_weights(stats.acc[ABS, :w_size], layout), v))]
     as_params = lambda ws, bs: tuple(model.Dense(w, b) for w, b in zip(ws, bs))
-    sq = as_params(sq, unstack_biases(stats.acc[0, w_size:], layout))
-    ab = as_params(ab, unstack_biases(stats.acc[1, w_size:], layout))
-    touched = as_params(unstack_weights(stats.touched[:w_size], layout), unstack_biases(stats.touched[w_size:], layout))
+    unstack = lambda flat: as_params(unstack_weights(flat[:w_size], layout), unstack_biases(flat[w_size:], layout))
+    sq = as_params(sq, unstack_biases(stats.acc[SQ, w_size:], layout))
+    ab = as_params(ab, unstack_biases(stats.acc[ABS, w_size:], layout))
+    touched = unstack(stats.touched)
     n = total.count + n_b
     tree = jax.tree.map
     mean_b = tree(lambda stop, start: (stop - start) / n_b, end, stats.start)
@@ -186,7 +192,18 @@ def merge_stats(stats: StatsCarry, end: model.Params, weights, layout: Layout) -
     mean_abs = tree(lambda a, s: a + (s - n_b * a) / n, total.mean_abs, ab)
     decay = tree(lambda d, t: d + (stats.steps - t), total.decay, touched)
     hist = tuple(h + stats.hist[l] for l, h in enumerate(total.hist))
-    return weight_stats.WeightStats(n, mean, m2, mean_abs, decay, hist)
+    # the non-decay moments: the same pairwise update with each element's own counts
+    n_a = tree(lambda d: total.count - d.astype(jnp.float32), total.decay)
+    t_b = tree(lambda t: t.astype(jnp.float32), touched)
+    n_live = tree(lambda a, b: jnp.maximum(a + b, 1.0), n_a, t_b)
+    lmean_b = tree(lambda s, t: s / jnp.maximum(t, 1.0), unstack(stats.acc[LIVE_SUM]), t_b)
+    lm2_b = tree(lambda s2, m, t: jnp.maximum(s2 - t * m * m, 0.0), unstack(stats.acc[LIVE_SQ]), lmean_b, t_b)
+    ldelta = tree(lambda m_b, m_a, t: jnp.where(t > 0, m_b - m_a, 0.0), lmean_b, total.live_mean, t_b)
+    live_mean = tree(lambda m, d, t, c: m + d * (t / c), total.live_mean, ldelta, t_b, n_live)
+    live_m2 = tree(lambda a, b, d, na, t, c: a + b + d * d * (na * t / c), total.live_m2, lm2_b, ldelta, n_a, t_b, n_live)
+    live_mean_abs = tree(lambda a, s, t, c: a + (s - t * a) / c, total.live_mean_abs, unstack(stats.acc[LIVE_ABS]),
+                         t_b, n_live)
+    return weight_stats.WeightStats(n, mean, m2, mean_abs, decay, hist, live_mean, live_m2, live_mean_abs)
 
 
 def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
@@ -204,7 +221,7 @@ def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
         scales = jnp.tile(jnp.array([1.0, 0.0], jnp.float32), (layers, 1))
         if accumulate:
             size = layout.w_size + layout.b_size
-            stats = StatsCarry(jnp.zeros((2, size), jnp.float32), jnp.zeros((size,), jnp.int32),
+            stats = StatsCarry(jnp.zeros((ACC_ROWS, size), jnp.float32), jnp.zeros((size,), jnp.int32),
                                jnp.zeros((layers, 4), jnp.float32),
                                jnp.zeros((layers, weight_stats.NUM_BINS + 2), jnp.int32),
                                jnp.zeros((), jnp.int32), params, stats)
