@@ -40,6 +40,13 @@ STEPS: dict[str, str] = {
     "xla": "socjax.step:xla_stepper",
     "native": "socjax.native.step:stepper",
 }
+# The same implementations for a pruned network (socjax.prune): each takes step.MaskedHyper, a fixed
+# 0/1 mask per parameter carried with lr and l2, and keeps pruned weights at exactly 0. They are not
+# training choices (a run has no mask), so they are named "masked-<step>" and kept out of STEPS.
+MASKED_STEPS: dict[str, str] = {
+    "xla": "socjax.step:masked_xla_stepper",
+    "native": "socjax.native.step:masked_stepper",
+}
 # "auto" is not a step: the runner resolves it to "native" or "xla" (socjax.step.choose) before a run
 # starts, and config.json records the one that ran.
 AUTO_STEP = "auto"
@@ -503,7 +510,7 @@ def extend(cfg: RunConfig, epochs: int | None) -> RunConfig:
 
 
 __all__ = [
-    "DATASETS", "FLAGS", "INITS", "LOSSES", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag", "ModelConfig",
+    "DATASETS", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag", "ModelConfig",
     "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
     "steps_per_epoch",
 ]

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import optax
 
 from socjax import model, weight_stats
-from socjax.config import AUTO_STEP, STEPS, ConfigError, ModelConfig, RunConfig, TrackedWeight
+from socjax.config import AUTO_STEP, MASKED_STEPS, STEPS, ConfigError, ModelConfig, RunConfig, TrackedWeight
 
 
 class Hyper(NamedTuple):
@@ -62,7 +62,8 @@ Step = Callable[..., StepOutput]
 class Stepper(NamedTuple):
     """A step implementation as the trainer drives it through one epoch of one run.
 
-    enter(params, opt_state, stats) -> carry    the run in the implementation's own form
+    enter(params, opt_state, stats, hyper) -> carry    the run in the implementation's own form (hyper:
+        the run's, for what a step needs once per epoch, e.g. a MaskedHyper's mask in its layout)
     step(carry, x, label, hyper) -> (carry, loss, correct)    one SGD step (the contract above);
         with `accumulate`, it also adds the step to the --weight-stats statistics
     tracked(carry, tracked) -> (K,) float32     the values of the tracked weights
@@ -89,7 +90,7 @@ def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool) -> Stepper:
     def tracked(carry, weights: tuple[TrackedWeight, ...]):
         return model.tracked_values(carry[0], weights)
 
-    return Stepper(lambda *carry: carry, one, tracked, lambda carry: carry)
+    return Stepper(lambda params, opt_state, stats, hyper: (params, opt_state, stats), one, tracked, lambda carry: carry)
 
 
 def make_optimizer(hyper: Hyper, cfg: ModelConfig) -> optax.GradientTransformation:
@@ -121,11 +122,43 @@ def xla_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
     return params_stepper(xla_step, cfg, accumulate)
 
 
+class MaskedHyper(NamedTuple):
+    """Hyperparameters of a pruned run: lr, l2 as in `Hyper`; mask: model.Params of 0/1 float32
+    (1 keeps the element), applied after every update, so a pruned element stays exactly 0."""
+
+    lr: jax.Array
+    l2: jax.Array
+    mask: model.Params
+
+
+def masked(step: Step) -> Step:
+    """`step` for a pruned network: the same update, then every element multiplied by hyper.mask
+    (a MaskedHyper). Pruned elements are 0 before and after; the others move as under `step`."""
+
+    def one(params, opt_state, x, label, hyper: MaskedHyper, cfg: ModelConfig) -> StepOutput:
+        out = step(params, opt_state, x, label, Hyper(hyper.lr, hyper.l2), cfg)
+        return out._replace(params=jax.tree.map(jnp.multiply, out.params, hyper.mask))
+
+    return one
+
+
+def masked_xla_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+    """The registry's "masked-xla": `masked(xla_step)` as a Stepper (takes MaskedHyper)."""
+    return params_stepper(masked(xla_step), cfg, accumulate)
+
+
+MASKED_PREFIX = "masked-"
+
+
 def resolve(name: str) -> Callable[[ModelConfig, bool], Stepper]:
-    """The Stepper factory registered as `name` in config.STEPS ("module:function", or a callable)."""
-    if name not in STEPS:
+    """The Stepper factory registered as `name` in config.STEPS ("module:function", or a callable),
+    or as "masked-<step>" in config.MASKED_STEPS."""
+    if name.startswith(MASKED_PREFIX) and name[len(MASKED_PREFIX):] in MASKED_STEPS:
+        target = MASKED_STEPS[name[len(MASKED_PREFIX):]]
+    elif name in STEPS:
+        target = STEPS[name]
+    else:
         raise ConfigError(f"unknown step {name!r}; choose {' or '.join(STEPS)}")
-    target = STEPS[name]
     if callable(target):
         return target
     module, _, attr = target.partition(":")

@@ -138,7 +138,7 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
 
     def epoch(state: TrainState, _):
         order = epoch_order(state.key, state.epoch, n)
-        carry = stepper.enter(state.params, state.opt_state, state.stats)
+        carry = stepper.enter(state.params, state.opt_state, state.stats, hyper)
         carry, ((loss, correct), tracked) = jax.lax.scan(block, carry, order.reshape(n // spec.stride, spec.stride))
         params, opt_state, stats = stepper.leave(carry)
         test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg.loss)

@@ -213,10 +213,12 @@ void gather_rows(float* acc, const float* v, int64_t row, const int32_t* idx, in
   }
 }
 
-// For each listed row i: back[i] = V[i, :] . delta (the old row), then V[i, :] -= coef * a[i] * delta.
-// Two rows per pass share the delta loads. With back == nullptr only the update is done.
+// For each listed row i: back[i] = V[i, :] . delta (the old row), then V[i, :] -= coef * a[i] * delta
+// (times M[i, :] when kMasked: the 0/1 mask m, laid out as v). Two rows per pass share the delta
+// loads. With back == nullptr only the update is done.
+template <bool kMasked = false>
 void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const float* a, float coef,
-                 const float* delta, int64_t width, float* back) {
+                 const float* delta, int64_t width, float* back, const float* m = nullptr) {
   int32_t r = 0;
   for (; r + 2 <= count; r += 2) {
     float *p0 = v + idx[r] * row, *p1 = v + idx[r + 1] * row;
@@ -231,8 +233,13 @@ void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const
         vf d = ld(delta + at), w0 = ld(p0 + at), w1 = ld(p1 + at);
         s0.v[q] += w0 * d;
         s1.v[q] += w1 * d;
-        st(p0 + at, w0 - c0 * d);
-        st(p1 + at, w1 - c1 * d);
+        if constexpr (kMasked) {
+          st(p0 + at, w0 - c0 * d * ld(m + idx[r] * row + at));
+          st(p1 + at, w1 - c1 * d * ld(m + idx[r + 1] * row + at));
+        } else {
+          st(p0 + at, w0 - c0 * d);
+          st(p1 + at, w1 - c1 * d);
+        }
       }
     }
     if (back) {
@@ -249,7 +256,10 @@ void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const
         const int64_t at = j + q * kWidth;
         vf d = ld(delta + at), w = ld(p + at);
         s.v[q] += w * d;
-        st(p + at, w - c * d);
+        if constexpr (kMasked)
+          st(p + at, w - c * d * ld(m + idx[r] * row + at));
+        else
+          st(p + at, w - c * d);
       }
     if (back) back[idx[r]] = hsum(s);
   }
@@ -371,11 +381,19 @@ void account_biases(float* acc, int64_t n, int32_t* touched, const float* vo, co
   }
 }
 
+// A pruned network's fixed 0/1 masks in the stored layout (w: as the weights, b: as the biases): every
+// gradient update is multiplied by them, so a pruned element (stored 0) stays exactly 0 under decay
+// and SGD. nullptr members: no mask.
+struct Mask {
+  const float* w = nullptr;
+  const float* b = nullptr;
+};
+
 // One SGD step of one run, in place. Returns the data loss and whether argmax(out) == label; with
-// stats.sq set, also accumulates the weight statistics.
+// stats.sq set, also accumulates the weight statistics (not together with a mask).
 void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* x, int32_t label, float lr,
               float l2, float* w, float* b, float* scales, float* loss_out, float* correct_out,
-              const Stats& stats = Stats{}) {
+              const Stats& stats = Stats{}, const Mask& mask = Mask{}) {
   const int L = lay.layers;
   double s_old[64], s_new[64];
   Decay decay[64];
@@ -457,7 +475,7 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
       for (int64_t k = 0; k < classes; ++k) {
         float* p = vt + k * width + j;
         vf wk = ld(p);
-        vf wn = wk - (coef * delta[k]) * aj;
+        vf wn = wk - (coef * delta[k]) * (mask.w ? aj * ld(mask.w + at + k * width + j) : aj);
         g += wk * delta[k];
         st(p, wn);
         if (stats.sq) {
@@ -471,7 +489,7 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
     if (stats.sq) sc.tally.flush(stats.hist + last * (stats.bins.count + 2));
     const float cb = static_cast<float>(lr / bias_scale(s_new, last));
     if (stats.sq) std::memcpy(vb_old, vb, padded(classes) * sizeof(float));
-    for (int64_t k = 0; k < classes; ++k) vb[k] -= cb * delta[k];
+    for (int64_t k = 0; k < classes; ++k) vb[k] -= cb * delta[k] * (mask.b ? mask.b[lay.b_at[last] + k] : 1.0f);
     if (stats.sq) {
       const int64_t e = lay.w_size + lay.b_at[last];
       account_biases(stats.sq + e, stats.n, stats.touched + e, vb_old, vb, delta, classes,
@@ -491,9 +509,15 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
     float* vbl = b + lay.b_at[l];
     const float cb = static_cast<float>(lr / bias_scale(s_new, l));
     if (stats.sq) std::memcpy(vb_old, vbl, width_l * sizeof(float));
-    for (int64_t j = 0; j < width_l; j += kWidth) st(vbl + j, ld(vbl + j) - cb * ld(delta + j));
+    for (int64_t j = 0; j < width_l; j += kWidth)
+      st(vbl + j, ld(vbl + j) - cb * ld(delta + j) * (mask.b ? ld(mask.b + lay.b_at[l] + j) : splat(1.0f)));
     const float coef = static_cast<float>(lr / s_new[l]);
     float* back = l > 0 ? sc.back.data() : nullptr;
+    if (mask.w) {
+      update_rows<true>(v, width_l, sc.act[l].data(), sc.count[l], sc.a[l].data(), coef, delta, width_l, back,
+                        mask.w + lay.w_at[l]);
+      continue;
+    }
     if (!stats.sq) {
       update_rows(v, width_l, sc.act[l].data(), sc.count[l], sc.a[l].data(), coef, delta, width_l, back);
       continue;
@@ -645,12 +669,12 @@ ffi::Error prepare(const Layout& lay, int64_t runs, ffi::Buffer<ffi::F32>& x, ff
   return ffi::Error::Success();
 }
 
-template <typename PerRun>
+template <typename PerRun, typename MaskOf>
 void step_runs(ffi::ThreadPool& threads, const Layout& lay, const Settings& set, int64_t runs,
                ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::S32>& label, ffi::Buffer<ffi::F32>& lr,
                ffi::Buffer<ffi::F32>& l2, ffi::ResultBuffer<ffi::F32>& w, ffi::ResultBuffer<ffi::F32>& b,
                ffi::ResultBuffer<ffi::F32>& s, ffi::ResultBuffer<ffi::F32>& loss_out,
-               ffi::ResultBuffer<ffi::F32>& correct_out, const PerRun& stats_of) {
+               ffi::ResultBuffer<ffi::F32>& correct_out, const PerRun& stats_of, const MaskOf& mask_of) {
   auto one = [&](int64_t r) {
     thread_local Scratch sc;
     thread_local std::vector<int64_t> fitted;
@@ -661,7 +685,7 @@ void step_runs(ffi::ThreadPool& threads, const Layout& lay, const Settings& set,
     step_one(lay, set, sc, x.typed_data() + r * lay.n[0], label.typed_data()[r], lr.typed_data()[r],
              l2.typed_data()[r], w->typed_data() + r * lay.w_size, b->typed_data() + r * lay.b_size,
              s->typed_data() + r * 2 * lay.layers, loss_out->typed_data() + r, correct_out->typed_data() + r,
-             stats_of(r));
+             stats_of(r), mask_of(r));
   };
   for_each_run(threads, runs, one);
 }
@@ -676,7 +700,26 @@ ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   const int64_t runs = static_cast<int64_t>(label.element_count());
   if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
   step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
-            loss_out, correct_out, [](int64_t) { return Stats{}; });
+            loss_out, correct_out, [](int64_t) { return Stats{}; }, [](int64_t) { return Mask{}; });
+  return ffi::Error::Success();
+}
+
+ffi::Error StepMasked(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label,
+                      ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in,
+                      ffi::Buffer<ffi::F32> b_in, ffi::Buffer<ffi::F32> s_in, ffi::Buffer<ffi::F32> w_mask,
+                      ffi::Buffer<ffi::F32> b_mask, ffi::Span<const int64_t> sizes, int64_t loss, int64_t decay_biases,
+                      ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> s,
+                      ffi::ResultBuffer<ffi::F32> loss_out, ffi::ResultBuffer<ffi::F32> correct_out) {
+  const Layout lay(sizes);
+  const int64_t runs = static_cast<int64_t>(label.element_count());
+  if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
+  if (static_cast<int64_t>(w_mask.element_count()) != runs * lay.w_size ||
+      static_cast<int64_t>(b_mask.element_count()) != runs * lay.b_size)
+    return ffi::Error::InvalidArgument("socjax_sgd_step_masked: mask buffers do not match the layer sizes");
+  step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
+            loss_out, correct_out, [](int64_t) { return Stats{}; }, [&](int64_t r) {
+              return Mask{w_mask.typed_data() + r * lay.w_size, b_mask.typed_data() + r * lay.b_size};
+            });
   return ffi::Error::Success();
 }
 
@@ -717,7 +760,7 @@ ffi::Error StepStats(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buff
     return st;
   };
   step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
-            loss_out, correct_out, stats_of);
+            loss_out, correct_out, stats_of, [](int64_t) { return Mask{}; });
   return ffi::Error::Success();
 }
 
@@ -769,5 +812,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStepStats, StepStats,
                                   .Ret<ffi::Buffer<ffi::S32>>()   // touched
                                   .Ret<ffi::Buffer<ffi::F32>>()   // prefix
                                   .Ret<ffi::Buffer<ffi::S32>>()   // hist
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // loss ()
+                                  .Ret<ffi::Buffer<ffi::F32>>());  // correct () 0/1
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStepMasked, StepMasked,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (784,)
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // label ()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // lr ()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // l2 ()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // weights, flat
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // biases, flat
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // scales (layers, 2)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // weight mask, as the weights
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias mask, as the biases
+                                  .Attr<ffi::Span<const int64_t>>("sizes")
+                                  .Attr<int64_t>("loss")
+                                  .Attr<int64_t>("decay_biases")
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // weights
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // biases
+                                  .Ret<ffi::Buffer<ffi::F32>>()   // scales
                                   .Ret<ffi::Buffer<ffi::F32>>()   // loss ()
                                   .Ret<ffi::Buffer<ffi::F32>>());  // correct () 0/1

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from socjax import model, weight_stats
-from socjax.config import LOSSES, ModelConfig, TrackedWeight
+from socjax.config import LOSSES, ConfigError, ModelConfig, TrackedWeight
 from socjax.native import build
 from socjax.step import Stepper
 
@@ -70,13 +70,15 @@ class Layout(NamedTuple):
 class Carry(NamedTuple):
     """One run in the kernel's form. weights: (layout.w_size,), biases: (layout.b_size,),
     scales: (layers, 2) float32 (hi, lo) of each layer's s; opt_state rides along; stats is the
-    run's WeightStats (or None), or while accumulating a StatsCarry."""
+    run's WeightStats (or None), or while accumulating a StatsCarry; mask: for a pruned network
+    (masked_stepper), the (weights, biases)-shaped 0/1 buffers of step.MaskedHyper's mask, else None."""
 
     weights: jax.Array
     biases: jax.Array
     scales: jax.Array
     opt_state: optax.OptState
     stats: "weight_stats.WeightStats | StatsCarry | None"
+    mask: tuple[jax.Array, jax.Array] | None = None
 
 
 def to_stored(params: model.Params, layout: Layout):
@@ -135,20 +137,25 @@ class StatsCarry(NamedTuple):
     total: weight_stats.WeightStats
 
 
-def _call(target: str, buffers, x, label, lr, l2, **attrs):
-    """The kernel `target` on (x, label, lr, l2, *buffers), updating `buffers` in place (aliased):
-    returns (*buffers, loss, correct). Vmapped calls pass every run at once (runs go to threads)."""
+def _call(target: str, buffers, x, label, lr, l2, *inputs, **attrs):
+    """The kernel `target` on (x, label, lr, l2, *buffers, *inputs), updating `buffers` in place
+    (aliased); `inputs` are read only. Returns (*buffers, loss, correct). Vmapped calls pass every
+    run at once (runs go to threads)."""
     like = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)
     scalar = jax.ShapeDtypeStruct((), jnp.float32)
     call = jax.ffi.ffi_call(target, (*map(like, buffers), scalar, scalar), vmap_method="broadcast_all",
                             input_output_aliases={4 + i: i for i in range(len(buffers))})
-    return call(x, label.astype(jnp.int32), lr, l2, *buffers, **attrs)
+    return call(x, label.astype(jnp.int32), lr, l2, *buffers, *inputs, **attrs)
 
 
-def sgd_step(weights, biases, scales, x, label, lr, l2, *, sizes, loss: str, decay_biases: bool):
-    """One call of the kernel: the new (weights, biases, scales), the loss and correct (0/1)."""
-    return _call("socjax_sgd_step", (weights, biases, scales), x, label, lr, l2, sizes=np.asarray(sizes, np.int64),
-                 loss=np.int64(LOSSES.index(loss)), decay_biases=np.int64(decay_biases))
+def sgd_step(weights, biases, scales, x, label, lr, l2, *, sizes, loss: str, decay_biases: bool, mask=None):
+    """One call of the kernel: the new (weights, biases, scales), the loss and correct (0/1). mask:
+    None, or (weights-shaped, biases-shaped) 0/1 buffers multiplying every update (a pruned network)."""
+    settings = dict(sizes=np.asarray(sizes, np.int64), loss=np.int64(LOSSES.index(loss)),
+                    decay_biases=np.int64(decay_biases))
+    if mask is None:
+        return _call("socjax_sgd_step", (weights, biases, scales), x, label, lr, l2, **settings)
+    return _call("socjax_sgd_step_masked", (weights, biases, scales), x, label, lr, l2, *mask, **settings)
 
 
 def sgd_step_stats(weights, biases, scales, stats: StatsCarry, x, label, lr, l2, *, sizes, loss: str,
@@ -206,18 +213,22 @@ def merge_stats(stats: StatsCarry, end: model.Params, weights, layout: Layout) -
     return weight_stats.WeightStats(n, mean, m2, mean_abs, decay, hist, live_mean, live_m2, live_mean_abs)
 
 
-def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+def stepper(cfg: ModelConfig, accumulate: bool, masked: bool = False) -> Stepper:
     """The native step for the model `cfg` (socjax.step.Stepper); with `accumulate`, every step also
-    adds to the --weight-stats statistics, merged into the run's WeightStats at the end of the epoch.
+    adds to the --weight-stats statistics, merged into the run's WeightStats at the end of the epoch;
+    with `masked`, the step of a pruned network (hyper is a step.MaskedHyper; see masked_stepper).
     Registers the kernel (BuildError if it cannot be built here)."""
+    if masked and accumulate:
+        raise ConfigError("the masked native step does not accumulate --weight-stats")
     build.load()
     layout = Layout.of(cfg.sizes)
     layers = len(cfg.sizes) - 1
 
     settings = dict(sizes=cfg.sizes, loss=cfg.loss, decay_biases=cfg.decay_biases)
 
-    def enter(params, opt_state, stats):
+    def enter(params, opt_state, stats, hyper):
         weights, biases = to_stored(params, layout)
+        mask = to_stored(hyper.mask, layout) if masked else None
         scales = jnp.tile(jnp.array([1.0, 0.0], jnp.float32), (layers, 1))
         if accumulate:
             size = layout.w_size + layout.b_size
@@ -225,7 +236,7 @@ def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
                                jnp.zeros((layers, 4), jnp.float32),
                                jnp.zeros((layers, weight_stats.NUM_BINS + 2), jnp.int32),
                                jnp.zeros((), jnp.int32), params, stats)
-        return Carry(weights, biases, scales, opt_state, stats)
+        return Carry(weights, biases, scales, opt_state, stats, mask)
 
     def step(carry: Carry, x, label, hyper):
         if accumulate:
@@ -234,7 +245,7 @@ def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
             carry = carry._replace(stats=stats)
         else:
             weights, biases, scales, loss, correct = sgd_step(
-                carry.weights, carry.biases, carry.scales, x, label, hyper.lr, hyper.l2, **settings)
+                carry.weights, carry.biases, carry.scales, x, label, hyper.lr, hyper.l2, mask=carry.mask, **settings)
         return carry._replace(weights=weights, biases=biases, scales=scales), loss, correct > 0
 
     def tracked(carry: Carry, weights: tuple[TrackedWeight, ...]):
@@ -249,3 +260,10 @@ def stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
         return params, carry.opt_state, stats
 
     return Stepper(enter, step, tracked, leave)
+
+
+def masked_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+    """The registry's "masked-native" (config.MASKED_STEPS): the native step of a pruned network.
+    hyper is a step.MaskedHyper; its mask is laid out as the kernel's buffers once per epoch, and
+    the kernel multiplies every update by it, so pruned elements (0 on entry) stay exactly 0."""
+    return stepper(cfg, accumulate, masked=True)
