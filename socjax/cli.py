@@ -69,6 +69,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pl.add_argument("run", metavar="DIR", help="run directory analysed by socjax analyze")
 
+    pr = sub.add_parser(
+        "prune",
+        help="which weights matter: prune a run by fluctuation amplitude, magnitude, random, ... and compare",
+        description="The paper's Discussion as a test, on a finished run trained with --weight-stats: rank "
+                    "the hidden-layer weights by each criterion, remove the first fraction, and measure test "
+                    "accuracy and loss without retraining and after fine-tuning with the mask fixed; with "
+                    "the run's per-weight fits (socjax analyze), the rank correlation of range width and "
+                    "amplitude. Writes OUT/prune.json, OUT/prune.png and OUT/report.md.",
+    )
+    pr.add_argument("run", metavar="DIR", help="finished run directory with weight_stats.npz (socjax train --weight-stats)")
+    pr.add_argument("--out", help="directory to write (default DIR/prune)")
+    pr.add_argument("--sparsities", type=_fractions, default=None,
+                    help="fractions of the hidden-layer weights to remove, comma-separated, increasing, in [0, 1) "
+                         "(default 0,0.1,...,0.9,0.95,0.98)")
+    pr.add_argument("--draws", type=positive_int, default=5, help="random rankings per seed (default 5)")
+    pr.add_argument("--scope", choices=["layer", "global"], default="layer",
+                    help="layer: each hidden layer loses the same fraction, ranked within it (default); "
+                         "global: w1 and w2 ranked together")
+    pr.add_argument("--finetune-epochs", type=int, default=1,
+                    help="epochs of SGD with the mask fixed for the second curve; 0 skips it (default 1)")
+    pr.add_argument("--step", choices=["auto", "xla", "native"], default="auto",
+                    help="masked step for fine-tuning (default auto: native on the CPU when it builds)")
+    pr.add_argument("--batch", type=positive_int, default=4,
+                    help="masked networks fine-tuned at once, vmapped (default 4)")
+    pr.add_argument("--data-dir", help="MNIST IDX files, if not the run's own data source")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     r = sub.add_parser(
         "reproduce",
         help="train, analyse and write report.md: the whole reproduction in one command",
@@ -149,6 +176,42 @@ def train_config(args: argparse.Namespace) -> config.RunConfig:
     return config.build(**given)
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    """argparse type of --sparsities: comma-separated fractions, increasing, in [0, 1)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if any(not 0.0 <= v < 1.0 for v in values) or list(values) != sorted(set(values)):
+        raise argparse.ArgumentTypeError(f"fractions must increase within [0, 1): {text!r}")
+    return values
+
+
+def _prune(args) -> None:
+    from socjax import rundir
+
+    run = Path(args.run)
+    if not (run / rundir.CONFIG).exists():
+        raise ConfigError(f"{run}: not a run directory (no {rundir.CONFIG})")
+    if not (run / rundir.WEIGHT_STATS).exists():
+        raise ConfigError(f"{run} has no {rundir.WEIGHT_STATS}: train it with --weight-stats to prune by amplitude")
+    if args.finetune_epochs < 0:
+        raise ConfigError(f"--finetune-epochs must be at least 0, got {args.finetune_epochs}")
+    from socjax import prune  # imports jax: only once the input is known to be good
+
+    extra = {} if args.sparsities is None else dict(sparsities=args.sparsities)
+    result = prune.prune_run(run, args.out, draws=args.draws, scope=args.scope, finetune_epochs=args.finetune_epochs,
+                             step=args.step, data_dir=args.data_dir, batch=args.batch, progress=not args.no_progress,
+                             **extra)
+    out = Path(args.out) if args.out else run / "prune"
+    print(f"wrote {out / prune.PRUNE_JSON}, {prune.PRUNE_FIGURE} and {rundir.REPORT}")
+    from socjax import report
+
+    mark = {True: "yes", False: "no", None: "not tested"}
+    for row in report.prune_claim_rows(result):
+        print(f"  {row['claim']}: {mark[row['holds']]} ({row['measured']}; 95% {row['interval']})")
+
+
 def _check_out(out: str | None) -> None:
     if out is not None and not out.strip():
         raise ConfigError("--out is empty; name a directory")
@@ -213,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in plots.redraw(args.run):
                 print(f"wrote {path}")
+        elif args.command == "prune":
+            _prune(args)
         elif args.command == "toy":
             _toy(args)
     except ConfigError as e:

@@ -304,6 +304,40 @@ def age_figure(table: dict, path=None):
     return _out(fig, path)
 
 
+PRUNE_STYLE = {"amplitude": ("C3", "-", "largest amplitude first (paper)"),
+               "amplitude_smallest": ("C1", "--", "smallest amplitude first"),
+               "magnitude": ("C0", "-", "smallest |w| first"), "snr": ("C2", "-.", "smallest |w| / amplitude first"),
+               "random": ("0.4", ":", "random")}
+
+
+def prune_figure(result: dict, path=None):
+    """prune.json's curves: test accuracy and loss against the fraction of hidden-layer weights
+    removed, without retraining and after fine-tuning; per criterion the mean over the seeds (random:
+    over its draws first) with the 95% t interval as a band (one seed: no band)."""
+    modes = [m for m in ("none", "finetuned") if m in result["summary"][result["paper_criterion"]]]
+    fig, axes = plt.subplots(len(modes), 2, figsize=(12, 4.2 * len(modes)), squeeze=False)
+    x = 100 * np.asarray(result["sparsities"])
+    for row, mode in zip(axes, modes):
+        for ax, key, label in zip(row, ("test_acc", "test_loss"), ("test accuracy", "test loss")):
+            for c in result["criteria"]:
+                colour, ls, name = PRUNE_STYLE[c]
+                m, (lo, hi) = _mean_and_bars(result["summary"][c][mode][key]["across"])
+                ax.plot(x, m, ls=ls, marker="o", ms=3, color=colour, label=name)
+                ax.fill_between(x, m - lo, m + hi, color=colour, alpha=0.15, lw=0)
+            ax.set_yscale("log" if key == "test_loss" else "linear")
+            if key == "test_acc":
+                ax.set_ylim(-0.02, 1.02)  # a t band with few seeds can reach past [0, 1]
+            ax.set_xlabel(f"hidden-layer weights removed, % ({result['scope']} scope)", fontsize=8)
+            when = "no retraining" if mode == "none" else f"after {result['finetune']['epochs']} epoch(s) of fine-tuning"
+            ax.set_title(f"{label}, {when}", fontsize=9)
+            ax.grid(alpha=0.3)
+        row[0].legend(fontsize=7)
+    fig.suptitle(f"Pruning by criterion: mean over {len(result['runs'])} seed(s), 95% t interval; random: "
+                 f"{result['random_draws']} draws", fontsize=11)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
 FIGURE_FUNCTIONS = (("fig1_neurons.png", fig1_neurons), ("fig2_increments.png", fig2_increments),
                     ("fig3_regimes.png", fig3_regimes), ("fig4_spectrum.png", fig4_spectrum))
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from socjax import rundir
 
 # The rules, in one place, also printed in the report.
@@ -355,3 +357,87 @@ def _body(out: Path, run: Path, result: dict) -> list[str]:
     if result.get("warnings"):
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
     return lines + ["", "All numbers: `analysis.json` (documented in the README)."]
+
+
+# --- the pruning test (socjax prune): prune.json -> report.md ---------------------------------------
+
+PRUNE_NAMES = {"amplitude": "largest amplitude first (paper)", "amplitude_smallest": "smallest amplitude first",
+               "magnitude": "smallest \\|w\\| first", "snr": "smallest \\|w\\| / amplitude first", "random": "random"}
+MODE_NAMES = {"none": "no retraining", "finetuned": "after fine-tuning"}
+
+
+def _interval(ci, digits=3) -> str:
+    return "n/a" if ci is None else f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
+
+
+def prune_claim_rows(result: dict) -> list[dict]:
+    """The Discussion's claims as report rows: claim, measured, interval, rule, holds."""
+    rows = []
+    corr = result["correlation"]
+    if corr.get("pairs"):
+        p = next(x for x in corr["pairs"] if [x["width"], x["measure"]] == corr["primary"])
+        rows.append(dict(claim="range width falls as the fluctuation amplitude rises",
+                         measured=f"Spearman rho {_fmt(p['rho']['mean'])} (seeds: "
+                                  f"{', '.join(_fmt(v) for v in p['rho']['values'] if v is not None)}); "
+                                  f"{corr['fitted']} of {corr['weights']} weights fitted",
+                         interval=f"{_interval(p['rho']['ci95'])} across seeds; bootstrap {_interval(p['bootstrap_ci95'])}",
+                         rule=corr["rule"], holds=corr["holds"]))
+    else:
+        rows.append(dict(claim="range width falls as the fluctuation amplitude rises", measured=corr.get("note", "n/a"),
+                         interval="n/a", rule="", holds=None))
+    for c in result["claims"]:
+        what = ("the amplitude criterion beats random" if c["key"] == "beats_random"
+                else "the amplitude criterion is comparable to magnitude")
+        other = "random" if c["key"] == "beats_random" else "magnitude"
+        d = c["difference"]
+        rows.append(dict(claim=f"{what} ({MODE_NAMES[c['mode']]})",
+                         measured=f"accuracy averaged over the sparsities: paper {_fmt(np.mean(c['area']['amplitude']), 4)}"
+                                  f", {other} {_fmt(np.mean(c['area'][other]), 4)}; difference {_fmt(d['mean'], 4)}",
+                         interval=_interval(d["ci95"], 4), rule=c["rule"], holds=c["holds"]))
+    return rows
+
+
+def write_prune(out: str | Path, result: dict) -> Path:
+    """out/report.md of the pruning test; returns its path."""
+    out = Path(out)
+    mark = {True: "yes", False: "**no**", None: "not tested"}
+    ft = result["finetune"]
+    lines = ["# socjax: which weights matter (the paper's Discussion)", "",
+             f"- run: `{result['run']}`; data: {result['data_source']}",
+             f"- seeds: {', '.join(str(r['seed']) for r in result['runs'])}; pruned: "
+             f"{', '.join(result['pruned_layers'])} ({result['weights_ranked']:,} weights, {result['scope']} scope); "
+             "the output layer and the biases are kept",
+             f"- amplitude: {result['amplitude']}",
+             f"- random: {result['random_draws']} draws; fine-tuning: "
+             + (f"{ft['epochs']} epoch(s) with the mask fixed, step {ft['step']}, from epoch {ft['first_epoch']}; "
+                f"pruned weights not exactly 0 afterwards: {ft['pruned_nonzero']}; non-finite runs: {ft['nonfinite']}"
+                if ft["epochs"] else "none"), "",
+             "## The Discussion's claims", "",
+             "| claim | measured | 95% interval | holds |", "| --- | --- | --- | --- |"]
+    rows = prune_claim_rows(result)
+    for r in rows:
+        lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {table_cell(r['interval'])} | "
+                     f"{mark[r['holds']]} |")
+    lines += ["", "How each is tested:", ""] + [f"- {r['claim']}: {r['rule']}." for r in rows if r["rule"]]
+    corr = result["correlation"]
+    if corr.get("pairs"):
+        lines += ["", "## Rank correlations over the tracked weights", "",
+                  f"Per seed, Spearman's rho over the tracked weights with a fit ({corr['fitted']} of "
+                  f"{corr['weights']}; {_fmt(100 * (corr['zero_width_share'] or 0), 3)}% of them have a "
+                  "scale-invariant width of 0); mean [95% t interval across seeds]; bootstrap over weights.", "",
+                  "| range width | against | rho per seed | mean [95% t] | bootstrap 95% |", "| --- | --- | --- | --- | --- |"]
+        for p in corr["pairs"]:
+            lines.append(f"| {p['width']} | {p['measure']} | {', '.join(_fmt(v) for v in p['rho']['values'] if v is not None)}"
+                         f" | {_ci(p['rho'])} | {_interval(p['bootstrap_ci95'])} |")
+    for mode in [m for m in ("none", "finetuned") if m in result["summary"][result["paper_criterion"]]]:
+        lines += ["", f"## Test accuracy, {MODE_NAMES[mode]}", "",
+                  "Mean over the seeds [95% t interval]; random: its draws averaged within each seed first.", "",
+                  "| removed | " + " | ".join(PRUNE_NAMES[c] for c in result["criteria"]) + " |",
+                  "| --- |" + " --- |" * len(result["criteria"])]
+        for si, s in enumerate(result["sparsities"]):
+            cells = [_ci(result["summary"][c][mode]["test_acc"]["across"][si], 4) for c in result["criteria"]]
+            lines.append(f"| {100 * s:g}% | " + " | ".join(cells) + " |")
+    lines += ["", "![Pruning curves](prune.png)", "", "All numbers: `prune.json`."]
+    path = out / rundir.REPORT
+    rundir.safe_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    return path

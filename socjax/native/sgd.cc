@@ -214,7 +214,8 @@ void gather_rows(float* acc, const float* v, int64_t row, const int32_t* idx, in
 }
 
 // For each listed row i: back[i] = V[i, :] . delta (the old row), then V[i, :] -= coef * a[i] * delta
-// (times M[i, :] when kMasked: the 0/1 mask m, laid out as v). Two rows per pass share the delta
+// (times M[i, :] when kMasked: the 0/1 mask m, laid out as v; as coef * a[i] * (delta * M), so a
+// mask of ones gives the unmasked update bit for bit, the same product fused the same way). Two rows per pass share the delta
 // loads. With back == nullptr only the update is done.
 template <bool kMasked = false>
 void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const float* a, float coef,
@@ -234,8 +235,8 @@ void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const
         s0.v[q] += w0 * d;
         s1.v[q] += w1 * d;
         if constexpr (kMasked) {
-          st(p0 + at, w0 - c0 * d * ld(m + idx[r] * row + at));
-          st(p1 + at, w1 - c1 * d * ld(m + idx[r + 1] * row + at));
+          st(p0 + at, w0 - c0 * (d * ld(m + idx[r] * row + at)));
+          st(p1 + at, w1 - c1 * (d * ld(m + idx[r + 1] * row + at)));
         } else {
           st(p0 + at, w0 - c0 * d);
           st(p1 + at, w1 - c1 * d);
@@ -257,7 +258,7 @@ void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const
         vf d = ld(delta + at), w = ld(p + at);
         s.v[q] += w * d;
         if constexpr (kMasked)
-          st(p + at, w - c * d * ld(m + idx[r] * row + at));
+          st(p + at, w - c * (d * ld(m + idx[r] * row + at)));
         else
           st(p + at, w - c * d);
       }
@@ -489,7 +490,7 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
     if (stats.sq) sc.tally.flush(stats.hist + last * (stats.bins.count + 2));
     const float cb = static_cast<float>(lr / bias_scale(s_new, last));
     if (stats.sq) std::memcpy(vb_old, vb, padded(classes) * sizeof(float));
-    for (int64_t k = 0; k < classes; ++k) vb[k] -= cb * delta[k] * (mask.b ? mask.b[lay.b_at[last] + k] : 1.0f);
+    for (int64_t k = 0; k < classes; ++k) vb[k] -= cb * (delta[k] * (mask.b ? mask.b[lay.b_at[last] + k] : 1.0f));
     if (stats.sq) {
       const int64_t e = lay.w_size + lay.b_at[last];
       account_biases(stats.sq + e, stats.n, stats.touched + e, vb_old, vb, delta, classes,
@@ -510,7 +511,7 @@ void step_one(const Layout& lay, const Settings& set, Scratch& sc, const float* 
     const float cb = static_cast<float>(lr / bias_scale(s_new, l));
     if (stats.sq) std::memcpy(vb_old, vbl, width_l * sizeof(float));
     for (int64_t j = 0; j < width_l; j += kWidth)
-      st(vbl + j, ld(vbl + j) - cb * ld(delta + j) * (mask.b ? ld(mask.b + lay.b_at[l] + j) : splat(1.0f)));
+      st(vbl + j, ld(vbl + j) - cb * (ld(delta + j) * (mask.b ? ld(mask.b + lay.b_at[l] + j) : splat(1.0f))));
     const float coef = static_cast<float>(lr / s_new[l]);
     float* back = l > 0 ? sc.back.data() : nullptr;
     if (mask.w) {

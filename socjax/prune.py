@@ -1,0 +1,341 @@
+"""Pruning by a per-weight criterion: the paper's Discussion turned into a test of which weights matter.
+
+The Discussion (shared/PAPER.md) says a weight's fluctuation amplitude marks how vital it is, so
+the most fluctuating weights could be dropped first. Here the weights of the hidden layers (w1 and
+w2; DEFAULT: the output layer w3, 0.5% of the weights, and every bias are kept) are ranked by a
+criterion, the first fraction `sparsity` of the ranking is set to exactly 0, and the network's
+test loss and accuracy are measured (a) at once and (b) after `finetune_epochs` epochs of SGD with
+the mask held fixed, through the trainer's step seam (step.MaskedHyper, step "masked-<step>").
+
+Criteria, each a priority per weight (larger is pruned first; equal priorities in flat-index order):
+  amplitude           largest non-decay amplitude first: the paper's ordering
+  amplitude_smallest  smallest non-decay amplitude first: the opposite, so the data say which way
+  magnitude           smallest |w| first: the standard baseline
+  snr                 smallest |w| / amplitude first: variational pruning's signal-to-noise, and what
+                      the paper's argument reduces to if both |w| and amplitude matter
+  random              uniformly random, one ranking per draw
+
+The amplitude is the standard deviation of the weight's non-decay increments over the recorded
+phase (weight_stats.npz, nondecay_var): the pure weight-decay increments -lr*l2*w are left out, as
+they measure |w|. A weight with no non-decay step (its input pixel is blank in every training
+image) has amplitude 0, and |w| / 0 = inf: it is pruned last by "amplitude" and "snr", first by
+"amplitude_smallest". Its input is 0, so it changes no output on images like the training set.
+
+Scope (DEFAULT "layer"): each hidden layer loses the same fraction, ranked within the layer, so the
+criteria are compared within a layer rather than by the layers' different scales; "global" ranks
+w1 and w2 together.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from socjax import model, train
+from socjax.config import ConfigError, ModelConfig
+from socjax.data import Dataset
+from socjax.step import MASKED_PREFIX, Hyper, MaskedHyper, make_optimizer
+
+CRITERIA = ("amplitude", "amplitude_smallest", "magnitude", "snr", "random")
+PAPER_CRITERION = "amplitude"
+SCOPES = ("layer", "global")
+SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
+PRUNED_LAYERS = (1, 2)  # the weight matrices into the two hidden layers
+RANDOM_DRAWS = 5
+FINETUNE_EPOCHS = 1
+
+
+def amplitude(stats: dict[str, np.ndarray], layer: int) -> np.ndarray:
+    """Non-decay amplitude of every weight of `layer` (1-based) from weight_stats.npz's arrays:
+    sqrt(nondecay_var), (R, fan_in, fan_out); 0 where the weight had no non-decay step."""
+    key = f"nondecay_var_w{layer}"
+    if key not in stats:
+        raise ConfigError("weight_stats.npz has no non-decay moments (written by an older socjax): rerun with "
+                          "--weight-stats")
+    return np.where(stats[f"nondecay_count_w{layer}"] > 0, np.sqrt(np.maximum(stats[key], 0.0)), 0.0)
+
+
+def priority(criterion: str, w: np.ndarray, amp: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """The pruning priority of each weight (same shape as w): larger is pruned first."""
+    if criterion == "amplitude":
+        return amp.astype(np.float64)
+    if criterion == "amplitude_smallest":
+        return -amp.astype(np.float64)
+    if criterion == "magnitude":
+        return -np.abs(w).astype(np.float64)
+    if criterion == "snr":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = np.where(amp > 0, np.abs(w) / np.where(amp > 0, amp, 1.0), np.inf)
+        return -snr
+    if criterion == "random":
+        if rng is None:
+            raise ValueError("the random criterion needs a generator")
+        return rng.random(w.shape)
+    raise ConfigError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+
+
+def prune_ranks(priorities: list[np.ndarray], scope: str) -> list[np.ndarray]:
+    """Each weight's position in the pruning order (0 is pruned first), one int array per layer of
+    `priorities` (one run's layers): within its layer ("layer") or over all of them ("global").
+    Equal priorities go in flat-index order (layer by layer for "global")."""
+    if scope not in SCOPES:
+        raise ConfigError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
+    if scope == "layer":
+        out = []
+        for p in priorities:
+            rank = np.empty(p.size, np.int64)
+            rank[np.argsort(-p.ravel(), kind="stable")] = np.arange(p.size)
+            out.append(rank.reshape(p.shape))
+        return out
+    flat = np.concatenate([p.ravel() for p in priorities])
+    rank = np.empty(flat.size, np.int64)
+    rank[np.argsort(-flat, kind="stable")] = np.arange(flat.size)
+    bounds = np.cumsum([0] + [p.size for p in priorities])
+    return [rank[a:b].reshape(p.shape) for a, b, p in zip(bounds[:-1], bounds[1:], priorities)]
+
+
+def keep_masks(ranks: list[np.ndarray], sparsity: float, scope: str) -> list[np.ndarray]:
+    """0/1 float32 masks (1 keeps) removing round(sparsity * n) weights: n per layer ("layer") or
+    in total ("global"), those of smallest rank."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
+    if scope == "layer":
+        return [(r >= round(sparsity * r.size)).astype(np.float32) for r in ranks]
+    k = round(sparsity * sum(r.size for r in ranks))
+    return [(r >= k).astype(np.float32) for r in ranks]
+
+
+def full_mask(cfg: ModelConfig, layer_masks: dict[int, np.ndarray]) -> model.Params:
+    """A Params-shaped mask: the given weight masks by layer (1-based), ones everywhere else."""
+    return tuple(model.Dense(jnp.asarray(layer_masks[l]) if l in layer_masks else jnp.ones((a, b), jnp.float32),
+                             jnp.ones((b,), jnp.float32))
+                 for l, (a, b) in enumerate(zip(cfg.sizes[:-1], cfg.sizes[1:]), start=1))
+
+
+def apply_mask(params: model.Params, mask: model.Params) -> model.Params:
+    return jax.tree.map(jnp.multiply, params, mask)
+
+
+@jax.jit(static_argnums=4)
+def _evaluate(params, mask, x, y, loss):
+    return train.evaluate(apply_mask(params, mask), x, y, loss)
+
+
+def evaluate(params: model.Params, mask: model.Params, x, y, loss: str) -> tuple[float, float]:
+    """(mean data loss, accuracy) of the masked network on x (M, 784), y (M,): train.evaluate."""
+    masked_loss, acc = _evaluate(params, mask, x, y, loss)
+    return float(masked_loss), float(acc)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_chunk(spec: train.TrainSpec, epochs: int):
+    return train.make_train_chunk(spec, epochs)  # compiled once per spec, epochs and batch shape
+
+
+class Finetuned(NamedTuple):
+    """After fine-tuning V masked copies of one run: params, model.Params stacked (V, ...);
+    test_loss, test_acc (V,) at the end of the last epoch; pruned_nonzero (V,) pruned elements that
+    are not exactly 0 (0 by construction); finite (V,) bool."""
+
+    params: model.Params
+    test_loss: np.ndarray
+    test_acc: np.ndarray
+    pruned_nonzero: np.ndarray
+    finite: np.ndarray
+
+
+def finetune(params: model.Params, masks: list[model.Params], key: jax.Array, epoch: int, lr: float, l2: float,
+             data: Dataset, cfg: ModelConfig, step: str = "xla", epochs: int = FINETUNE_EPOCHS) -> Finetuned:
+    """`epochs` epochs of per-example SGD of each masked copy of one run's `params`, masks held
+    fixed, by the trainer (train.make_train_chunk) with the step "masked-<step>". The copies share
+    the run's example order: key is the run's order key and `epoch` the first epoch's number."""
+    v = len(masks)
+    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
+    mask = stack(masks)
+    start = jax.vmap(apply_mask, in_axes=(None, 0))(params, mask)
+    opt_state = jax.vmap(make_optimizer(Hyper(1.0, 0.0), cfg).init)(start)
+    state = train.TrainState(start, opt_state, jnp.stack([key] * v), jnp.full((v,), epoch, jnp.int32), None)
+    hyper = MaskedHyper(jnp.full((v,), lr, jnp.float32), jnp.full((v,), l2, jnp.float32), mask)
+    state, out = _train_chunk(train.TrainSpec(cfg, step=MASKED_PREFIX + step), epochs)(state, hyper, data)
+    pruned_nonzero = sum(jnp.sum((m == 0) & (p != 0), axis=tuple(range(1, p.ndim)))
+                         for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(state.params)))
+    return Finetuned(state.params, np.asarray(out.metrics.test_loss[:, -1]), np.asarray(out.metrics.test_acc[:, -1]),
+                     np.asarray(pruned_nonzero), np.asarray(out.finite))
+
+
+# --- the prune command: one trained run in, prune.json out ---------------------------------------
+
+PRUNE_JSON = "prune.json"
+PRUNE_FIGURE = "prune.png"
+MODES = ("none", "finetuned")
+AREA_MARGIN = 0.01  # "comparable": the sparsity-averaged accuracy is at most 1 point below
+RULES = {
+    "beats_random": ("the paper's criterion (largest non-decay amplitude first) beats random pruning: the paired "
+                     "difference of accuracy averaged over the sparsity grid, across seeds, has a 95% t interval "
+                     "above 0"),
+    "comparable_to_magnitude": (f"the paper's criterion is comparable to or better than magnitude pruning: the "
+                                f"same paired difference against magnitude has a 95% t interval whose lower end "
+                                f"is above -{AREA_MARGIN:g} (one accuracy point)"),
+}
+
+
+class PruneError(ConfigError):
+    """A run that cannot be pruned (no weight statistics, no final parameters, no configuration)."""
+
+
+def choose_step(name: str, cfg) -> str:
+    """The masked step to fine-tune with: `name` ("xla", "native") or "auto" (native when the
+    masked native step is registered and can train `cfg` here, else xla)."""
+    from socjax.config import MASKED_STEPS
+    from socjax.step import native_unavailable
+
+    if name != "auto":
+        if name not in MASKED_STEPS:
+            raise PruneError(f"unknown masked step {name!r}; choose auto or {' or '.join(MASKED_STEPS)}")
+        return name
+    return "native" if "native" in MASKED_STEPS and native_unavailable(cfg) is None else "xla"
+
+
+def rankings(w: dict[int, np.ndarray], amp: dict[int, np.ndarray], draws: int, scope: str,
+             seed: int) -> list[tuple[str, int, list[np.ndarray]]]:
+    """[(criterion, draw, prune ranks per pruned layer)] of one run: every criterion once, random
+    `draws` times (generator seeded by (seed, draw))."""
+    out = []
+    for c in CRITERIA:
+        for d in range(draws if c == "random" else 1):
+            rng = np.random.default_rng([seed, d])
+            pr = [priority(c, w[l], amp[l], rng) for l in PRUNED_LAYERS]
+            out.append((c, d, prune_ranks(pr, scope)))
+    return out
+
+
+def _curve_summary(values: np.ndarray) -> dict:
+    """values (R, D, S): per sparsity, the mean over draws per run, then across runs (groups.across_seeds)."""
+    from socjax.analysis.groups import across_seeds
+
+    per_run = np.nanmean(values, axis=1)  # (R, S)
+    return dict(per_run=per_run.tolist(), across=[across_seeds(per_run[:, s]) for s in range(per_run.shape[1])])
+
+
+def claims(result: dict) -> list[dict]:
+    """The Discussion's pruning claims from prune.json's curves: per mode, paired differences of the
+    sparsity-averaged accuracy over the runs (see RULES)."""
+    from socjax.analysis.groups import across_seeds
+
+    out = []
+    for mode in [m for m in MODES if m in result["curves"][PAPER_CRITERION]]:
+        area = {c: np.nanmean(np.nanmean(np.asarray(result["curves"][c][mode]["test_acc"], np.float64), axis=1), axis=1)
+                for c in CRITERIA}  # (R,) accuracy averaged over draws, then over the sparsity grid
+        for key, other in (("beats_random", "random"), ("comparable_to_magnitude", "magnitude")):
+            diff = across_seeds(area[PAPER_CRITERION] - area[other])
+            ci = diff["ci95"]
+            holds = None if ci is None else bool(ci[0] > 0 if key == "beats_random" else ci[0] > -AREA_MARGIN)
+            out.append(dict(key=key, mode=mode, rule=RULES[key], difference=diff, holds=holds,
+                            area={c: area[c].tolist() for c in CRITERIA}))
+    return out
+
+
+def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS, scope: str = "layer",
+              finetune_epochs: int = FINETUNE_EPOCHS, step: str = "auto", data_dir: str | None = None,
+              batch: int = 4, progress: bool = True) -> dict:
+    """The pruning test (and the correlation claim) of one trained run; writes OUT/prune.json,
+    OUT/prune.png and OUT/report.md (OUT defaults to RUN/prune) and returns prune.json's dict.
+    finetune_epochs 0 skips the fine-tuned curve."""
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from socjax import data as data_mod
+    from socjax import rundir
+    from socjax.analysis import vitality
+
+    run = Path(run)
+    out = run / "prune" if out is None else Path(out)
+    info = rundir.read_info(run)
+    cfg = info.config
+    if cfg is None:
+        raise PruneError(f"{run}: config.json has no model configuration")
+    if not (run / rundir.WEIGHT_STATS).exists():
+        raise PruneError(f"{run} has no {rundir.WEIGHT_STATS}: train it with --weight-stats to prune by amplitude")
+    if not (run / rundir.PARAMS_FINAL).exists():
+        raise PruneError(f"{run} has no {rundir.PARAMS_FINAL}: the run has not finished")
+    sparsities = tuple(float(s) for s in sparsities)
+    if not sparsities or any(not 0.0 <= s < 1.0 for s in sparsities) or list(sparsities) != sorted(set(sparsities)):
+        raise PruneError(f"sparsities must increase within [0, 1), got {sparsities}")
+    if draws < 1 or finetune_epochs < 0 or batch < 1:
+        raise PruneError("draws and batch must be at least 1, finetune epochs at least 0")
+    with np.load(run / rundir.WEIGHT_STATS) as z:
+        stats = {k: z[k] for k in z.files}
+    named = rundir.load_params(run, "final")
+    num_runs = named["w1"].shape[0]
+    amps = {l: amplitude(stats, l) for l in PRUNED_LAYERS}
+    step_name = choose_step(step, cfg) if finetune_epochs else None
+    raw, source = data_mod.load_raw(cfg.dataset, data_dir or cfg.data_dir)
+    ds = jax.device_put(data_mod.decode(raw, cfg.pixel_scale, cfg.train_limit))
+    keys = train.init_runs(list(cfg.seeds), cfg.model).key
+    settings = list(cfg.runs())
+    names = [(c, d) for c in CRITERIA for d in range(draws if c == "random" else 1)]
+    curves = {c: {m: {k: np.full((num_runs, draws if c == "random" else 1, len(sparsities)), np.nan)
+                      for k in ("test_acc", "test_loss")}
+                  for m in (MODES if finetune_epochs else MODES[:1])} for c in CRITERIA}
+    checks = dict(pruned_nonzero=0, nonfinite=0)
+    total = num_runs * len(names) * len(sparsities) * (2 if finetune_epochs else 1)
+    with tqdm(total=total, desc="prune", unit="net", disable=not progress, dynamic_ncols=True) as bar:
+        for r in range(num_runs):
+            params = model.from_named({k: v[r] for k, v in named.items()}, cfg.model.num_layers)
+            w = {l: named[f"w{l}"][r] for l in PRUNED_LAYERS}
+            ranked = rankings(w, {l: amps[l][r] for l in PRUNED_LAYERS}, draws, scope, seed=int(settings[r][0]))
+            pending, dense = [], []  # (criterion, draw, sparsity index, mask) to fine-tune; at sparsity 0
+            for c, d, ranks in ranked:
+                for si, s in enumerate(sparsities):
+                    mask = full_mask(cfg.model, dict(zip(PRUNED_LAYERS, keep_masks(ranks, s, scope))))
+                    loss_, acc = evaluate(params, mask, ds.test_x, ds.test_y, cfg.model.loss)
+                    curves[c]["none"]["test_loss"][r, d, si], curves[c]["none"]["test_acc"][r, d, si] = loss_, acc
+                    if finetune_epochs:
+                        (pending if s > 0 else dense).append((c, d, si, mask))
+                    bar.update()
+            if not finetune_epochs:
+                continue
+            _, lr, l2 = settings[r]
+            # sparsity 0 keeps every weight, whatever the criterion: one fine-tune serves them all
+            jobs = [(dense[:1], dense)] if dense else []
+            jobs += [(pending[i:i + batch], pending[i:i + batch]) for i in range(0, len(pending), batch)]
+            for group, served in jobs:
+                res = finetune(params, [p[3] for p in group], keys[r], cfg.epochs, lr, l2, ds, cfg.model,
+                               step_name, finetune_epochs)
+                checks["pruned_nonzero"] += int(res.pruned_nonzero.sum())
+                checks["nonfinite"] += int((~res.finite).sum())
+                for j, (c, d, si, _) in enumerate(served):
+                    k = min(j, len(group) - 1)  # every served entry of the dense job reads its one result
+                    curves[c]["finetuned"]["test_loss"][r, d, si] = res.test_loss[k]
+                    curves[c]["finetuned"]["test_acc"][r, d, si] = res.test_acc[k]
+                bar.update(len(served))
+    result = dict(
+        run=str(run), data_source=source, scope=scope, sparsities=list(sparsities), criteria=list(CRITERIA),
+        paper_criterion=PAPER_CRITERION, random_draws=draws, pruned_layers=[f"w{l}" for l in PRUNED_LAYERS],
+        weights_ranked=int(sum(named[f"w{l}"][0].size for l in PRUNED_LAYERS)),
+        amplitude="std of the non-decay increments over the recorded phase (weight_stats.npz)",
+        finetune=dict(epochs=finetune_epochs, step=None if step_name is None else MASKED_PREFIX + step_name,
+                      first_epoch=cfg.epochs, **checks),
+        runs=[dict(seed=s, lr=lr, l2=l2) for s, lr, l2 in settings],
+        curves={c: {m: {k: v.tolist() for k, v in d.items()} for m, d in modes.items()} for c, modes in curves.items()},
+    )
+    result["summary"] = {c: {m: {k: _curve_summary(np.asarray(v, np.float64)) for k, v in d.items()}
+                             for m, d in modes.items()} for c, modes in result["curves"].items()}
+    result["claims"] = claims(result)
+    analysis = rundir.load_analysis(run)
+    if analysis is None or not analysis.get("per_weight"):
+        result["correlation"] = dict(holds=None, note="the run has no per-weight fits: run `socjax analyze` first")
+    else:
+        result["correlation"] = vitality.correlations(analysis["per_weight"], stats, named)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(out / PRUNE_JSON, result)
+    from socjax import plots, report
+
+    plots.prune_figure(result, out / PRUNE_FIGURE)
+    report.write_prune(out, result)
+    return result
