@@ -6,12 +6,15 @@ Each configuration trains the paper's network on the first --examples embedded e
 start-up cancel. Rounds interleave the configurations.
 
   baseline       no recording (all epochs equilibrate)
-  record-64      every epoch recorded, 64 tracked weights at stride 1, trajectory written to disk
-                 chunk by chunk while the next chunk computes
+  record-64      every epoch recorded, --track (64) tracked weights at stride 1, trajectory written to
+                 disk chunk by chunk while the next chunk computes
   record+ckpt    the same with an (atomic, fsynced) checkpoint after every epoch
   weight-stats   record-64 plus --weight-stats (running statistics of all 887k weights per step)
 
-    python benchmarks/long_runs.py [--examples 5000] [--epochs 4] [--rounds 2]
+    python benchmarks/long_runs.py [--examples 5000] [--epochs 4] [--rounds 2] [--seeds 1] [--track 64]
+                                   [--step auto]
+
+experiments/vitality.py's configuration: --seeds 3 --track 256 --only record-64 weight-stats.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ CONFIGS = {
 }
 
 
-def timed_run(name: str, epochs: int, examples: int, tmp: Path) -> float:
+def timed_run(name: str, epochs: int, examples: int, tmp: Path, seeds: int = 1, track: int = 64,
+              step: str = "auto") -> float:
     c = CONFIGS[name]
-    cfg = RunConfig(dataset="mnist-mini", train_limit=examples, track=64,
+    cfg = RunConfig(dataset="mnist-mini", train_limit=examples, track=track, seeds=tuple(range(seeds)), step=step,
                     epochs_equilibrate=0 if c["record"] else epochs, epochs_record=epochs if c["record"] else 0,
                     weight_stats=c.get("weight_stats", False))
     out = tmp / f"{name}-{epochs}"
@@ -58,6 +62,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--only", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     p.add_argument("--weight-stats-epochs", type=int, default=2, help="epochs of the longer weight-stats run")
+    p.add_argument("--seeds", type=int, default=1, help="runs trained at once (vmapped)")
+    p.add_argument("--track", type=int, default=64, help="tracked weights of the recording configurations")
+    p.add_argument("--step", default="auto", help="the SGD step (auto, xla, native)")
     p.add_argument("--out", help="JSON path (default benchmarks/results/long_runs-<host>.json)")
     args = p.parse_args()
     per_epoch: dict[str, list[float]] = {k: [] for k in args.only}
@@ -66,8 +73,9 @@ def main() -> None:
         for r in range(args.rounds):
             for name in args.only:
                 epochs = args.weight_stats_epochs if name == "weight-stats" else args.epochs
-                long_run = timed_run(name, epochs, args.examples, tmp)
-                short_run = timed_run(name, 1, args.examples, tmp)
+                setting = dict(seeds=args.seeds, track=args.track, step=args.step)
+                long_run = timed_run(name, epochs, args.examples, tmp, **setting)
+                short_run = timed_run(name, 1, args.examples, tmp, **setting)
                 per_epoch[name].append((long_run - short_run) / (epochs - 1))
             print(f"round {r + 1}/{args.rounds} done", flush=True)
     base = statistics.median(per_epoch["baseline"]) if "baseline" in per_epoch else None

@@ -197,16 +197,14 @@ def _prune(args) -> None:
         raise ConfigError(f"{run} has no {rundir.WEIGHT_STATS}: train it with --weight-stats to prune by amplitude")
     if args.finetune_epochs < 0:
         raise ConfigError(f"--finetune-epochs must be at least 0, got {args.finetune_epochs}")
-    from socjax import prune  # imports jax: only once the input is known to be good
+    from socjax import prune, report  # imports jax: only once the input is known to be good
 
     extra = {} if args.sparsities is None else dict(sparsities=args.sparsities)
     result = prune.prune_run(run, args.out, draws=args.draws, scope=args.scope, finetune_epochs=args.finetune_epochs,
                              step=args.step, data_dir=args.data_dir, batch=args.batch, progress=not args.no_progress,
                              **extra)
-    out = Path(args.out) if args.out else run / "prune"
+    out = Path(args.out) if args.out else run / report.PRUNE_DIR
     print(f"wrote {out / prune.PRUNE_JSON}, {prune.PRUNE_FIGURE} and {rundir.REPORT}")
-    from socjax import report
-
     mark = {True: "yes", False: "no", None: "not tested"}
     for row in report.prune_claim_rows(result):
         print(f"  {row['claim']}: {mark[row['holds']]} ({row['measured']}; 95% {row['interval']})")

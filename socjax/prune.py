@@ -253,8 +253,10 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
     from socjax import rundir
     from socjax.analysis import vitality
 
+    from socjax.report import PRUNE_DIR
+
     run = Path(run)
-    out = run / "prune" if out is None else Path(out)
+    out = run / PRUNE_DIR if out is None else Path(out)
     info = rundir.read_info(run)
     cfg = info.config
     if cfg is None:
@@ -338,4 +340,7 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
 
     plots.prune_figure(result, out / PRUNE_FIGURE)
     report.write_prune(out, result)
+    if out.resolve() == (run / PRUNE_DIR).resolve() and analysis is not None and (run / rundir.REPORT).exists():
+        ages = rundir.load_ages(run)  # the run's own report.md gains the Discussion's rows
+        report.write(run, dict(analysis, ages=ages) if ages else analysis)
     return result

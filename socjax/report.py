@@ -347,6 +347,8 @@ def _body(out: Path, run: Path, result: dict) -> list[str]:
         lines += _sweep(out, result)
     for g in groups:
         lines += _group(out, result, g, several)
+    if out == run:
+        lines += _discussion(run)
     lines += ["## How each claim is tested", ""]
     lines += [f"- {r['claim']}: {r['rule']}." for r in groups[0]["claims"]]
     if any(len(g["runs"]) >= 2 for g in groups):
@@ -395,6 +397,26 @@ def prune_claim_rows(result: dict) -> list[dict]:
                                   f", {other} {_fmt(np.mean(c['area'][other]), 4)}; difference {_fmt(d['mean'], 4)}",
                          interval=_interval(d["ci95"], 4), rule=c["rule"], holds=c["holds"]))
     return rows
+
+
+PRUNE_DIR = "prune"  # where `socjax prune DIR` writes by default, and where the run's report looks
+
+
+def _discussion(run: Path) -> list[str]:
+    """The Discussion's claims, when `socjax prune` has written RUN/prune/prune.json."""
+    import json
+
+    path = run / PRUNE_DIR / "prune.json"
+    if not path.exists():
+        return []
+    rows = prune_claim_rows(json.loads(path.read_text()))
+    mark = {True: "yes", False: "**no**", None: "not tested"}
+    lines = ["## The Discussion's claims (socjax prune)", "",
+             f"From [{PRUNE_DIR}/report.md]({PRUNE_DIR}/report.md), where each rule is stated.", "",
+             "| claim | measured | 95% interval | holds |", "| --- | --- | --- | --- |"]
+    lines += [f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {table_cell(r['interval'])} | "
+              f"{mark[r['holds']]} |" for r in rows]
+    return lines + [""]
 
 
 def write_prune(out: str | Path, result: dict) -> Path:

@@ -179,18 +179,21 @@ def test_prune_refuses_a_run_without_weight_statistics(tmp_path, capsys):
 def test_prune_command_end_to_end(tmp_path, capsys):
     """A smoke run with --weight-stats, analysed, then pruned: prune.json's curves agree with a
     NumPy forward pass of the same masks; at sparsity 0 every criterion gives the same network;
-    the fine-tuned curve exists and left every pruned weight at 0; the figure and report exist."""
+    the fine-tuned curve exists and left every pruned weight at 0; the figure and report exist, and
+    the run's own report.md gains the Discussion's rows."""
     run = tmp_path / "run"
     assert main(["train", "--preset", "smoke", "--out", str(run), "--seeds", "2", "--weight-stats", "--track", "8",
                  "--no-progress"]) == 0
     assert main(["analyze", str(run), "--no-progress"]) == 0
     capsys.readouterr()
-    assert main(["prune", str(run), "--out", str(tmp_path / "p"), "--sparsities", "0,0.5,0.9", "--draws", "2",
-                 "--step", "xla", "--no-progress"]) == 0
+    assert main(["prune", str(run), "--sparsities", "0,0.5,0.9", "--draws", "2", "--step", "xla",
+                 "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "the amplitude criterion beats random (no retraining)" in printed
-    result = json.loads((tmp_path / "p" / prune.PRUNE_JSON).read_text())
-    assert (tmp_path / "p" / prune.PRUNE_FIGURE).exists() and (tmp_path / "p" / "report.md").exists()
+    result = json.loads((run / "prune" / prune.PRUNE_JSON).read_text())
+    assert (run / "prune" / prune.PRUNE_FIGURE).exists() and (run / "prune" / "report.md").exists()
+    report = (run / "report.md").read_text()
+    assert "## The Discussion's claims (socjax prune)" in report and "## Claims" in report
     assert result["finetune"]["pruned_nonzero"] == 0 and result["finetune"]["nonfinite"] == 0
     acc0 = {c: np.asarray(result["curves"][c]["none"]["test_acc"])[:, :, 0] for c in prune.CRITERIA}
     assert all(np.all(v == acc0["magnitude"][:, :1]) for v in acc0.values())

@@ -1,6 +1,7 @@
 """The Discussion's correlation claim: a weight's scale-invariant range against its fluctuation amplitude.
 
-    correlations(per_weight, stats, params) -> dict (prune.json's "correlation")
+    correlations(per_weight, stats, params) -> dict (prune.json's "correlation", with the per-weight
+    table it is computed from)
 
 The paper's Discussion (shared/PAPER.md): every weight has a scale-invariant range of its own;
 wide ranges mark well-trained, vital weights; the range is narrower where the fluctuation
@@ -127,7 +128,9 @@ def correlations(per_weight: list[dict], stats: dict[str, np.ndarray], params: d
     primary = next(p for p in pairs if (p["width"], p["measure"]) == PRIMARY)
     ci = primary["rho"]["ci95"] or (primary["bootstrap_ci95"] if len(runs) == 1 else None)
     fitted = int(np.isfinite(t["scale_invariant"]).sum())
+    table = {k: [None if not np.isfinite(x) else (int(x) if k in ("run", "layer", "row", "col") else float(x))
+                 for x in v.tolist()] for k, v in t.items()}
     return dict(pairs=pairs, primary=list(PRIMARY), rule=RULE, holds=None if ci is None else bool(ci[1] < 0),
-                weights=int(t["run"].size), fitted=fitted,
+                weights=int(t["run"].size), fitted=fitted, table=table,
                 zero_width_share=float(np.mean(t["scale_invariant"][np.isfinite(t["scale_invariant"])] == 0))
                 if fitted else None)
