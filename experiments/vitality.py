@@ -19,7 +19,7 @@ each per-weight fit takes about a second here, and the trajectory is 600,000 x 2
 
 Rerunning the same command continues an interrupted run, analyses a finished one that has no
 analysis, and prunes an analysed one. `--publish DIR` copies the small results (the prune
-directory, config.json, metrics.json, tracked.json, the analysis' report.md) into DIR.
+directory, config.json, metrics.json, tracked.json, the analysis' report.md and figures) into DIR.
 """
 
 from __future__ import annotations
@@ -77,17 +77,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def publish(run: Path, dest: Path) -> int:
-    """Copy the small results of the pruned run `run` into `dest` (see the module docstring)."""
+    """Copy the small results of the pruned run `run` into `dest`, laid out as in the run directory
+    (so report.md's links hold): report.md and the four figures of the analysis, config.json,
+    metrics.json, tracked.json, and prune/ (prune.json, prune.png, report.md)."""
     pruned = run / PRUNE_DIR
     if not (pruned / "prune.json").exists():
         sys.exit(f"vitality: {run} has not been pruned; run the experiment first")
-    dest.mkdir(parents=True, exist_ok=True)
+    (dest / PRUNE_DIR).mkdir(parents=True, exist_ok=True)
     for path in sorted(pruned.iterdir()):
+        shutil.copy2(path, dest / PRUNE_DIR / path.name)
+    for path in [run / n for n in (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.REPORT)] + \
+            rundir.derived_figures(run):
         shutil.copy2(path, dest / path.name)
-    for name in (rundir.CONFIG, rundir.METRICS, rundir.TRACKED):
-        shutil.copy2(run / name, dest / name)
-    shutil.copy2(run / rundir.REPORT, dest / "analysis_report.md")
-    print(f"copied {run}'s prune results, config, metrics, tracked weights and analysis report into {dest}")
+    print(f"copied {run}'s report, figures, config, metrics, tracked weights and {PRUNE_DIR}/ into {dest}")
     return 0
 
 

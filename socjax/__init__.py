@@ -5,7 +5,8 @@ Modules, upstream to downstream: config (static config, presets, the table of fl
 sources), model (MLP, loss), step (the SGD step seam and its reference implementation), train (the
 compiled per-example SGD scan, vmapped over runs), weight_stats, checkpoint (pytree files), rundir
 (the run-directory format), runner (host loop), analysis/ and analyze (run directory ->
-analysis.json), results (`load_run`: a run's results for Python), plots, report, toy/ (Section 2), cli.
+analysis.json), results (`load_run`: a run's results for Python), plots, report, prune (which weights
+matter: the Discussion's test), toy/ (Section 2), cli.
 
 `import socjax` is cheap (no JAX); each module is imported on first access, e.g. `socjax.rundir`.
 """
@@ -20,8 +21,8 @@ try:
 except metadata.PackageNotFoundError:  # a source checkout on PYTHONPATH, not installed
     __version__ = "unknown"
 
-_MODULES = ("analysis", "analyze", "checkpoint", "cli", "config", "data", "model", "plots", "report", "results",
-            "rundir", "runner", "step", "toy", "train", "weight_stats")
+_MODULES = ("analysis", "analyze", "checkpoint", "cli", "config", "data", "model", "plots", "prune", "report",
+            "results", "rundir", "runner", "step", "toy", "train", "weight_stats")
 
 
 def __getattr__(name: str):

@@ -17,9 +17,11 @@ Criteria, each a priority per weight (larger is pruned first; equal priorities i
 
 The amplitude is the standard deviation of the weight's non-decay increments over the recorded
 phase (weight_stats.npz, nondecay_var): the pure weight-decay increments -lr*l2*w are left out, as
-they measure |w|. A weight with no non-decay step (its input pixel is blank in every training
-image) has amplitude 0, and |w| / 0 = inf: it is pruned last by "amplitude" and "snr", first by
-"amplitude_smallest". Its input is 0, so it changes no output on images like the training set.
+they measure |w|. A weight with no non-decay step (a zero gradient at every recorded step: its
+pixel is blank in every training image, or its neuron never fires) has amplitude 0, and |w| / 0 =
+inf: it is pruned last by "amplitude" and "snr", first by "amplitude_smallest". prune.json records
+each layer's share of them (`no_nondecay_share`): above that sparsity, those two criteria keep
+only such weights.
 
 Scope (DEFAULT "layer"): each hidden layer loses the same fraction, ranked within the layer, so the
 criteria are compared within a layer rather than by the layers' different scales; "global" ranks
@@ -196,6 +198,9 @@ def choose_step(name: str, cfg) -> str:
     if name != "auto":
         if name not in MASKED_STEPS:
             raise PruneError(f"unknown masked step {name!r}; choose auto or {' or '.join(MASKED_STEPS)}")
+        why = native_unavailable(cfg) if name == "native" else None
+        if why:
+            raise PruneError(f"--step native: {why}")
         return name
     return "native" if "native" in MASKED_STEPS and native_unavailable(cfg) is None else "xla"
 
@@ -321,6 +326,8 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
         paper_criterion=PAPER_CRITERION, random_draws=draws, pruned_layers=[f"w{l}" for l in PRUNED_LAYERS],
         weights_ranked=int(sum(named[f"w{l}"][0].size for l in PRUNED_LAYERS)),
         amplitude="std of the non-decay increments over the recorded phase (weight_stats.npz)",
+        # amplitude 0: kept last by "amplitude" and "snr"; above this sparsity they keep only such weights
+        no_nondecay_share={f"w{l}": float(np.mean(amps[l] == 0)) for l in PRUNED_LAYERS},
         finetune=dict(epochs=finetune_epochs, step=None if step_name is None else MASKED_PREFIX + step_name,
                       first_epoch=cfg.epochs, **checks),
         runs=[dict(seed=s, lr=lr, l2=l2) for s, lr, l2 in settings],

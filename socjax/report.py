@@ -430,6 +430,10 @@ def write_prune(out: str | Path, result: dict) -> Path:
              f"{', '.join(result['pruned_layers'])} ({result['weights_ranked']:,} weights, {result['scope']} scope); "
              "the output layer and the biases are kept",
              f"- amplitude: {result['amplitude']}",
+             "- weights with no non-decay step (amplitude 0: a gradient of 0 at every recorded step, from a "
+             "pixel blank in every training image or a neuron that never fires; kept last by the paper's criterion "
+             "and by \\|w\\| / amplitude): "
+             + ", ".join(f"{k} {100 * v:.3g}%" for k, v in result.get("no_nondecay_share", {}).items()),
              f"- random: {result['random_draws']} draws; fine-tuning: "
              + (f"{ft['epochs']} epoch(s) with the mask fixed, step {ft['step']}, from epoch {ft['first_epoch']}; "
                 f"pruned weights not exactly 0 afterwards: {ft['pruned_nonzero']}; non-finite runs: {ft['nonfinite']}"
