@@ -31,16 +31,19 @@ w1 and w2 together.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from socjax import model, train
-from socjax.config import ConfigError, ModelConfig
-from socjax.data import Dataset
-from socjax.step import MASKED_PREFIX, Hyper, MaskedHyper, make_optimizer
+from socjax import model, report, rundir, train
+from socjax.analysis import vitality
+from socjax.analysis.groups import across_seeds
+from socjax.config import MASKED_STEPS, ConfigError, ModelConfig
+from socjax.data import Dataset, decode, load_raw
+from socjax.step import MASKED_PREFIX, Hyper, MaskedHyper, make_optimizer, native_unavailable
 
 CRITERIA = ("amplitude", "amplitude_smallest", "magnitude", "snr", "random")
 PAPER_CRITERION = "amplitude"
@@ -192,9 +195,6 @@ class PruneError(ConfigError):
 def choose_step(name: str, cfg) -> str:
     """The masked step to fine-tune with: `name` ("xla", "native") or "auto" (native when the
     masked native step is registered and can train `cfg` here, else xla)."""
-    from socjax.config import MASKED_STEPS
-    from socjax.step import native_unavailable
-
     if name != "auto":
         if name not in MASKED_STEPS:
             raise PruneError(f"unknown masked step {name!r}; choose auto or {' or '.join(MASKED_STEPS)}")
@@ -220,8 +220,6 @@ def rankings(w: dict[int, np.ndarray], amp: dict[int, np.ndarray], draws: int, s
 
 def _curve_summary(values: np.ndarray) -> dict:
     """values (R, D, S): per sparsity, the mean over draws per run, then across runs (groups.across_seeds)."""
-    from socjax.analysis.groups import across_seeds
-
     per_run = np.nanmean(values, axis=1)  # (R, S)
     return dict(per_run=per_run.tolist(), across=[across_seeds(per_run[:, s]) for s in range(per_run.shape[1])])
 
@@ -229,8 +227,6 @@ def _curve_summary(values: np.ndarray) -> dict:
 def claims(result: dict) -> list[dict]:
     """The Discussion's pruning claims from prune.json's curves: per mode, paired differences of the
     sparsity-averaged accuracy over the runs (see RULES)."""
-    from socjax.analysis.groups import across_seeds
-
     out = []
     for mode in [m for m in MODES if m in result["curves"][PAPER_CRITERION]]:
         area = {c: np.nanmean(np.nanmean(np.asarray(result["curves"][c][mode]["test_acc"], np.float64), axis=1), axis=1)
@@ -250,18 +246,10 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
     """The pruning test (and the correlation claim) of one trained run; writes OUT/prune.json,
     OUT/prune.png and OUT/report.md (OUT defaults to RUN/prune) and returns prune.json's dict.
     finetune_epochs 0 skips the fine-tuned curve."""
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
-    from socjax import data as data_mod
-    from socjax import rundir
-    from socjax.analysis import vitality
-
-    from socjax.report import PRUNE_DIR
-
     run = Path(run)
-    out = run / PRUNE_DIR if out is None else Path(out)
+    out = run / report.PRUNE_DIR if out is None else Path(out)
     info = rundir.read_info(run)
     cfg = info.config
     if cfg is None:
@@ -281,10 +269,10 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
     num_runs = named["w1"].shape[0]
     amps = {l: amplitude(stats, l) for l in PRUNED_LAYERS}
     step_name = choose_step(step, cfg) if finetune_epochs else None
-    raw, source = data_mod.load_raw(cfg.dataset, data_dir or cfg.data_dir)
-    ds = jax.device_put(data_mod.decode(raw, cfg.pixel_scale, cfg.train_limit))
-    keys = train.init_runs(list(cfg.seeds), cfg.model).key
-    settings = list(cfg.runs())
+    raw, source = load_raw(cfg.dataset, data_dir or cfg.data_dir)
+    ds = jax.device_put(decode(raw, cfg.pixel_scale, cfg.train_limit))
+    settings = list(cfg.runs())  # (seed, lr, l2) of each run, in the order of the run axis
+    keys = train.init_runs([seed for seed, _, _ in settings], cfg.model).key  # each run's example-order key
     names = [(c, d) for c in CRITERIA for d in range(draws if c == "random" else 1)]
     curves = {c: {m: {k: np.full((num_runs, draws if c == "random" else 1, len(sparsities)), np.nan)
                       for k in ("test_acc", "test_loss")}
@@ -343,11 +331,11 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
         result["correlation"] = vitality.correlations(analysis["per_weight"], stats, named)
     out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / PRUNE_JSON, result)
-    from socjax import plots, report
+    from socjax import plots  # matplotlib: only when there is something to draw
 
     plots.prune_figure(result, out / PRUNE_FIGURE)
     report.write_prune(out, result)
-    if out.resolve() == (run / PRUNE_DIR).resolve() and analysis is not None and (run / rundir.REPORT).exists():
+    if out.resolve() == (run / report.PRUNE_DIR).resolve() and analysis is not None and (run / rundir.REPORT).exists():
         ages = rundir.load_ages(run)  # the run's own report.md gains the Discussion's rows
         report.write(run, dict(analysis, ages=ages) if ages else analysis)
     return result
