@@ -510,7 +510,7 @@ def extend(cfg: RunConfig, epochs: int | None) -> RunConfig:
 
 
 __all__ = [
-    "DATASETS", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag", "ModelConfig",
-    "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
+    "DATASETS", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag",
+    "ModelConfig", "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
     "steps_per_epoch",
 ]

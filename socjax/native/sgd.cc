@@ -215,8 +215,8 @@ void gather_rows(float* acc, const float* v, int64_t row, const int32_t* idx, in
 
 // For each listed row i: back[i] = V[i, :] . delta (the old row), then V[i, :] -= coef * a[i] * delta
 // (times M[i, :] when kMasked: the 0/1 mask m, laid out as v; as coef * a[i] * (delta * M), so a
-// mask of ones gives the unmasked update bit for bit, the same product fused the same way). Two rows per pass share the delta
-// loads. With back == nullptr only the update is done.
+// mask of ones gives the unmasked update bit for bit, the same product fused the same way). Two
+// rows per pass share the delta loads. With back == nullptr only the update is done.
 template <bool kMasked = false>
 void update_rows(float* v, int64_t row, const int32_t* idx, int32_t count, const float* a, float coef,
                  const float* delta, int64_t width, float* back, const float* m = nullptr) {
