@@ -1,7 +1,8 @@
 """The pruning test (socjax.prune) and the correlation claim (socjax.analysis.vitality): the masked
 evaluation against a NumPy forward pass, each criterion's ranking on hand-made weights, fine-tuning
 through the trainer against the unmasked trainer and with pruned weights exactly 0, the rank
-correlation estimator on pairs of known rank correlation, and `socjax prune` end to end."""
+correlation estimator on pairs of known rank correlation and on synthetic series whose range widths
+and amplitudes are constructed (through the analysis' own fits), and `socjax prune` end to end."""
 
 from __future__ import annotations
 
@@ -211,3 +212,43 @@ def test_prune_command_end_to_end(tmp_path, capsys):
     got = result["curves"]["magnitude"]["none"]
     np.testing.assert_allclose(got["test_loss"][1][0][1], want[0], rtol=1e-5)
     assert abs(got["test_acc"][1][0][1] - want[1]) <= 1 / len(ds.test_y)
+
+
+def test_rank_correlation_recovered_from_synthetic_series_through_the_fits():
+    """The whole chain on series of known shape: 2 runs x 12 trajectories whose |dw| follow
+    x^-1.5 exp(-(x/tau)^2) from xmin, the power-law stretch W = log10(0.22 tau / xmin) spanning
+    0.5-2.5 decades (the local slope is within the analysis' 0.1 of -1.5 up to 0.22 tau), each
+    scaled by a factor that sets its amplitude's rank: run 0 against the widths' order (Spearman
+    -1), run 1 by a fixed permutation (Spearman -0.650). The analysis' streaming and per-series
+    fits recover the widths with a mean error of 0.12 decades (at most 0.59, measured), and the
+    correlation from them is within 0.2 of the constructed one (measured: -0.993 and -0.755)."""
+    from socjax.analysis import increments, synthetic
+
+    rng = np.random.default_rng(0)
+    k = 12
+    widths = np.linspace(0.5, 2.5, k)
+    order = {0: np.arange(k)[::-1], 1: np.array([7, 11, 9, 3, 10, 6, 2, 8, 5, 0, 1, 4])}  # amplitude rank per width
+    constructed = {r: sps.spearmanr(widths, order[r]).statistic for r in order}
+    trajectories, var = [], np.zeros((2, 1, k))
+    for r in order:
+        for j in range(k):
+            tau = 1e-5 * 10.0 ** (0.5 * order[r][j])  # the scale sets the amplitude's rank
+            x = synthetic.powerlaw_cutoff(rng, 1.5, 0.22 * tau * 10 ** -widths[j], tau, 2.0, 30000)
+            trajectories.append(synthetic.trajectory(rng, x, 0.5, 1 - 1e-9))
+    steps = min(t.size for t in trajectories)
+    traj = np.stack([t[:steps] for t in trajectories], axis=1).reshape(steps, 2, k).transpose(1, 0, 2)
+    dw = np.diff(traj.astype(np.float64), axis=1)
+    for r in order:  # the non-decay std, the second way: from the trajectory's nonzero increments
+        for j in range(k):
+            live = dw[r, :, j][dw[r, :, j] != 0]
+            var[r, 0, j] = live.var()
+    st = increments.stream(traj, np.full(2, 1e-9), np.ones(2), stride=1)
+    entries = increments.per_series(st, [dict(run=r, layer=1, row=0, col=j) for r in order for j in range(k)])
+    got = np.array([e["model"]["scale_invariant"]["decades"] for e in entries]).reshape(2, k)
+    assert np.mean(np.abs(got - widths)) < 0.2 and np.max(np.abs(got - widths)) < 0.75, got
+    stats = {"nondecay_var_w1": var, "nondecay_count_w1": np.ones((2, 1, k), int), "nondecay_mean_abs_w1": var,
+             "var_w1": var}
+    out = vitality.correlations(entries, stats, {"w1": np.ones((2, 1, k))}, boot=200)
+    p = next(x for x in out["pairs"] if (x["width"], x["measure"]) == vitality.PRIMARY)
+    for r in order:
+        assert abs(p["rho"]["values"][r] - constructed[r]) <= 0.2, (p["rho"]["values"], constructed)
