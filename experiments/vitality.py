@@ -31,7 +31,6 @@ from pathlib import Path
 
 from socjax import rundir
 from socjax.cli import main as socjax
-from socjax.report import PRUNE_DIR
 
 EPOCHS, RECORD_EPOCHS, TRACK, SEEDS = 110, 10, 256, 3
 
@@ -80,16 +79,16 @@ def publish(run: Path, dest: Path) -> int:
     """Copy the small results of the pruned run `run` into `dest`, laid out as in the run directory
     (so report.md's links hold): report.md and the four figures of the analysis, config.json,
     metrics.json, tracked.json, and prune/ (prune.json, prune.png, report.md)."""
-    pruned = run / PRUNE_DIR
-    if not (pruned / "prune.json").exists():
+    pruned = run / rundir.PRUNE_DIR
+    if not (pruned / rundir.PRUNE_JSON).exists():
         sys.exit(f"vitality: {run} has not been pruned; run the experiment first")
-    (dest / PRUNE_DIR).mkdir(parents=True, exist_ok=True)
+    (dest / rundir.PRUNE_DIR).mkdir(parents=True, exist_ok=True)
     for path in sorted(pruned.iterdir()):
-        shutil.copy2(path, dest / PRUNE_DIR / path.name)
+        shutil.copy2(path, dest / rundir.PRUNE_DIR / path.name)
     for path in [run / n for n in (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.REPORT)] + \
             rundir.derived_figures(run):
         shutil.copy2(path, dest / path.name)
-    print(f"copied {run}'s report, figures, config, metrics, tracked weights and {PRUNE_DIR}/ into {dest}")
+    print(f"copied {run}'s report, figures, config, metrics, tracked weights and {rundir.PRUNE_DIR}/ into {dest}")
     return 0
 
 

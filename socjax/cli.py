@@ -203,8 +203,8 @@ def _prune(args) -> None:
     result = prune.prune_run(run, args.out, draws=args.draws, scope=args.scope, finetune_epochs=args.finetune_epochs,
                              step=args.step, data_dir=args.data_dir, batch=args.batch, progress=not args.no_progress,
                              **extra)
-    out = Path(args.out) if args.out else run / report.PRUNE_DIR
-    print(f"wrote {out / prune.PRUNE_JSON}, {prune.PRUNE_FIGURE} and {rundir.REPORT}")
+    out = Path(args.out) if args.out else run / rundir.PRUNE_DIR
+    print(f"wrote {out / rundir.PRUNE_JSON}, {rundir.PRUNE_FIGURE} and {rundir.REPORT}")
     mark = {True: "yes", False: "no", None: "not tested"}
     for row in report.prune_claim_rows(result):
         print(f"  {row['claim']}: {mark[row['holds']]} ({row['measured']}; 95% {row['interval']})")

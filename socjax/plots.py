@@ -304,25 +304,25 @@ def age_figure(table: dict, path=None):
     return _out(fig, path)
 
 
-PRUNE_STYLE = {"amplitude": ("C3", "-", "largest amplitude first (paper)"),
-               "amplitude_smallest": ("C1", "--", "smallest amplitude first"),
-               "magnitude": ("C0", "-", "smallest |w| first"), "snr": ("C2", "-.", "smallest |w| / amplitude first"),
-               "random": ("0.4", ":", "random")}
+PRUNE_STYLE = {"amplitude": ("C3", "-"), "amplitude_smallest": ("C1", "--"), "magnitude": ("C0", "-"),
+               "snr": ("C2", "-."), "random": ("0.4", ":")}  # colour, line style per criterion
 
 
 def prune_figure(result: dict, path=None):
     """prune.json's curves: test accuracy and loss against the fraction of hidden-layer weights
     removed, without retraining and after fine-tuning; per criterion the mean over the seeds (random:
     over its draws first) with the 95% t interval as a band (one seed: no band)."""
+    from socjax.report import CRITERION_LABELS
+
     modes = [m for m in ("none", "finetuned") if m in result["summary"][result["paper_criterion"]]]
     fig, axes = plt.subplots(len(modes), 2, figsize=(12, 4.2 * len(modes)), squeeze=False)
     x = 100 * np.asarray(result["sparsities"])
     for row, mode in zip(axes, modes):
         for ax, key, label in zip(row, ("test_acc", "test_loss"), ("test accuracy", "test loss")):
             for c in result["criteria"]:
-                colour, ls, name = PRUNE_STYLE[c]
+                colour, ls = PRUNE_STYLE[c]
                 m, (lo, hi) = _mean_and_bars(result["summary"][c][mode][key]["across"])
-                ax.plot(x, m, ls=ls, marker="o", ms=3, color=colour, label=name)
+                ax.plot(x, m, ls=ls, marker="o", ms=3, color=colour, label=CRITERION_LABELS[c])
                 ax.fill_between(x, m - lo, m + hi, color=colour, alpha=0.15, lw=0)
             ax.set_yscale("log" if key == "test_loss" else "linear")
             if key == "test_acc":

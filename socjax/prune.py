@@ -174,8 +174,6 @@ def finetune(params: model.Params, masks: list[model.Params], key: jax.Array, ep
 
 # --- the prune command: one trained run in, prune.json out ---------------------------------------
 
-PRUNE_JSON = "prune.json"
-PRUNE_FIGURE = "prune.png"
 MODES = ("none", "finetuned")
 AREA_MARGIN = 0.01  # "comparable": the sparsity-averaged accuracy is at most 1 point below
 RULES = {
@@ -249,7 +247,7 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
     from tqdm.auto import tqdm
 
     run = Path(run)
-    out = run / report.PRUNE_DIR if out is None else Path(out)
+    out = run / rundir.PRUNE_DIR if out is None else Path(out)
     info = rundir.read_info(run)
     cfg = info.config
     if cfg is None:
@@ -330,12 +328,12 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
     else:
         result["correlation"] = vitality.correlations(analysis["per_weight"], stats, named)
     out.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(out / PRUNE_JSON, result)
+    rundir.write_json(out / rundir.PRUNE_JSON, result)
     from socjax import plots  # matplotlib: only when there is something to draw
 
-    plots.prune_figure(result, out / PRUNE_FIGURE)
+    plots.prune_figure(result, out / rundir.PRUNE_FIGURE)
     report.write_prune(out, result)
-    if out.resolve() == (run / report.PRUNE_DIR).resolve() and analysis is not None and (run / rundir.REPORT).exists():
+    if out.resolve() == (run / rundir.PRUNE_DIR).resolve() and analysis is not None and (run / rundir.REPORT).exists():
         ages = rundir.load_ages(run)  # the run's own report.md gains the Discussion's rows
         report.write(run, dict(analysis, ages=ages) if ages else analysis)
     return result

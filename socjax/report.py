@@ -363,8 +363,9 @@ def _body(out: Path, run: Path, result: dict) -> list[str]:
 
 # --- the pruning test (socjax prune): prune.json -> report.md ---------------------------------------
 
-PRUNE_NAMES = {"amplitude": "largest amplitude first (paper)", "amplitude_smallest": "smallest amplitude first",
-               "magnitude": "smallest \\|w\\| first", "snr": "smallest \\|w\\| / amplitude first", "random": "random"}
+# each pruning criterion in words (plots.prune_figure's legend too)
+CRITERION_LABELS = {"amplitude": "largest amplitude first (paper)", "amplitude_smallest": "smallest amplitude first",
+                    "magnitude": "smallest |w| first", "snr": "smallest |w| / amplitude first", "random": "random"}
 MODE_NAMES = {"none": "no retraining", "finetuned": "after fine-tuning"}
 
 
@@ -399,30 +400,29 @@ def prune_claim_rows(result: dict) -> list[dict]:
     return rows
 
 
-PRUNE_DIR = "prune"  # where `socjax prune DIR` writes by default, and where the run's report looks
+def _prune_claim_table(rows: list[dict]) -> list[str]:
+    mark = {True: "yes", False: "**no**", None: "not tested"}
+    return ["| claim | measured | 95% interval | holds |", "| --- | --- | --- | --- |"] + [
+        f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {table_cell(r['interval'])} | {mark[r['holds']]} |"
+        for r in rows]
 
 
 def _discussion(run: Path) -> list[str]:
     """The Discussion's claims, when `socjax prune` has written RUN/prune/prune.json."""
     import json
 
-    path = run / PRUNE_DIR / "prune.json"
+    path = run / rundir.PRUNE_DIR / rundir.PRUNE_JSON
     if not path.exists():
         return []
     rows = prune_claim_rows(json.loads(path.read_text()))
-    mark = {True: "yes", False: "**no**", None: "not tested"}
-    lines = ["## The Discussion's claims (socjax prune)", "",
-             f"From [{PRUNE_DIR}/report.md]({PRUNE_DIR}/report.md), where each rule is stated.", "",
-             "| claim | measured | 95% interval | holds |", "| --- | --- | --- | --- |"]
-    lines += [f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {table_cell(r['interval'])} | "
-              f"{mark[r['holds']]} |" for r in rows]
-    return lines + [""]
+    link = f"{rundir.PRUNE_DIR}/{rundir.REPORT}"
+    return (["## The Discussion's claims (socjax prune)", "", f"From [{link}]({link}), where each rule is stated.", ""]
+            + _prune_claim_table(rows) + [""])
 
 
 def write_prune(out: str | Path, result: dict) -> Path:
     """out/report.md of the pruning test; returns its path."""
     out = Path(out)
-    mark = {True: "yes", False: "**no**", None: "not tested"}
     ft = result["finetune"]
     lines = ["# socjax: which weights matter (the paper's Discussion)", "",
              f"- run: `{result['run']}`; data: {result['data_source']}",
@@ -438,12 +438,9 @@ def write_prune(out: str | Path, result: dict) -> Path:
              + (f"{ft['epochs']} epoch(s) with the mask fixed, step {ft['step']}, from epoch {ft['first_epoch']}; "
                 f"pruned weights not exactly 0 afterwards: {ft['pruned_nonzero']}; non-finite runs: {ft['nonfinite']}"
                 if ft["epochs"] else "none"), "",
-             "## The Discussion's claims", "",
-             "| claim | measured | 95% interval | holds |", "| --- | --- | --- | --- |"]
+             "## The Discussion's claims", ""]
     rows = prune_claim_rows(result)
-    for r in rows:
-        lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {table_cell(r['interval'])} | "
-                     f"{mark[r['holds']]} |")
+    lines += _prune_claim_table(rows)
     lines += ["", "How each is tested:", ""] + [f"- {r['claim']}: {r['rule']}." for r in rows if r["rule"]]
     corr = result["correlation"]
     if corr.get("pairs"):
@@ -458,7 +455,7 @@ def write_prune(out: str | Path, result: dict) -> Path:
     for mode in [m for m in ("none", "finetuned") if m in result["summary"][result["paper_criterion"]]]:
         lines += ["", f"## Test accuracy, {MODE_NAMES[mode]}", "",
                   "Mean over the seeds [95% t interval]; random: its draws averaged within each seed first.", "",
-                  "| removed | " + " | ".join(PRUNE_NAMES[c] for c in result["criteria"]) + " |",
+                  "| removed | " + " | ".join(table_cell(CRITERION_LABELS[c]) for c in result["criteria"]) + " |",
                   "| --- |" + " --- |" * len(result["criteria"])]
         for si, s in enumerate(result["sparsities"]):
             cells = [_ci(result["summary"][c][mode]["test_acc"]["across"][si], 4) for c in result["criteria"]]

@@ -67,6 +67,8 @@ ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE = "analysis.json", "analysis.npz", "repor
 FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
 AGES, AGES_FIGURE, WINDOWS = "ages.json", "ages.png", "windows"  # the age table; windows/age{A}/: a window's analysis
 DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, AGES, AGES_FIGURE, *FIGURES)
+# what `socjax prune` writes (by default into PRUNE_DIR of the run; the run's report.md then shows its claims)
+PRUNE_DIR, PRUNE_JSON, PRUNE_FIGURE = "prune", "prune.json", "prune.png"
 
 
 def figure_name(figure: str, label: str | None = None) -> str:

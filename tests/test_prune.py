@@ -191,8 +191,8 @@ def test_prune_command_end_to_end(tmp_path, capsys):
                  "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "the amplitude criterion beats random (no retraining)" in printed
-    result = json.loads((run / "prune" / prune.PRUNE_JSON).read_text())
-    assert (run / "prune" / prune.PRUNE_FIGURE).exists() and (run / "prune" / "report.md").exists()
+    result = json.loads((run / "prune" / "prune.json").read_text())
+    assert (run / "prune" / "prune.png").exists() and (run / "prune" / "report.md").exists()
     report = (run / "report.md").read_text()
     assert "## The Discussion's claims (socjax prune)" in report and "## Claims" in report
     assert result["finetune"]["pruned_nonzero"] == 0 and result["finetune"]["nonfinite"] == 0
