@@ -28,8 +28,7 @@ from pathlib import Path
 
 SOURCE = Path(__file__).with_name("sgd.cc")
 # FFI target name -> the handler's symbol in the library
-TARGETS = {"socjax_sgd_step": "SocjaxSgdStep", "socjax_sgd_step_stats": "SocjaxSgdStepStats",
-           "socjax_sgd_step_masked": "SocjaxSgdStepMasked"}
+TARGETS = {"socjax_sgd_step": "SocjaxSgdStep", "socjax_sgd_step_stats": "SocjaxSgdStepStats"}
 DEFAULT_ARCH = "x86-64-v3"
 # the CPU features -march=x86-64-v3 code may use, as /proc/cpuinfo names them
 _V3_FLAGS = ("avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe")

@@ -691,35 +691,25 @@ void step_runs(ffi::ThreadPool& threads, const Layout& lay, const Settings& set,
   for_each_run(threads, runs, one);
 }
 
+// The plain step, and with nonempty mask buffers (each run's weights- and biases-shaped 0/1 masks,
+// see Mask) the step of a pruned network.
 ffi::Error Step(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label,
                 ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in,
-                ffi::Buffer<ffi::F32> b_in, ffi::Buffer<ffi::F32> s_in, ffi::Span<const int64_t> sizes, int64_t loss,
-                int64_t decay_biases, ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b,
-                ffi::ResultBuffer<ffi::F32> s, ffi::ResultBuffer<ffi::F32> loss_out,
-                ffi::ResultBuffer<ffi::F32> correct_out) {
+                ffi::Buffer<ffi::F32> b_in, ffi::Buffer<ffi::F32> s_in, ffi::Buffer<ffi::F32> w_mask,
+                ffi::Buffer<ffi::F32> b_mask, ffi::Span<const int64_t> sizes, int64_t loss, int64_t decay_biases,
+                ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> s,
+                ffi::ResultBuffer<ffi::F32> loss_out, ffi::ResultBuffer<ffi::F32> correct_out) {
   const Layout lay(sizes);
   const int64_t runs = static_cast<int64_t>(label.element_count());
   if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
-  step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
-            loss_out, correct_out, [](int64_t) { return Stats{}; }, [](int64_t) { return Mask{}; });
-  return ffi::Error::Success();
-}
-
-ffi::Error StepMasked(ffi::ThreadPool threads, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::S32> label,
-                      ffi::Buffer<ffi::F32> lr, ffi::Buffer<ffi::F32> l2, ffi::Buffer<ffi::F32> w_in,
-                      ffi::Buffer<ffi::F32> b_in, ffi::Buffer<ffi::F32> s_in, ffi::Buffer<ffi::F32> w_mask,
-                      ffi::Buffer<ffi::F32> b_mask, ffi::Span<const int64_t> sizes, int64_t loss, int64_t decay_biases,
-                      ffi::ResultBuffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> s,
-                      ffi::ResultBuffer<ffi::F32> loss_out, ffi::ResultBuffer<ffi::F32> correct_out) {
-  const Layout lay(sizes);
-  const int64_t runs = static_cast<int64_t>(label.element_count());
-  if (auto e = prepare(lay, runs, x, lr, l2, w_in, b_in, s_in, w, b, s); e.failure()) return e;
-  if (static_cast<int64_t>(w_mask.element_count()) != runs * lay.w_size ||
-      static_cast<int64_t>(b_mask.element_count()) != runs * lay.b_size)
-    return ffi::Error::InvalidArgument("socjax_sgd_step_masked: mask buffers do not match the layer sizes");
+  const bool masked = w_mask.element_count() > 0;
+  if (masked && (static_cast<int64_t>(w_mask.element_count()) != runs * lay.w_size ||
+                 static_cast<int64_t>(b_mask.element_count()) != runs * lay.b_size))
+    return ffi::Error::InvalidArgument("socjax_sgd_step: mask buffers do not match the layer sizes");
   step_runs(threads, lay, Settings{static_cast<int>(loss), decay_biases != 0}, runs, x, label, lr, l2, w, b, s,
             loss_out, correct_out, [](int64_t) { return Stats{}; }, [&](int64_t r) {
-              return Mask{w_mask.typed_data() + r * lay.w_size, b_mask.typed_data() + r * lay.b_size};
+              return masked ? Mask{w_mask.typed_data() + r * lay.w_size, b_mask.typed_data() + r * lay.b_size}
+                            : Mask{};
             });
   return ffi::Error::Success();
 }
@@ -777,6 +767,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStep, Step,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // weights, flat
                                   .Arg<ffi::Buffer<ffi::F32>>()  // biases, flat
                                   .Arg<ffi::Buffer<ffi::F32>>()  // scales (layers, 2)
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // weight mask, as the weights, or empty
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias mask, as the biases, or empty
                                   .Attr<ffi::Span<const int64_t>>("sizes")
                                   .Attr<int64_t>("loss")
                                   .Attr<int64_t>("decay_biases")
@@ -813,26 +805,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStepStats, StepStats,
                                   .Ret<ffi::Buffer<ffi::S32>>()   // touched
                                   .Ret<ffi::Buffer<ffi::F32>>()   // prefix
                                   .Ret<ffi::Buffer<ffi::S32>>()   // hist
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // loss ()
-                                  .Ret<ffi::Buffer<ffi::F32>>());  // correct () 0/1
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(SocjaxSgdStepMasked, StepMasked,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // x (784,)
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // label ()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // lr ()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // l2 ()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // weights, flat
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // biases, flat
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // scales (layers, 2)
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // weight mask, as the weights
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // bias mask, as the biases
-                                  .Attr<ffi::Span<const int64_t>>("sizes")
-                                  .Attr<int64_t>("loss")
-                                  .Attr<int64_t>("decay_biases")
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // weights
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // biases
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // scales
                                   .Ret<ffi::Buffer<ffi::F32>>()   // loss ()
                                   .Ret<ffi::Buffer<ffi::F32>>());  // correct () 0/1

@@ -153,9 +153,8 @@ def sgd_step(weights, biases, scales, x, label, lr, l2, *, sizes, loss: str, dec
     None, or (weights-shaped, biases-shaped) 0/1 buffers multiplying every update (a pruned network)."""
     settings = dict(sizes=np.asarray(sizes, np.int64), loss=np.int64(LOSSES.index(loss)),
                     decay_biases=np.int64(decay_biases))
-    if mask is None:
-        return _call("socjax_sgd_step", (weights, biases, scales), x, label, lr, l2, **settings)
-    return _call("socjax_sgd_step_masked", (weights, biases, scales), x, label, lr, l2, *mask, **settings)
+    no_mask = (jnp.zeros((0,), jnp.float32),) * 2  # empty buffers: the kernel applies no mask
+    return _call("socjax_sgd_step", (weights, biases, scales), x, label, lr, l2, *(mask or no_mask), **settings)
 
 
 def sgd_step_stats(weights, biases, scales, stats: StatsCarry, x, label, lr, l2, *, sizes, loss: str,
