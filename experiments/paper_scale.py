@@ -11,16 +11,16 @@ step is `--step auto`: the native CPU kernel where it builds, else XLA.
 Rerunning the same command continues an interrupted run from its checkpoint (SIGINT or SIGTERM
 stops it after the epoch in flight, with a checkpoint); a finished run is only analysed again.
 `--analyze-only` analyses what is written so far (the windows that are complete, with the age
-table) without training. `--publish DIR` then copies what is small into DIR (config, metrics,
-tracked weights, the final recording's analysis, figures and report, the age table and figure,
-each window's analysis.json, report.md and figures): not the trajectory, the parameters, the
-checkpoint or the .npz arrays. Extra arguments after `--` go to `socjax train` on a new run.
+table) without training. `--publish DIR` then copies what is small into DIR (`socjax.rundir.publish`:
+config, metrics, tracked weights, the final recording's and each window's analysis.json,
+analysis.npz, figures and report, the age table and figure), so that `socjax plot DIR` redraws
+every figure there: not the trajectory, the parameters or the checkpoint. Extra arguments after
+`--` go to `socjax train` on a new run.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -66,23 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     return socjax(["analyze", str(out), *quiet])
 
 
-SMALL = (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.PROGRESS, *(n for n in rundir.DERIVED if n != rundir.ARRAYS))
-
-
 def publish(run: Path, dest: Path) -> int:
-    """Copy the small results of the analysed run `run` into `dest` (see the module docstring)."""
+    """Copy the small results of the analysed run `run` into `dest` (`rundir.publish`)."""
     if rundir.load_ages(run) is None:
         sys.exit(f"paper_scale: {run} has no age table; analyse it first (--analyze-only)")
-    dest.mkdir(parents=True, exist_ok=True)
-    names = [n for n in SMALL if (run / n).exists()] + [p.name for p in rundir.derived_figures(run)]
-    for name in sorted(set(names)):
-        shutil.copy2(run / name, dest / name)
-    for window in sorted((run / rundir.WINDOWS).glob("age*")):
-        (dest / rundir.WINDOWS / window.name).mkdir(parents=True, exist_ok=True)
-        for path in [window / rundir.ANALYSIS, window / rundir.REPORT, *rundir.derived_figures(window)]:
-            shutil.copy2(path, dest / rundir.WINDOWS / window.name / path.name)
-    print(f"copied {len(set(names))} files and {len(list((run / rundir.WINDOWS).glob('age*')))} windows' "
-          f"analysis.json, report.md and figures into {dest}")
+    try:
+        files = rundir.publish(run, dest)
+    except rundir.RunDirError as e:
+        sys.exit(f"paper_scale: {e}")
+    print(f"copied {len(files)} files of {run} into {dest} (the trajectory, parameters and checkpoint stay behind)")
     return 0
 
 

@@ -18,14 +18,15 @@ each per-weight fit takes about a second here, and the trajectory is 600,000 x 2
 0.6 GB per seed; streaming per-weight histograms would save the disk but not the fits.
 
 Rerunning the same command continues an interrupted run, analyses a finished one that has no
-analysis, and prunes an analysed one. `--publish DIR` copies the small results (the prune
-directory, config.json, metrics.json, tracked.json, the analysis' report.md and figures) into DIR.
+analysis, and prunes an analysed one. `--publish DIR` copies the small results into DIR
+(`socjax.rundir.publish`: config, metrics, tracked weights, analysis.json, analysis.npz, the
+figures and report, every prune output directory), so that `socjax plot DIR` redraws every figure
+there: not the trajectory, the parameters, the weight statistics or the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -76,19 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def publish(run: Path, dest: Path) -> int:
-    """Copy the small results of the pruned run `run` into `dest`, laid out as in the run directory
-    (so report.md's links hold): report.md and the four figures of the analysis, config.json,
-    metrics.json, tracked.json, and prune/ (prune.json, prune.png, report.md)."""
-    pruned = run / rundir.PRUNE_DIR
-    if not (pruned / rundir.PRUNE_JSON).exists():
+    """Copy the small results of the pruned run `run` into `dest` (`rundir.publish`), laid out as in
+    the run directory, so report.md's links hold."""
+    if not (run / rundir.PRUNE_DIR / rundir.PRUNE_JSON).exists():
         sys.exit(f"vitality: {run} has not been pruned; run the experiment first")
-    (dest / rundir.PRUNE_DIR).mkdir(parents=True, exist_ok=True)
-    for path in sorted(pruned.iterdir()):
-        shutil.copy2(path, dest / rundir.PRUNE_DIR / path.name)
-    for path in [run / n for n in (rundir.CONFIG, rundir.METRICS, rundir.TRACKED, rundir.REPORT)] + \
-            rundir.derived_figures(run):
-        shutil.copy2(path, dest / path.name)
-    print(f"copied {run}'s report, figures, config, metrics, tracked weights and {rundir.PRUNE_DIR}/ into {dest}")
+    try:
+        files = rundir.publish(run, dest)
+    except rundir.RunDirError as e:
+        sys.exit(f"vitality: {e}")
+    print(f"copied {len(files)} files of {run} into {dest} (the trajectory, parameters, weight statistics and "
+          "checkpoint stay behind)")
     return 0
 
 

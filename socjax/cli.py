@@ -64,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser(
         "plot",
         help="redraw every figure of an analysed run directory (from analysis.json/.npz, in seconds)",
-        description="Redraw the figures of a run directory from what `socjax analyze` saved (analysis.json "
-                    "and analysis.npz), without reading the trajectory.",
+        description="Redraw the figures of a run directory, or of a published copy of one, from what "
+                    "`socjax analyze` and `socjax prune` saved (analysis.json and analysis.npz of the run and of "
+                    "each window, ages.json, prune.json), without reading the trajectory. A figure that cannot "
+                    "be drawn is named, with why, in one line; the exit status is 1 when one was not drawn for "
+                    "want of a file, or nothing was drawn.",
     )
     pl.add_argument("run", metavar="DIR", help="run directory analysed by socjax analyze")
 
@@ -272,8 +275,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "plot":
             from socjax import plots
 
-            for path in plots.redraw(args.run):
+            drawn = plots.redraw(args.run)
+            for path in drawn.written:
                 print(f"wrote {path}")
+            for line in drawn.not_drawn:
+                print(f"socjax: {line}", file=sys.stderr)
+            if drawn.missing or not drawn.written:  # never a silent success that drew less than was asked
+                return 1
         elif args.command == "prune":
             _prune(args)
         elif args.command == "toy":

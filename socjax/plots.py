@@ -8,12 +8,15 @@ never from the trajectory, so `socjax plot DIR` redraws them in a second:
     fig = socjax.plots.fig2_increments(run, group=0)           # a matplotlib Figure
     socjax.plots.fig2_increments(run, 0, path="fig2.png")      # or written to a file
 
-Each figure of the paper is FIGSIZE inches at DPI, so every PNG is 1200 x 450 pixels.
+Each figure of the paper is FIGSIZE inches at DPI, so every PNG is 1200 x 450 pixels. A figure
+that cannot be drawn raises `NotDrawn`, whose one line says which figure and why (the recording
+has no data for it, or analysis.npz is missing or lacks its arrays).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib
 
@@ -25,6 +28,34 @@ FIGSIZE = (12, 4.5)
 DPI = 100
 PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
 DISPLAY_BINS_PER_DECADE = 20
+
+
+class NotDrawn(Exception):
+    """A figure that cannot be drawn; the message says which and why, in one line. `missing`: a
+    file it is drawn from is absent (a published copy without analysis.npz), as opposed to a
+    recording that has no data for it."""
+
+    def __init__(self, which: str, why: str, missing: bool = False):
+        super().__init__(f"{which}: {why}")
+        self.why, self.missing = why, missing
+
+
+def _need(got, run, g: int, figure: str, no_data: str | None):
+    """`got` (an accessor's value), or NotDrawn: `no_data` when analysis.json says the group has no
+    data for `figure`; else analysis.npz is missing or lacks the group's arrays."""
+    if got is not None and no_data is None:
+        return got
+    from socjax import rundir
+
+    which = f"{figure}{'' if len(run.groups) == 1 else ' of group ' + run.group(g)['label']}"
+    if no_data is not None:
+        raise NotDrawn(which, no_data)
+    path = run.out / rundir.ARRAYS
+    if not path.exists():
+        raise NotDrawn(which, f"{path} is missing (what the figure is drawn from; `socjax analyze` writes it from "
+                       "the trajectory)", missing=True)
+    raise NotDrawn(which, f"{path} lacks this group's arrays (damaged, or another analysis'); `socjax analyze` "
+                   "rewrites it", missing=True)
 
 
 def _save(fig, path: Path):
@@ -46,10 +77,10 @@ def _title(run, g: int) -> str:
 
 def fig1_neurons(run, group: int = 0, path=None):
     """Histograms of the pre-activation of a few random live layer-2 neurons of the group's first
-    run over the test images, with their KDE; None when the analysis has no neuron data."""
-    data, summary = run.neurons(group), run.group(group)["neurons"]
-    if data is None:
-        return None
+    run over the test images, with their KDE; NotDrawn when the analysis has no neuron data."""
+    summary = run.group(group)["neurons"]
+    data = _need(run.neurons(group), run, group, "Fig. 1",
+                 f"no neuron data ({summary['skipped']})" if "skipped" in summary else None)
     z, grid, dens, modes, sarle = data["z"], data["kde_grid"], data["kde_density"], data["modes"], data["sarle"]
     fig, axes = plt.subplots(1, len(data["ids"]), figsize=FIGSIZE, sharey=False, squeeze=False)
     for i, (ax, n) in enumerate(zip(axes[0], data["ids"])):
@@ -86,14 +117,19 @@ def _model_label(model: dict) -> str:
     return f"x^-gamma exp(-(x/tau)^beta), {g}, beta {model['beta']:.2f}"
 
 
+def _no_increments(inc: dict) -> str | None:
+    """Why a group's |dw| figures have no data (analysis.json's increments), or None."""
+    return None if inc.get("fluctuating") else f"no non-decay increments ({inc.get('series', 0)} series; " \
+        f"pure weight decay {inc.get('decay_fraction', 0):.1%}, zero {inc.get('zero_fraction', 0):.1%})"
+
+
 def fig2_increments(run, group: int = 0, path=None):
     """(a) density of |dw| (pooled over the group, scaled) on log-log axes with the fitted model;
-    (b) the local slope of the data and of the model. None when the group has no non-decay |dw|."""
+    (b) the local slope of the data and of the model. NotDrawn when the group has no non-decay |dw|."""
     from socjax.analysis import cutoff
 
-    inc, pool = run.group(group)["increments"], run.histogram(group)
-    if pool is None:
-        return None
+    inc = run.group(group)["increments"]
+    pool = _need(run.histogram(group), run, group, "Fig. 2", _no_increments(inc))
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     x, p = _display(pool).density()
     ok = p > 0
@@ -136,12 +172,11 @@ def fig2_increments(run, group: int = 0, path=None):
 def fig3_regimes(run, group: int = 0, path=None):
     """(a) the intermediate range, log-log, with the fitted model; (b) the large range, log of
     |dw|^gamma p against dw^2 (the power-law factor divided out, so a Gaussian cutoff is a
-    straight line), with the three cutoffs. None when the group has no non-decay |dw|."""
+    straight line), with the three cutoffs. NotDrawn when the group has no non-decay |dw|."""
     from socjax.analysis import cutoff
 
-    inc, pool = run.group(group)["increments"], run.histogram(group)
-    if pool is None:
-        return None
+    inc = run.group(group)["increments"]
+    pool = _need(run.histogram(group), run, group, "Fig. 3", _no_increments(inc))
     fig, (a, b) = plt.subplots(1, 2, figsize=FIGSIZE)
     x, p = _display(pool).density()
     ok = p > 0
@@ -184,10 +219,10 @@ def fig3_regimes(run, group: int = 0, path=None):
 
 def fig4_spectrum(run, group: int = 0, path=None):
     """f^2 P(f) on log-log axes: mean over the group's series, 16-84% spread, fits in both bands.
-    None when the trajectory gave no spectrum."""
-    spec, got = run.group(group)["spectrum"], run.spectrum(group)
-    if got is None or "a_low" not in spec:
-        return None
+    NotDrawn when the trajectory gave no spectrum."""
+    spec = run.group(group)["spectrum"]
+    no_data = None if "a_low" in spec else f"no spectrum ({spec.get('error', 'no fit of a_low')})"
+    got = _need(run.spectrum(group), run, group, "Fig. 4", no_data)
     stride = run.analysis["trajectory"]["stride"]
     fig, ax = plt.subplots(1, 1, figsize=FIGSIZE)
     ff = got["f"][1:]
@@ -342,38 +377,64 @@ FIGURE_FUNCTIONS = (("fig1_neurons.png", fig1_neurons), ("fig2_increments.png", 
                     ("fig3_regimes.png", fig3_regimes), ("fig4_spectrum.png", fig4_spectrum))
 
 
-def all_figures(run) -> list[Path]:
-    """Draw every figure a loaded run (`socjax.load_run`) has data for into its directory: the
-    four per group (plain names with one group, `figN_..._<label>.png` with several) and, with
-    several groups, sweep.png. Returns the paths written."""
+class Drawn(NamedTuple):
+    """What a redraw wrote, and one line per figure it could not draw (`NotDrawn`'s, with the
+    file it would have written); `missing`: some were not drawn for want of a file."""
+
+    written: list[Path]
+    not_drawn: list[str]
+    missing: bool = False
+
+    def __add__(self, other: "Drawn") -> "Drawn":
+        return Drawn(self.written + other.written, self.not_drawn + other.not_drawn, self.missing or other.missing)
+
+
+def all_figures(run) -> Drawn:
+    """Draw every figure of a loaded run (`socjax.load_run`) into its directory: the four per group
+    (plain names with one group, `figN_..._<label>.png` with several) and, with several groups,
+    sweep.png."""
     from socjax import rundir
 
     groups = run.groups
-    written = []
+    written, not_drawn, missing = [], [], False
     for g in groups:
         label = g["label"] if len(groups) > 1 else None
         for name, draw in FIGURE_FUNCTIONS:
             path = run.out / rundir.figure_name(name, label)
-            if draw(run, g["group"], path=path) is not None:
-                written.append(path)
+            try:
+                written.append(draw(run, g["group"], path=path))
+            except NotDrawn as e:
+                not_drawn.append(f"{path} not drawn: {e.why}")
+                missing |= e.missing
     if len(groups) > 1:
         written.append(sweep_figure(run, run.out / rundir.SWEEP_FIGURE))
-    return written
+    return Drawn(written, not_drawn, missing)
 
 
-def redraw(path) -> list[Path]:
-    """Every figure of an analysed run directory, redrawn from what `socjax analyze` saved: the
-    final recording's, each analysed window's and the age figure. Returns the paths written."""
+def redraw(path) -> Drawn:
+    """Every figure of a run directory, or of a published copy of one (`rundir.publish`), redrawn
+    from what `socjax analyze` and `socjax prune` saved: the final recording's, each analysed
+    window's, the age figure, and prune.png of every prune output inside it (DIR/*/prune.json).
+    A directory with none of these is a ResultsError."""
     from socjax import results, rundir
 
     run = results.load_run(path)
-    written = all_figures(run) if run.analysis is not None or run.ages is None else []
+    pruned = sorted(p.parent for p in run.path.glob(f"*/{rundir.PRUNE_JSON}"))
+    drawn = Drawn([], [])
+    if run.analysis is not None or (run.ages is None and not pruned):
+        drawn += all_figures(run)  # raises, naming `socjax analyze`, when there is no analysis
+    elif run.ages is None or rundir.derived_figures(run.path):  # a final recording drawn once, not analysed now
+        why = run.stale or f"no {rundir.ANALYSIS} (`socjax analyze {run.path}` writes it from the trajectory)"
+        drawn += Drawn([], [f"{run.path}/fig*.png not drawn: {why}"], missing=True)
     for w in run.info.layout.get("windows", []):
         if (rundir.window_dir(run.path, w["age"]) / rundir.ANALYSIS).exists():
-            written += all_figures(results.load_run(run.path, w["age"]))
+            drawn += all_figures(results.load_run(run.path, w["age"]))
     if run.ages is not None:
-        written.append(age_figure(run.ages, run.path / rundir.AGES_FIGURE))
-    return written
+        drawn += Drawn([age_figure(run.ages, run.path / rundir.AGES_FIGURE)], [])
+    for out in pruned:
+        result = rundir.load_prune(out)
+        drawn += Drawn([prune_figure(result, out / rundir.PRUNE_FIGURE)], [])
+    return drawn
 
 
 def toy_figure(path, result: dict, samples: dict, p, curves: dict) -> None:

@@ -409,12 +409,10 @@ def _prune_claim_table(rows: list[dict]) -> list[str]:
 
 def _discussion(run: Path) -> list[str]:
     """The Discussion's claims, when `socjax prune` has written RUN/prune/prune.json."""
-    import json
-
-    path = run / rundir.PRUNE_DIR / rundir.PRUNE_JSON
-    if not path.exists():
+    result = rundir.load_prune(run / rundir.PRUNE_DIR)
+    if result is None:
         return []
-    rows = prune_claim_rows(json.loads(path.read_text()))
+    rows = prune_claim_rows(result)
     link = f"{rundir.PRUNE_DIR}/{rundir.REPORT}"
     return (["## The Discussion's claims (socjax prune)", "", f"From [{link}]({link}), where each rule is stated.", ""]
             + _prune_claim_table(rows) + [""])

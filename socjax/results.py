@@ -30,6 +30,7 @@ per group g:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,55 @@ def _load_analysis(run: Path) -> tuple[dict | None, dict[str, np.ndarray], str |
     return analysis, rundir.load_arrays(run), None
 
 
+def _check(analysis: dict, arrays: dict[str, np.ndarray], info: rundir.RunInfo, tracked, age: int | None,
+           where: Path) -> None:
+    """Refuse, in one line, an analysis.json that is not this recording's (another run's, or a stub)
+    and an analysis.npz whose arrays do not fit it: what the figures would draw is then wrong."""
+    remedy = f"`socjax analyze {where if age is None else where.parent.parent}` rewrites it"
+    json_path, npz_path = where / rundir.ANALYSIS, where / rundir.ARRAYS
+    missing = [k for k in ("groups", "per_run", "trajectory") if not isinstance(analysis.get(k), (list, dict))]
+    if missing:
+        raise ResultsError(f"{json_path}: damaged (no {missing[0]!r}); {remedy}")
+    traj, rec = analysis["trajectory"], analysis.get("recording") or dict(final=True)  # older: no "recording"
+    runs = len(info.runs) if info.runs is not None else traj.get("runs")
+    found = dict(runs=traj.get("runs"), weights=traj.get("weights"), age=None if rec.get("final") else rec.get("age"))
+    expected = dict(runs=runs, weights=len(tracked), age=age)
+    window = next((w for w in info.layout.get("windows", []) if w["age"] == age), None)
+    first_step = (window or info.layout).get("first_step")
+    if first_step is not None:
+        found["first_step"], expected["first_step"] = traj.get("first_step"), first_step
+    if info.config is not None:
+        found["settings"] = [(e.get("seed"), e.get("lr"), e.get("l2")) for e in analysis["per_run"]]
+        expected["settings"] = [(r.get("seed"), r.get("lr"), r.get("l2")) for r in info.runs]
+    differ = [k for k in expected if found[k] != expected[k]]
+    if differ:
+        k = differ[0]
+        raise ResultsError(f"{json_path}: another recording's analysis ({k} {found[k]}, this one's {expected[k]}); "
+                           f"{remedy}")
+    groups = len(analysis["groups"])
+    for name, a in arrays.items():
+        g = re.match(r"g(\d+)/", name)
+        if name != "f" and (g is None or int(g.group(1)) >= groups):
+            raise ResultsError(f"{npz_path}: damaged (array {name!r} is not of the {groups} group(s) of "
+                               f"{rundir.ANALYSIS}); {remedy}")
+    for g in range(groups):
+        for parts in (("hist_counts", "hist_offsets", "hist_under", "hist_over", "hist_grid"),
+                      ("psd_geomean", "psd_p16", "psd_p84", "psd_series"),
+                      ("neurons_ids", "neurons_z", "neurons_kde_grid", "neurons_kde_density", "neurons_modes",
+                       "neurons_sarle")):
+            have = [f"g{g}/{p}" in arrays for p in parts]
+            if any(have) and not all(have):
+                absent = parts[have.index(False)]
+                raise ResultsError(f"{npz_path}: damaged (g{g}/{absent} is missing); {remedy}")
+        psd = arrays.get(f"g{g}/psd_geomean")
+        if psd is not None and ("f" not in arrays or arrays["f"].shape != psd.shape):
+            raise ResultsError(f"{npz_path}: damaged (the frequencies do not fit g{g}'s spectrum); {remedy}")
+        counts = arrays.get(f"g{g}/hist_counts")
+        if counts is not None and (counts.shape != arrays[f"g{g}/hist_offsets"].shape
+                                   or arrays[f"g{g}/hist_grid"].shape != (3,)):
+            raise ResultsError(f"{npz_path}: damaged (g{g}'s histogram arrays do not fit); {remedy}")
+
+
 def load_run(path: str | Path, age: int | None = None) -> Run:
     """The results of a run directory: config, runs and their groups, tracked weights, metrics
     (long table), the analysis and its arrays (if analysed), and the trajectory (lazily). With
@@ -184,8 +234,10 @@ def load_run(path: str | Path, age: int | None = None) -> Run:
     if age is not None and age not in (w["age"] for w in info.layout.get("windows", [])):
         ages = [w["age"] for w in info.layout.get("windows", [])]
         raise ResultsError(f"{run}: no recording window at age {age} (windows: {ages or 'none'})")
-    analysis, arrays, stale = _load_analysis(run if age is None else rundir.window_dir(run, age))
+    where = run if age is None else rundir.window_dir(run, age)
+    analysis, arrays, stale = _load_analysis(where)
     if analysis is not None:
+        _check(analysis, arrays, info, tracked, age, where)
         runs = [{k: e.get(k) for k in ("run", "seed", "lr", "l2", "group")} for e in analysis["per_run"]]
     else:
         num_runs = len(info.runs) if info.runs is not None else rundir.open_trajectory(run).shape[0]

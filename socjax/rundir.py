@@ -50,6 +50,7 @@ import os
 import platform
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, NamedTuple
 
@@ -69,6 +70,10 @@ AGES, AGES_FIGURE, WINDOWS = "ages.json", "ages.png", "windows"  # the age table
 DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, AGES, AGES_FIGURE, *FIGURES)
 # what `socjax prune` writes (by default into PRUNE_DIR of the run; the run's report.md then shows its claims)
 PRUNE_DIR, PRUNE_JSON, PRUNE_FIGURE = "prune", "prune.json", "prune.png"
+# what a published copy of a run leaves out (`publish`): the bulk, which no figure is drawn from;
+# params_age{A}.npz (`window_params`) too. Everything else is small and goes with it.
+BULK = (TRAJECTORY, ORDER, CHECKPOINT, WEIGHT_STATS, PARAMS_INIT, PARAMS_FINAL, LOCK)
+NOTES = "README.md"  # a published directory's own notes (how it was made): kept when it is published again
 
 
 def figure_name(figure: str, label: str | None = None) -> str:
@@ -602,6 +607,45 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def is_bulk(name: str) -> bool:
+    """Whether a run directory's top-level file `name` is left out of a published copy (BULK)."""
+    return name in BULK or re.fullmatch(r"params_age\d+\.npz", name) is not None
+
+
+def published_files(run: str | Path) -> list[Path]:
+    """What `publish` copies of `run`, relative to it: every file but the bulk (`is_bulk`) and
+    temporary files: config, metrics, tracked weights, progress, each recording's analysis.json,
+    analysis.npz, figures and report.md, the age table, and prune outputs."""
+    run = Path(run)
+    return sorted(p.relative_to(run) for p in run.rglob("*")
+                  if p.is_file() and not p.name.startswith(".") and not (p.parent == run and is_bulk(p.name)))
+
+
+def publish(run: str | Path, dest: str | Path) -> list[Path]:
+    """Copy the small part of `run` (`published_files`) into `dest`, laid out as in the run, so that
+    `load_run`, `socjax plot` and the reports' links work there without the trajectory. `dest` must
+    be new, empty, or an earlier publication (it holds config.json): that one's files are replaced,
+    its NOTES kept. Returns the files written, relative to `dest`."""
+    run, dest = Path(run), Path(dest)
+    if not (run / CONFIG).exists():
+        raise RunDirError(f"{run}: not a run directory (no {CONFIG})")
+    if run.resolve() == dest.resolve() or run.resolve() in dest.resolve().parents:
+        raise RunDirError(f"{dest}: inside the run {run}; publish to a directory outside it")
+    if dest.exists() and not dest.is_dir():
+        raise RunDirError(f"{dest}: exists and is not a directory")
+    if dest.is_dir() and any(dest.iterdir()):
+        if not (dest / CONFIG).exists():
+            raise RunDirError(f"{dest}: not empty and not an earlier publication (no {CONFIG}); choose another")
+        for path in sorted(dest.iterdir()):
+            if path.name != NOTES:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    files = published_files(run)
+    for rel in files:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run / rel, dest / rel)
+    return files
+
+
 # --- reading -------------------------------------------------------------------------------------
 
 
@@ -668,14 +712,42 @@ def load_trajectory(run: str | Path) -> np.ndarray:
     return np.load(_require(Path(run) / TRAJECTORY), mmap_mode="r")
 
 
-def _optional_json(path: Path) -> dict | None:
-    """A JSON file of the run, or None when it does not exist; malformed JSON is one line."""
+def _remedy(path: Path) -> str:
+    """What rewrites a derived file of a run: `socjax analyze` its run (a window's is its run's)."""
+    run = path.parent.parent.parent if path.parent.parent.name == WINDOWS else path.parent
+    return f"`socjax analyze {run}` rewrites it"
+
+
+def _optional_json(path: Path, remedy: str | None = None) -> dict | None:
+    """A JSON object of the run, or None when the file does not exist; a file that is not a JSON
+    object (malformed, binary, a list) is one line, ending with `remedy` when one is given."""
     if not path.exists():
         return None
+    tail = f"; {remedy}" if remedy else ""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path}: malformed JSON ({e})") from None
+        obj = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{path}: malformed JSON ({e}){tail}") from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path}: damaged (a JSON {type(obj).__name__}, not an object){tail}")
+    return obj
+
+
+def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
+    """An .npz of numeric arrays as {name: array}; a file that is not one (truncated, empty, random
+    bytes, an .npy, pickled objects) is one RunDirError line naming it and ending with `remedy`."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("an .npy array, not an .npz archive")
+        with z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise RunDirError(f"{path}: damaged (not a readable .npz archive: {type(e).__name__}); {remedy}") from None
+    odd = [k for k, v in arrays.items() if v.dtype.kind not in "biuf"]
+    if odd:
+        raise RunDirError(f"{path}: damaged (non-numeric array {odd[0]!r}); {remedy}")
+    return arrays
 
 
 def read_progress(run: str | Path) -> dict | None:
@@ -748,21 +820,30 @@ def load_metrics(run: str | Path) -> dict:
 
 def load_analysis(run: str | Path) -> dict | None:
     """analysis.json as written by `socjax analyze`, or None when the run has none."""
-    return _optional_json(Path(run) / ANALYSIS)
+    path = Path(run) / ANALYSIS
+    return _optional_json(path, _remedy(path))
 
 
 def load_ages(run: str | Path) -> dict | None:
     """ages.json (the age table of a run with recording windows), or None when absent."""
-    return _optional_json(Path(run) / AGES)
+    path = Path(run) / AGES
+    return _optional_json(path, _remedy(path))
+
+
+def load_prune(out: str | Path) -> dict | None:
+    """prune.json of a prune output directory (`socjax prune`'s --out, by default DIR/PRUNE_DIR),
+    or None when absent; a damaged one is one line."""
+    path = Path(out) / PRUNE_JSON
+    result = _optional_json(path, "`socjax prune` rewrites it")
+    if result is not None and not {"summary", "criteria", "sparsities", "runs"} <= set(result):
+        raise RunDirError(f"{path}: damaged (not socjax prune's output); `socjax prune` rewrites it")
+    return result
 
 
 def load_arrays(run: str | Path) -> dict[str, np.ndarray]:
     """analysis.npz (what the figures are drawn from) as {name: array}; {} when absent."""
     path = Path(run) / ARRAYS
-    if not path.exists():
-        return {}
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(path, _remedy(path)) if path.exists() else {}
 
 
 def load_order(run: str | Path) -> np.ndarray:

@@ -1,0 +1,120 @@
+"""A published copy of a run (`rundir.publish`) redraws every figure without its trajectory, and
+says which figure it cannot draw and why."""
+
+from __future__ import annotations
+
+import shutil
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import socjax
+from socjax import plots, rundir
+from test_cli import main
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    """A small run (784-16-12-10 on 400 images) with a recording window and --weight-stats, analysed
+    and pruned twice (the default prune/ and a second output directory), as the experiments
+    publish theirs."""
+    run = tmp_path_factory.mktemp("publish") / "run"
+    assert main(["train", "--preset", "smoke", "--out", str(run), "--hidden", "16", "12", "--train-limit", "400",
+                 "--seeds", "2", "--epochs", "16", "--record-epochs", "6", "--record-windows", "2", "--window-epochs",
+                 "6", "--weight-stats", "--track", "4", "--no-progress"]) == 0
+    assert main(["analyze", str(run), "--no-progress"]) == 0
+    for out in ([], ["--out", str(run / "prune_global"), "--scope", "global"]):
+        assert main(["prune", str(run), "--sparsities", "0,0.5", "--draws", "1", "--finetune-epochs", "0",
+                     "--no-progress", *out]) == 0
+    return run
+
+
+def pixels(path):
+    return matplotlib.image.imread(path)
+
+
+def test_a_published_run_redraws_every_figure_pixel_identical(analysed, tmp_path, capsys):
+    dest = tmp_path / "published"
+    files = rundir.publish(analysed, dest)
+    # the bulk stays behind; everything else, and nothing more, is in the copy
+    everything = sorted(p.relative_to(analysed) for p in analysed.rglob("*") if p.is_file())
+    left_out = {str(p) for p in everything if p not in files}
+    assert left_out == {"trajectory.npy", "params_init.npz", "params_final.npz", "params_age2.npz",
+                        "weight_stats.npz", "checkpoint.npz", ".lock"}
+    assert sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file()) == files
+    figures = [f for f in files if f.suffix == ".png"]
+    # 4 of the final recording, 4 of the window, the age figure, two prune figures
+    assert len(figures) == 11 and {f.name for f in figures} >= {"ages.png", "prune.png", "fig1_neurons.png"}
+    for f in figures:
+        (dest / f).unlink()
+    capsys.readouterr()
+    assert main(["plot", str(dest)]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    assert sorted(out.out.split()[1::2]) == sorted(str(dest / f) for f in figures)
+    for f in figures:
+        np.testing.assert_array_equal(pixels(dest / f), pixels(analysed / f), err_msg=str(f))
+    # load_run works there, and the trajectory is the one thing it cannot give
+    run = socjax.load_run(dest)
+    assert run.histogram(0) is not None and run.group(0)["increments"]["fluctuating"] > 0
+    with pytest.raises(rundir.RunDirError, match="trajectory.npy: missing"):
+        run.trajectory
+
+
+def test_publishing_again_replaces_the_copy_and_keeps_its_notes(analysed, tmp_path):
+    dest = tmp_path / "published"
+    rundir.publish(analysed, dest)
+    (dest / rundir.NOTES).write_text("how this was made\n")
+    (dest / "stale.png").write_text("an older publication's file")
+    rundir.publish(analysed, dest)
+    assert not (dest / "stale.png").exists() and (dest / rundir.NOTES).read_text() == "how this was made\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("")
+    with pytest.raises(rundir.RunDirError, match="not empty and not an earlier publication"):
+        rundir.publish(analysed, other)
+    with pytest.raises(rundir.RunDirError, match="inside the run"):
+        rundir.publish(analysed, analysed / "copy")
+
+
+def test_without_analysis_npz_each_figure_says_why_and_plot_fails(analysed, tmp_path, capsys):
+    """A copy published before analysis.npz was published (experiments/results/paper_scale): every
+    figure drawn from it is named, with the missing file, and the exit status is 1."""
+    dest = tmp_path / "old"
+    rundir.publish(analysed, dest)
+    (dest / rundir.ARRAYS).unlink()
+    (rundir.window_dir(dest, 2) / rundir.ARRAYS).unlink()
+    capsys.readouterr()
+    assert main(["plot", str(dest)]) == 1
+    out = capsys.readouterr()
+    lines = out.err.splitlines()
+    assert len(lines) == 8 and all(line.startswith("socjax: ") and "analysis.npz is missing" in line for line in lines)
+    assert {line.split()[1] for line in lines} == {str(d / f) for d in (dest, rundir.window_dir(dest, 2))
+                                                   for f in rundir.FIGURES}
+    assert f"wrote {dest / rundir.AGES_FIGURE}" in out.out  # what can be drawn still is
+    run = socjax.load_run(dest)
+    with pytest.raises(plots.NotDrawn, match=r"Fig. 2: .*analysis.npz is missing"):
+        plots.fig2_increments(run)
+    # no analysis.json at all, only prune outputs (experiments/results/vitality before this fix)
+    for name in (rundir.ANALYSIS, rundir.AGES):
+        (dest / name).unlink()
+    shutil.rmtree(dest / rundir.WINDOWS)
+    assert main(["plot", str(dest)]) == 1
+    out = capsys.readouterr()
+    assert out.out.count("prune.png") == 2
+    assert out.err == f"socjax: {dest}/fig*.png not drawn: no analysis.json (`socjax analyze {dest}` writes it " \
+                      "from the trajectory)\n"
+
+
+def test_a_figure_without_data_says_so(analysed, tmp_path):
+    """A group with no non-decay increment, or no spectrum: NotDrawn names the figure and the reason
+    from analysis.json, not the file."""
+    run = socjax.load_run(analysed)
+    run.group(0)["increments"]["fluctuating"] = 0
+    run.group(0)["spectrum"] = dict(error="too short")
+    with pytest.raises(plots.NotDrawn, match=r"^Fig. 3: no non-decay increments") as e:
+        plots.fig3_regimes(run)
+    assert not e.value.missing
+    with pytest.raises(plots.NotDrawn, match=r"^Fig. 4: no spectrum \(too short\)"):
+        plots.fig4_spectrum(run)
