@@ -11,7 +11,8 @@ and, with --baseline-src, the one-setting analysis by another socjax checkout (e
 before groups: one pooled fit, no per-run fits). Rounds are interleaved; the median is reported.
 The passes over the data are shared by every grouping, so the extra cost is the extra fits.
 
-    python benchmarks/analysis_groups.py [--steps 200000] [--rounds 2] [--baseline-src /path/to/old/checkout]
+    python benchmarks/analysis_groups.py [--steps 200000] [--rounds 2] [--only one sweep8 ...]
+                                         [--baseline-src /path/to/old/checkout]
 """
 
 from __future__ import annotations
@@ -67,14 +68,22 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--baseline-src", help="another socjax checkout to time on the one-setting layout")
     p.add_argument("--dir", default="/tmp/socjax-groups")
+    p.add_argument("--only", nargs="+", metavar="LAYOUT",
+                   help="time only these layouts (one is always timed: the ratios are to it); default all")
     p.add_argument("--out", help="JSON path (default benchmarks/results/analysis_groups-<host>.json)")
     args = p.parse_args()
+    chosen = layouts(args.runs)
+    if args.only:
+        unknown = sorted(set(args.only) - set(chosen))
+        if unknown:
+            p.error(f"--only: no layout {unknown[0]!r} with --runs {args.runs} (layouts: {', '.join(chosen)})")
+        chosen = {k: v for k, v in chosen.items() if k == "one" or k in args.only}
     base = Path(args.dir)
     shutil.rmtree(base, ignore_errors=True)
     first = base / "one"
     write_trajectory(first, args.runs, args.steps, args.weights)
     cases = {}
-    for name, runs in layouts(args.runs).items():
+    for name, runs in chosen.items():
         run = base / name
         if run != first:
             run.mkdir(parents=True)

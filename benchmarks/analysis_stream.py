@@ -27,7 +27,10 @@ import json, re, sys, time
 from socjax import analyze
 from socjax.analysis import increments
 t = time.perf_counter()
-info, tracked, traj = analyze.load_inputs(__import__("pathlib").Path(sys.argv[1]))
+from socjax import rundir
+run = __import__("pathlib").Path(sys.argv[1])
+info, tracked, written = analyze.load_inputs(run)
+traj = rundir.open_trajectory(run, written)
 lr, l2 = analyze.decay_rates(info)
 stride = info.stride
 t0 = time.perf_counter()

@@ -7,13 +7,10 @@ run, with the fraction of bimodal neurons over all 476 (KDE modes and Sarle's co
 title. Drawn from the run's analysis (analysed first if it has none).
 """
 
-import sys
-
-from _common import parse
+from _common import draw, parse
 
 from socjax import plots
 
 run, group, out = parse(__doc__, "fig1_neurons.png", data_dir=True)
-if plots.fig1_neurons(run, group, path=out) is None:
-    sys.exit(f"fig1: {run.group(group)['neurons'].get('skipped', 'no neuron data')}")
+draw(plots.fig1_neurons, run, group, out)
 print(f"wrote {out}: {run.group(group)['neurons']['fraction_bimodal_kde']:.0%} of layer-2 neurons bimodal (KDE)")

@@ -7,13 +7,10 @@ its median, pooled over the group) on log-log axes with the fitted model, and it
 Drawn from the run's analysis (analysed first if it has none).
 """
 
-import sys
-
-from _common import parse
+from _common import draw, parse
 
 from socjax import plots
 
 run, group, out = parse(__doc__, "fig2_increments.png")
-if plots.fig2_increments(run, group, path=out) is None:
-    sys.exit("fig2: no non-decay increments to draw")
+draw(plots.fig2_increments, run, group, out)
 print(f"wrote {out}; pure decay {run.group(group)['increments']['decay_fraction']:.1%}")

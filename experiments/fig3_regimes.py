@@ -7,14 +7,11 @@ stretched-exponential cutoff.
 Drawn from the run's analysis (analysed first if it has none).
 """
 
-import sys
-
-from _common import parse
+from _common import draw, parse
 
 from socjax import plots
 
 run, group, out = parse(__doc__, "fig3_regimes.png")
-if plots.fig3_regimes(run, group, path=out) is None:
-    sys.exit("fig3: no non-decay increments to draw")
+draw(plots.fig3_regimes, run, group, out)
 model = run.group(group)["increments"].get("model") or {}
 print(f"wrote {out}; Gaussian cutoff: {model.get('is_gaussian')}")

@@ -6,12 +6,11 @@ high frequency band (Welch, Hann window, half-overlapping segments).
 Drawn from the run's analysis (analysed first if it has none).
 """
 
-from _common import parse
+from _common import draw, parse
 
 from socjax import plots
 
 run, group, out = parse(__doc__, "fig4_spectrum.png")
 spec = run.group(group)["spectrum"]
-if plots.fig4_spectrum(run, group, path=out) is None:
-    raise SystemExit(f"fig4: {spec.get('error', 'no spectrum')}")
+draw(plots.fig4_spectrum, run, group, out)
 print(f"wrote {out}; a_low {spec['a_low']['value']:.3f}, a_high {spec['a_high']['value']:.3f}")

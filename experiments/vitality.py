@@ -1,6 +1,6 @@
 """The paper's Discussion as an experiment: do fluctuations tell which connections matter?
 
-    python experiments/vitality.py --out runs/vitality --data-dir MNIST_IDX_DIR [--seeds 3]
+    python experiments/vitality.py --out runs/vitality --data-dir MNIST_IDX_DIR [--seeds 3] [-- TRAIN FLAGS]
 
 Trains the paper's network on full MNIST (784-700-476-10, lr 2e-3, l2 5e-4, MSE loss) for
 EPOCHS epochs, the last RECORD_EPOCHS recorded with `--weight-stats` (every weight's increment
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--draws", type=int, default=5, help="random pruning rankings per seed (default 5)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--publish", metavar="DIR", help="copy the small results of the pruned run into DIR, and stop")
+    p.add_argument("train", nargs="*", help="further `socjax train` flags for a new run, after --")
     args = p.parse_args(argv)
     out = Path(args.out)
     quiet = ["--no-progress"] if args.no_progress else []
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         data = ["--data-dir", args.data_dir] if args.data_dir else ["--dataset", "mnist"]
         status = socjax(["train", "--preset", "paper", "--seeds", str(args.seeds), "--epochs", str(args.epochs),
                          "--record-epochs", str(args.record_epochs), "--track", str(args.track), "--weight-stats",
-                         *data, "--out", str(out), *quiet])
+                         *data, "--out", str(out), *quiet, *args.train])
     elif progress["epochs_done"] < progress["epochs"]:
         print(f"continuing {out} from epoch {progress['epochs_done']} of {progress['epochs']}")
         status = socjax(["train", "--resume", str(out), *quiet])

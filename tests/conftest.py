@@ -37,3 +37,21 @@ def mini():
     from socjax import data
 
     return data.decode(data.load_embedded())
+
+
+@pytest.fixture(scope="session")
+def analysed(tmp_path_factory):
+    """A small run (784-16-12-10 on 400 images) with a recording window and --weight-stats, analysed
+    and pruned twice (the default prune/ and a second output directory), as the experiments
+    publish theirs."""
+    from test_cli import main
+
+    run = tmp_path_factory.mktemp("analysed") / "run"
+    assert main(["train", "--preset", "smoke", "--out", str(run), "--hidden", "16", "12", "--train-limit", "400",
+                 "--seeds", "2", "--epochs", "16", "--record-epochs", "6", "--record-windows", "2", "--window-epochs",
+                 "6", "--weight-stats", "--track", "4", "--no-progress"]) == 0
+    assert main(["analyze", str(run), "--no-progress"]) == 0
+    for out in ([], ["--out", str(run / "prune_global"), "--scope", "global"]):
+        assert main(["prune", str(run), "--sparsities", "0,0.5", "--draws", "1", "--finetune-epochs", "0",
+                     "--no-progress", *out]) == 0
+    return run

@@ -1,0 +1,144 @@
+"""Every script in benchmarks/ and experiments/ runs at its smallest size and writes what it says.
+
+The scripts run in this process (runpy, with sys.argv set as on the command line), so they share
+the compiled functions of the rest of the suite; `test_every_script_has_a_smoke_test` keeps the
+table complete as scripts are added.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MNIST_DIR, REPO
+from socjax import rundir
+
+SMALL_TRAIN = ["--hidden", "16", "12", "--train-limit", "300", "--track", "4", "--no-progress"]
+
+
+def run_script(path: Path, *argv: str) -> int:
+    """Run a script as `python path argv...` would, here; its exit status."""
+    old_argv, old_path = sys.argv, list(sys.path)
+    sys.argv, sys.path = [str(path), *argv], [str(path.parent), *sys.path]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+        return 0
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv, sys.path = old_argv, old_path
+
+
+def figure_script(name):
+    def check(tmp, run):
+        out = tmp / f"{name}.png"
+        assert run_script(REPO / "experiments" / f"{name}.py", str(run), "--out", str(out)) == 0
+        return [out]
+    return check
+
+
+def bench(name, *argv, json_out=True):
+    def check(tmp, run):
+        out = tmp / f"{name}.json"
+        assert run_script(REPO / "benchmarks" / f"{name}.py", *argv, *(["--out", str(out)] if json_out else [])) == 0
+        return [out]
+    return check
+
+
+def paper_scale(tmp, run):
+    out = tmp / "paper_scale"
+    script = REPO / "experiments" / "paper_scale.py"
+    assert run_script(script, "--out", str(out), "--data-dir", str(MNIST_DIR), "--windows", "1", "--no-progress",
+                      "--", "--epochs", "4", "--record-epochs", "1", *SMALL_TRAIN) == 0
+    assert run_script(script, "--out", str(out), "--publish", str(tmp / "published")) == 0
+    return [out / rundir.AGES, tmp / "published" / rundir.AGES, tmp / "published" / rundir.ARRAYS]
+
+
+def vitality(tmp, run):
+    out = tmp / "vitality"
+    script = REPO / "experiments" / "vitality.py"
+    assert run_script(script, "--out", str(out), "--epochs", "3", "--record-epochs", "1", "--track", "4", "--draws",
+                      "1", "--no-progress", "--", "--dataset", "mnist-mini", *SMALL_TRAIN) == 0
+    assert run_script(script, "--out", str(out), "--publish", str(tmp / "published")) == 0
+    return [out / rundir.PRUNE_DIR / rundir.PRUNE_JSON, tmp / "published" / rundir.ARRAYS]
+
+
+def reproduce_paper(tmp, run):
+    out = tmp / "paper"
+    assert run_script(REPO / "experiments" / "reproduce_paper.py", "--out", str(out), "--data-dir", str(MNIST_DIR),
+                      "--epochs", "2", "--record-epochs", "1", *SMALL_TRAIN) == 0
+    return [out / rundir.REPORT]
+
+
+def sweep_l2(tmp, run):
+    out = tmp / "sweep"
+    assert run_script(REPO / "experiments" / "sweep_l2.py", "--out", str(out), "--l2", "0", "5e-4", "--seeds", "1",
+                      "--", "--preset", "smoke", *SMALL_TRAIN) == 0
+    return [out / rundir.SWEEP_FIGURE]
+
+
+def toy_model(tmp, run):
+    out = tmp / "toy"
+    assert run_script(REPO / "experiments" / "toy_model.py", "--out", str(out), "--chains", "8", "--steps", "400") == 0
+    return [out / "toy.json", out / "toy.png"]
+
+
+def build_mnist_mini(tmp, run):
+    out = tmp / "mini.npz"
+    assert run_script(REPO / "experiments" / "build_mnist_mini.py", "--data-dir", str(MNIST_DIR), "--out", str(out)) == 0
+    return [out]
+
+
+def claim_power(tmp, run):
+    out = tmp / "claim_power.json"
+    assert run_script(REPO / "experiments" / "claim_power.py", "--reps", "1", "--sizes", "quick-weight",
+                      "--out", str(out)) == 0
+    return [out]
+
+
+SCRIPTS = {
+    "benchmarks/throughput.py": bench("throughput", "--steps", "40", "--loop-steps", "5", "--rounds", "1",
+                                      "--seeds", "2"),
+    # the configuration that exercises the most (recording and --weight-stats), to keep the suite short
+    "benchmarks/long_runs.py": bench("long_runs", "--examples", "40", "--epochs", "2", "--rounds", "1", "--track", "2",
+                                     "--weight-stats-epochs", "2", "--only", "weight-stats"),
+    "benchmarks/analysis_stream.py": None,  # below: it writes its trajectory to --dir
+    "benchmarks/analysis_groups.py": None,
+    "experiments/build_mnist_mini.py": build_mnist_mini,
+    "experiments/claim_power.py": claim_power,
+    "experiments/fig1_neurons.py": figure_script("fig1_neurons"),
+    "experiments/fig2_increments.py": figure_script("fig2_increments"),
+    "experiments/fig3_regimes.py": figure_script("fig3_regimes"),
+    "experiments/fig4_spectrum.py": figure_script("fig4_spectrum"),
+    "experiments/paper_scale.py": paper_scale,
+    "experiments/vitality.py": vitality,
+    "experiments/reproduce_paper.py": reproduce_paper,
+    "experiments/sweep_l2.py": sweep_l2,
+    "experiments/toy_model.py": toy_model,
+}
+
+
+def test_every_script_has_a_smoke_test():
+    scripts = {str(p.relative_to(REPO)) for d in ("benchmarks", "experiments") for p in (REPO / d).glob("*.py")
+               if not p.name.startswith("_")}
+    assert scripts == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", sorted(k for k, v in SCRIPTS.items() if v is not None))
+def test_script_runs_at_its_smallest_size(script, analysed, tmp_path):
+    for path in SCRIPTS[script](tmp_path, analysed):
+        assert path.exists() and path.stat().st_size > 0, path
+
+
+@pytest.mark.parametrize("name", ["analysis_stream", "analysis_groups"])
+def test_analysis_benchmarks_run_at_their_smallest_size(name, tmp_path):
+    out = tmp_path / "result.json"
+    argv = ["--runs", "2", "--steps", "4096", "--weights", "2", "--dir", str(tmp_path / "traj"), "--out", str(out)]
+    more = ["--rounds", "1", "--only", "one"] if name == "analysis_groups" else []
+    assert run_script(REPO / "benchmarks" / f"{name}.py", *argv, *more) == 0
+    result = json.loads(out.read_text())
+    assert result["shape"] == [2, 4096, 2]
