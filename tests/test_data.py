@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import struct
 
@@ -103,3 +104,58 @@ def test_tfds_offline_equals_idx(real, mnist_dir, tmp_path):
     got = tfds_mnist.load(tfds_dir=str(tmp_path / "tfds"), manual_dir=str(mnist_dir))
     for a, b in zip(got, real):
         np.testing.assert_array_equal(a, b)
+
+
+def test_tfds_without_network_fails_fast_naming_data_dir_and_leaves_nothing(tmp_path, monkeypatch):
+    """Offline (the host refuses, or never answers): a DataError in seconds that names --data-dir, no
+    download attempted and nothing written; a prepared dataset is read without the network."""
+    import socket
+    import time
+
+    from socjax.data import tfds as tfds_mnist
+
+    def refuse(*a, **k):
+        raise OSError("Network is unreachable")
+
+    def hang(*a, **k):
+        time.sleep(30)
+
+    for connect, why in ((refuse, "OSError: Network is unreachable"), (hang, "no answer within 0.5 s")):
+        monkeypatch.setattr(socket, "create_connection", connect)
+        monkeypatch.setattr(tfds_mnist, "REACH_SECONDS", 0.5)
+        t = time.perf_counter()
+        with pytest.raises(data.DataError) as e:
+            tfds_mnist.load(tfds_dir=str(tmp_path / "tfds"))
+        assert time.perf_counter() - t < 5
+        assert str(e.value) == (f"tensorflow-datasets cannot reach storage.googleapis.com to download MNIST ({why}); "
+                                "offline, use --data-dir DIR with the four MNIST IDX .gz files (SHA-256 checked)")
+        assert not (tmp_path / "tfds").exists()
+
+
+def test_sigint_while_reaching_for_tfds_exits_130_at_once(tmp_path):
+    """Ctrl-C while tfds's download host does not answer: exit 130 within seconds, nothing written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = (
+        "import socket, sys, time\n"
+        "from socjax.data import tfds\n"
+        "tfds.REACH_SECONDS = 120\n"
+        "def hang(*a, **k):\n"
+        "    print('connecting', file=sys.stderr, flush=True); time.sleep(120)\n"
+        "socket.create_connection = hang\n"
+        "from socjax import cli\n"
+        f"sys.exit(cli.main(['train', '--preset', 'smoke', '--dataset', 'mnist', '--no-progress', '--out', "
+        f"{str(tmp_path / 'run')!r}]))\n"
+    )
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    with subprocess.Popen([sys.executable, "-c", child], stderr=subprocess.PIPE, text=True, env=env) as p:
+        assert p.stderr.readline().strip() == "connecting"
+        t = time.perf_counter()
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 130
+        assert time.perf_counter() - t < 10
+        assert "stopped by SIGINT during start-up; nothing was written" in p.stderr.read()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "tfds").exists()

@@ -12,7 +12,12 @@ Imported lazily: `import tensorflow_datasets` takes seconds.
 
 from __future__ import annotations
 
+import logging
+import shutil
+import socket
+import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -22,6 +27,8 @@ from socjax.data.dataset import DataError, RawMNIST
 from socjax.data.idx import MNIST_FILES, read_idx_gz
 
 FILE_FORMAT = "array_record"
+REACH_SECONDS = 5.0  # how long the download host may take to accept a connection before we call it offline
+OFFLINE_HINT = "offline, use --data-dir DIR with the four MNIST IDX .gz files (SHA-256 checked)"
 
 
 class SocjaxMnist(tfds_mnist.MNIST):
@@ -74,18 +81,71 @@ def _manual_paths(dl_manager) -> dict[str, Path] | None:
     return paths if all(p.exists() for p in paths.values()) else None
 
 
+def check_reachable(url: str, seconds: float | None = None) -> None:
+    """DataError, within `seconds`, unless the host of `url` accepts a TCP connection: offline, tfds
+    would spend minutes in its download retries before failing. The connection (name lookup
+    included) runs in a daemon thread, so a hung lookup cannot hold the caller, nor a signal."""
+    seconds = REACH_SECONDS if seconds is None else seconds
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    outcome: list = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=seconds).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(e)
+
+    probe = threading.Thread(target=connect, daemon=True, name="socjax-reach")
+    probe.start()
+    probe.join(seconds)
+    if outcome and outcome[0] is None:
+        return
+    why = f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else f"no answer within {seconds:g} s"
+    raise DataError(f"tensorflow-datasets cannot reach {host} to download MNIST ({why}); {OFFLINE_HINT}")
+
+
+def _remove_partial(builder) -> None:
+    """What an unfinished download_and_prepare leaves: the dataset's *.incomplete* directories and the
+    download manager's *.tmp.* files."""
+    version_dir = Path(builder.data_dir)
+    for path in [*version_dir.parent.glob("*incomplete*"), *(version_dir.parents[1] / "downloads").glob("*.tmp.*")]:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def load(tfds_dir: str | None = None, manual_dir: str | None = None) -> RawMNIST:
-    """Prepare (once) and read MNIST: images (N, 784) uint8 and labels (N,) uint8 per split."""
-    builder = SocjaxMnist(data_dir=tfds_dir)
+    """Prepare (once) and read MNIST: images (N, 784) uint8 and labels (N,) uint8 per split.
+
+    Already prepared: read, no network. Else from `manual_dir`'s files, or downloaded: a download
+    host that cannot be reached is a DataError within REACH_SECONDS naming --data-dir. Whatever
+    stops the preparation (an error, SIGINT) leaves no partial download behind."""
+    from socjax.interrupt import Interrupted
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # "Variant folder ... has no dataset_info.json": an unprepared dataset, said below
     try:
-        builder.download_and_prepare(
-            file_format=FILE_FORMAT,
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
-        )
-    except DataError:
-        raise
-    except Exception as e:  # network, disk: tfds raises many types; say what failed, in one line
-        raise DataError(f"tensorflow-datasets could not prepare MNIST: {type(e).__name__}: {e}".splitlines()[0]) from e
+        builder = SocjaxMnist(data_dir=tfds_dir)
+        prepared = builder.is_prepared()
+    finally:
+        absl.setLevel(level)
+    if not prepared:
+        manual = manual_dir and all((Path(manual_dir) / fname).exists() for fname, _ in MNIST_FILES.values())
+        if not manual:
+            check_reachable(builder.URL)
+        try:
+            builder.download_and_prepare(
+                file_format=FILE_FORMAT,
+                download_config=tfds.download.DownloadConfig(manual_dir=manual_dir),
+            )
+        except (DataError, Interrupted, KeyboardInterrupt):
+            _remove_partial(builder)
+            raise
+        except Exception as e:  # network, disk: tfds raises many types; say what failed, in one line
+            _remove_partial(builder)
+            raise DataError(f"tensorflow-datasets could not prepare MNIST: {type(e).__name__}: {e}".splitlines()[0]
+                            + f"; {OFFLINE_HINT}") from e
     out = {}
     for split in ("train", "test"):
         source = builder.as_data_source(split=split)
