@@ -254,15 +254,30 @@ SWEEP_PANELS = (("decay_fraction", "pure weight-decay share", None), ("gamma", "
                 ("scale_invariant_decades", "scale-invariant decades", 1.0), ("beta", "beta (2 = Gaussian)", 2.0),
                 ("a_low", "a_low (< 2: hopping)", 2.0), ("a_high", "a_high (2 = jumps)", 2.0),
                 ("bimodal_kde", "bimodal neurons (KDE)", 0.5), ("test_accuracy", "final test accuracy", None))
+# the range a HEADLINE number can take: its interval is clipped to it (a t interval from two seeds
+# easily runs past a share's [0, 1]); None: unbounded on that side
+RANGES = {"decay_fraction": (0.0, 1.0), "bimodal_kde": (0.0, 1.0), "bimodal_sarle": (0.0, 1.0),
+          "test_accuracy": (0.0, 1.0), "scale_invariant_decades": (0.0, None), "excess_kurtosis": (-2.0, None),
+          "test_loss": (0.0, None), "crossover": (0.0, None)}
+LEGEND_NAMES = {"bimodal_kde": "KDE: two or more modes", "bimodal_sarle": "Sarle's b > 5/9",
+                "a_low": "a_low (low-frequency band)", "a_high": "a_high (high-frequency band)"}
+REFERENCE_NOTE = "dotted line: the value the paper's claim is judged against"
 
 
-def _mean_and_bars(numbers: list[dict]) -> tuple[np.ndarray, list[np.ndarray]]:
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _mean_and_bars(numbers: list[dict], bounds: tuple[float | None, float | None] = (None, None)
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
     """(means, [below, above] error-bar lengths) of `groups.across_seeds` summaries: the 95% t
-    interval; no bar where there is none (one seed), NaN where there is no mean."""
+    interval, clipped to `bounds` (the quantity's range); no bar where there is none (one seed),
+    NaN where there is no mean."""
     m = np.array([np.nan if x.get("mean") is None else x["mean"] for x in numbers], np.float64)
+    lo_bound, hi_bound = (-np.inf if bounds[0] is None else bounds[0]), (np.inf if bounds[1] is None else bounds[1])
     ci = [x.get("ci95") for x in numbers]
-    lo = np.array([m[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
-    hi = np.array([c[1] - m[i] if c else 0.0 for i, c in enumerate(ci)])
+    lo = np.array([m[i] - max(c[0], lo_bound) if c else 0.0 for i, c in enumerate(ci)])
+    hi = np.array([min(c[1], hi_bound) - m[i] if c else 0.0 for i, c in enumerate(ci)])
     return m, [lo, hi]
 
 
@@ -276,47 +291,51 @@ def sweep_figure(run, path=None):
     fig, axes = plt.subplots(2, 4, figsize=(16, 7.5), squeeze=False)
     x = np.arange(len(rows))
     for ax, (name, label, ref) in zip(axes.ravel(), SWEEP_PANELS):
-        m, bars = _mean_and_bars([r["numbers"].get(name, {}) for r in rows])
+        m, bars = _mean_and_bars([r["numbers"].get(name, {}) for r in rows], RANGES.get(name, (None, None)))
         ax.errorbar(x, m, yerr=bars, fmt="o-", color="C0", capsize=4)
         if ref is not None:
             ax.axhline(ref, color="0.5", ls=":", lw=1)
         ax.set_xticks(x, [r["label"] for r in rows], rotation=20, fontsize=7)
         ax.set_title(label, fontsize=9)
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_xlabel(f"setting ({', '.join(run.analysis['swept']) or 'group'})", fontsize=8)
     seeds = sorted({r["seeds"] for r in rows})
     fig.suptitle(f"Sweep over {', '.join(run.analysis['swept']) or 'settings'}: mean over "
-                 f"{'/'.join(map(str, seeds))} seed(s) per group, 95% t interval", fontsize=11)
+                 f"{'/'.join(map(str, seeds))} {'seed' if seeds == [1] else 'seeds'} per group, 95% t interval "
+                 f"(clipped to each quantity's range); {REFERENCE_NOTE}", fontsize=11)
     fig.tight_layout()
     return _out(fig, path)
 
 
-# (numbers drawn together, panel title, the value the claim is judged against, y scale)
-AGE_PANELS = ((("bimodal_kde", "bimodal_sarle"), "bimodal layer-2 neurons (KDE, Sarle)", 0.5, "linear"),
-              (("decay_fraction",), "pure weight-decay share of increments", 0.1, "linear"),
-              (("gamma",), "power-law exponent gamma", None, "linear"),
-              (("scale_invariant_decades",), "decades of power law", 1.0, "linear"),
-              (("beta",), "cutoff shape beta (2: Gaussian)", 2.0, "linear"),
-              (("excess_kurtosis",), "excess kurtosis of dw (0: Gaussian)", None, "symlog"),
-              (("a_low", "a_high"), "spectral exponents a_low, a_high", 2.0, "linear"),
-              (("test_loss",), "test loss", None, "log"),
-              (("test_accuracy",), "test accuracy", None, "linear"))
+# (numbers drawn together, panel title, y-axis label, the value the claim is judged against, y scale)
+AGE_PANELS = ((("bimodal_kde", "bimodal_sarle"), "bimodal layer-2 neurons", "share of neurons", 0.5, "linear"),
+              (("decay_fraction",), "pure weight-decay increments", "share of increments", 0.1, "linear"),
+              (("gamma",), "power-law exponent gamma", "gamma", None, "linear"),
+              (("scale_invariant_decades",), "width of the power-law range", "decades of |dw|", 1.0, "linear"),
+              (("beta",), "cutoff shape beta (2: Gaussian)", "beta", 2.0, "linear"),
+              (("excess_kurtosis",), "excess kurtosis of dw (0: Gaussian)", "excess kurtosis", None, "symlog"),
+              (("a_low", "a_high"), "spectral exponents (P ~ 1/f^a)", "a", 2.0, "linear"),
+              (("test_loss",), "test loss", "eq. (10), no L2", None, "log"),
+              (("test_accuracy",), "test accuracy", "share of test images", None, "linear"))
 
 
 def age_figure(table: dict, path=None):
     """Each claim's measure against age (epochs trained, log axis, at each recording's centre):
-    the mean over the seeds with its 95% t interval (error bars) and each seed's value (dots),
-    one colour per number and line style per group; an open marker is the final recording when
-    its length differs from the windows'; dotted: the value the claim is judged against."""
+    the mean over the seeds with its 95% t interval (error bars, clipped to the quantity's range)
+    and each seed's value (crosses), one colour per number and line style per group; an open
+    marker is the final recording when its length differs from the windows'; dotted: the value
+    the claim is judged against. The tenth panel says how to read the others."""
     fig, axes = plt.subplots(2, 5, figsize=(20, 7.5), squeeze=False)
     for gi, g in enumerate(table["groups"]):
         rows = g["rows"]
         x = np.array([r["age"] + r["epochs"] / 2 for r in rows], np.float64)
         window_len = rows[0]["epochs"]
-        for ax, (names, title, ref, yscale) in zip(axes.ravel(), AGE_PANELS):
+        for ax, (names, title, ylabel, ref, yscale) in zip(axes.ravel(), AGE_PANELS):
             for ci, name in enumerate(names):
                 colour = f"C{ci}"
-                m, bars = _mean_and_bars([r["numbers"][name] for r in rows])
+                m, bars = _mean_and_bars([r["numbers"][name] for r in rows], RANGES.get(name, (None, None)))
                 ax.errorbar(x, m, yerr=bars, fmt="o", ls=("-", "--", ":")[gi % 3], color=colour, capsize=3,
-                            label=name if gi == 0 else None, ms=4)
+                            label=LEGEND_NAMES.get(name, name) if gi == 0 else None, ms=4)
                 for i, r in enumerate(rows):
                     seeds = [v for v in r["per_seed"][name] if v is not None]
                     ax.plot([x[i]] * len(seeds), seeds, "x", color=colour, alpha=0.6, ms=5)
@@ -329,11 +348,20 @@ def age_figure(table: dict, path=None):
             ax.set_xlim(x.min() / 1.5, x.max() * 1.5)  # also where a number was never measured
             ax.set_title(title, fontsize=9)
             ax.set_xlabel("epochs trained (recording centre)", fontsize=8)
+            ax.set_ylabel(ylabel, fontsize=8)
             if len(names) > 1 and gi == 0:
                 ax.legend(fontsize=7)
-    axes.ravel()[-1].axis("off")
-    labels = "; ".join(f"{g['label']} ({len(g['seeds'])} seeds)" for g in table["groups"])
-    fig.suptitle(f"Each claim's measure against age: mean over the seeds, 95% t interval, dots = seeds [{labels}]",
+    key = axes.ravel()[-1]
+    key.axis("off")
+    styles = "; ".join(f"{('solid', 'dashed', 'dotted')[i % 3]}: {g['label']}" for i, g in enumerate(table["groups"]))
+    key.text(0, 1, "How to read the panels\n\n"
+             "dot and bar: mean over the seeds and its\n95% t interval (clipped to the quantity's range)\n"
+             "crosses: the individual seeds\n"
+             f"{REFERENCE_NOTE.replace('the paper', chr(10) + 'the paper')}\n"
+             "open circle: the final recording, where its\nlength differs from the windows'\n"
+             f"{styles}", va="top", fontsize=8, transform=key.transAxes)
+    labels = "; ".join(f"{g['label']} ({_plural(len(g['seeds']), 'seed')})" for g in table["groups"])
+    fig.suptitle(f"Each claim's measure against age: mean over the seeds, 95% t interval, crosses = seeds [{labels}]",
                  fontsize=11)
     fig.tight_layout()
     return _out(fig, path)
@@ -356,19 +384,21 @@ def prune_figure(result: dict, path=None):
         for ax, key, label in zip(row, ("test_acc", "test_loss"), ("test accuracy", "test loss")):
             for c in result["criteria"]:
                 colour, ls = PRUNE_STYLE[c]
-                m, (lo, hi) = _mean_and_bars(result["summary"][c][mode][key]["across"])
+                bounds = (0.0, 1.0) if key == "test_acc" else (0.0, None)
+                m, (lo, hi) = _mean_and_bars(result["summary"][c][mode][key]["across"], bounds)
                 ax.plot(x, m, ls=ls, marker="o", ms=3, color=colour, label=CRITERION_LABELS[c])
                 ax.fill_between(x, m - lo, m + hi, color=colour, alpha=0.15, lw=0)
             ax.set_yscale("log" if key == "test_loss" else "linear")
-            if key == "test_acc":
-                ax.set_ylim(-0.02, 1.02)  # a t band with few seeds can reach past [0, 1]
             ax.set_xlabel(f"hidden-layer weights removed, % ({result['scope']} scope)", fontsize=8)
-            when = "no retraining" if mode == "none" else f"after {result['finetune']['epochs']} epoch(s) of fine-tuning"
+            ax.set_ylabel("share of test images correct" if key == "test_acc" else "test loss, eq. (10), no L2",
+                          fontsize=8)
+            when = ("no retraining" if mode == "none"
+                    else f"after {_plural(result['finetune']['epochs'], 'epoch')} of fine-tuning with the mask fixed")
             ax.set_title(f"{label}, {when}", fontsize=9)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7)
-    fig.suptitle(f"Pruning by criterion: mean over {len(result['runs'])} seed(s), 95% t interval; random: "
-                 f"{result['random_draws']} draws", fontsize=11)
+    fig.suptitle(f"Pruning by criterion: mean over {_plural(len(result['runs']), 'seed')}, 95% t interval (band, "
+                 f"clipped to the quantity's range); random: {_plural(result['random_draws'], 'draw')}", fontsize=11)
     fig.tight_layout()
     return _out(fig, path)
 
