@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     y.add_argument("--steps", type=positive_int, default=100_000, help="steps per chain, a multiple of 4 (default 100000)")
     y.add_argument("--dt", type=float, default=1e-5, help="Langevin time step (default 1e-5)")
     y.add_argument("--eta", type=float, default=1e-5, help="SGD learning rate of the learning picture (default 1e-5)")
-    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--seed", type=int, default=0,
+                   help="seed of the random keys of the chains and samplers, 0..4294967295 (default 0)")
     y.add_argument("--sweep", metavar="FIELD=V1,V2,...",
                    help="instead of one parameter set: Langevin chains for each value of one parameter in "
                         "one vmapped call, with the exponent fitted for each; writes DIR/sweep.json and "

@@ -94,6 +94,27 @@ def test_help_explains_every_flag():
         assert flag in res.stdout
 
 
+def test_every_option_of_every_command_has_help():
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help and action.help.strip(), f"socjax {name} {action.option_strings[0]}"
+
+
+def test_ci_keeps_its_environment_apart_from_a_users_venv():
+    """.ci/run makes and deletes its own environment, ignored by git; a clone's .venv is the user's."""
+    from conftest import REPO
+
+    script = (REPO / ".ci" / "run").read_text()
+    code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not any(".venv" in line for line in code)
+    venv = next(line.split("=", 1)[1] for line in code if line.startswith("venv="))
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"{venv}/bin/python"], cwd=REPO)
+    assert venv.startswith(".ci/") and ignored.returncode == 0
+
+
 def main(argv) -> int:
     """cli.main's exit status, whether it returns it or argparse exits with it."""
     try:
