@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--sparsities", type=_fractions, default=None,
                     help="fractions of the hidden-layer weights to remove, comma-separated, increasing, in [0, 1) "
                          "(default 0,0.1,...,0.9,0.95,0.98)")
-    pr.add_argument("--draws", type=positive_int, default=5, help="random rankings per seed (default 5)")
+    pr.add_argument("--draws", type=positive_int, default=5, help="random rankings per seed, at most 1000 (default 5)")
     pr.add_argument("--scope", choices=["layer", "global"], default="layer",
                     help="layer: each hidden layer loses the same fraction, ranked within it (default); "
                          "global: w1 and w2 ranked together")
@@ -199,8 +199,11 @@ def _prune(args) -> None:
         raise ConfigError(f"{run}: not a run directory (no {rundir.CONFIG})")
     if not (run / rundir.WEIGHT_STATS).exists():
         raise ConfigError(f"{run} has no {rundir.WEIGHT_STATS}: train it with --weight-stats to prune by amplitude")
-    if args.finetune_epochs < 0:
-        raise ConfigError(f"--finetune-epochs must be at least 0, got {args.finetune_epochs}")
+    if not 0 <= args.finetune_epochs <= config.MAX_EPOCHS:
+        raise ConfigError(f"--finetune-epochs must be in 0..{config.MAX_EPOCHS:,}, got {args.finetune_epochs:,}")
+    _check_out(args.out)
+    if args.out is not None:
+        _check_writable(Path(args.out))
     from socjax import prune, report  # imports jax: only once the input is known to be good
 
     extra = {} if args.sparsities is None else dict(sparsities=args.sparsities)
@@ -217,6 +220,23 @@ def _prune(args) -> None:
 def _check_out(out: str | None) -> None:
     if out is not None and not out.strip():
         raise ConfigError("--out is empty; name a directory")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, in one line, an output directory that is a file or whose nearest existing directory
+    cannot take a file (read-only, or a file system such as /proc), before anything is computed."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    existing = next(p for p in (out, *out.resolve().parents) if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot write in {existing} ({e.strerror or e})") from None
 
 
 def _analyze(run, args, data_dir):

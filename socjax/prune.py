@@ -41,7 +41,7 @@ import numpy as np
 from socjax import model, report, rundir, train
 from socjax.analysis import vitality
 from socjax.analysis.groups import across_seeds
-from socjax.config import MASKED_STEPS, ConfigError, ModelConfig
+from socjax.config import MASKED_STEPS, MAX_EPOCHS, ConfigError, ModelConfig
 from socjax.data import Dataset, decode, load_raw
 from socjax.step import MASKED_PREFIX, Hyper, MaskedHyper, make_optimizer, native_unavailable
 
@@ -51,6 +51,7 @@ SCOPES = ("layer", "global")
 SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 PRUNED_LAYERS = (1, 2)  # the weight matrices into the two hidden layers
 RANDOM_DRAWS = 5
+MAX_DRAWS = 1000  # random rankings per seed: each costs one evaluation per sparsity (and a fine-tune)
 FINETUNE_EPOCHS = 1
 
 
@@ -259,10 +260,14 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
     sparsities = tuple(float(s) for s in sparsities)
     if not sparsities or any(not 0.0 <= s < 1.0 for s in sparsities) or list(sparsities) != sorted(set(sparsities)):
         raise PruneError(f"sparsities must increase within [0, 1), got {sparsities}")
-    if draws < 1 or finetune_epochs < 0 or batch < 1:
-        raise PruneError("draws and batch must be at least 1, finetune epochs at least 0")
-    with np.load(run / rundir.WEIGHT_STATS) as z:
-        stats = {k: z[k] for k in z.files}
+    if not 1 <= draws <= MAX_DRAWS:
+        raise PruneError(f"--draws must be in 1..{MAX_DRAWS:,}, got {draws:,}")
+    if finetune_epochs < 0 or batch < 1:
+        raise PruneError(f"--batch must be at least 1 (got {batch}), --finetune-epochs at least 0 (got {finetune_epochs})")
+    if cfg.epochs + finetune_epochs > MAX_EPOCHS:  # the fine-tune continues the run's epoch counter (int32)
+        raise PruneError(f"--finetune-epochs {finetune_epochs:,}: the run's {cfg.epochs:,} epochs and the fine-tune "
+                         f"may total at most {MAX_EPOCHS:,} (the epoch counter is int32)")
+    stats = rundir.load_weight_stats(run, cfg)
     named = rundir.load_params(run, "final")
     num_runs = named["w1"].shape[0]
     amps = {l: amplitude(stats, l) for l in PRUNED_LAYERS}

@@ -737,10 +737,10 @@ def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
     """An .npz of numeric arrays as {name: array}; a file that is not one (truncated, empty, random
     bytes, an .npy, pickled objects) is one RunDirError line naming it and ending with `remedy`."""
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise ValueError("an .npy array, not an .npz archive")
-        with z:
+        with open(path, "rb") as f:  # ours to close: np.load leaks its own on a damaged archive
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("an .npy array, not an .npz archive")
             arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         raise RunDirError(f"{path}: damaged (not a readable .npz archive: {type(e).__name__}); {remedy}") from None
@@ -828,6 +828,27 @@ def load_ages(run: str | Path) -> dict | None:
     """ages.json (the age table of a run with recording windows), or None when absent."""
     path = Path(run) / AGES
     return _optional_json(path, _remedy(path))
+
+
+def load_weight_stats(run: str | Path, cfg: RunConfig) -> dict[str, np.ndarray]:
+    """weight_stats.npz of a run trained with --weight-stats, checked against its configuration: every
+    per-element array present has the shape (runs, *element's shape). A damaged file is one line
+    (it cannot be rebuilt: the statistics are gathered during training)."""
+    path = _require(Path(run) / WEIGHT_STATS)
+    remedy = "the statistics are gathered during training: train the run again with --weight-stats"
+    stats = load_npz(path, remedy)
+    runs = len(list(cfg.runs()))
+    sizes = cfg.model.sizes
+    shapes = {f"w{l + 1}": (runs, sizes[l], sizes[l + 1]) for l in range(len(sizes) - 1)}
+    shapes.update({f"b{l + 1}": (runs, sizes[l + 1]) for l in range(len(sizes) - 1)})
+    for name, array in stats.items():
+        element = name.rsplit("_", 1)[-1]
+        if element in shapes and name != f"hist_{element}" and array.shape != shapes[element]:
+            raise RunDirError(f"{path}: damaged ({name} has shape {array.shape}, the run's {element} is "
+                              f"{shapes[element]}); {remedy}")
+    if not any(name.rsplit("_", 1)[-1] in shapes for name in stats):
+        raise RunDirError(f"{path}: damaged (no per-weight statistics); {remedy}")
+    return stats
 
 
 def load_prune(out: str | Path) -> dict | None:

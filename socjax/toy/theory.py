@@ -41,10 +41,20 @@ class ToyError(ConfigError):
     """Parameters for which the model is not defined; the message names the failed condition."""
 
 
+# nonzero parameters' magnitudes: fourth powers of 1e8 are 1e32, below float32's 3.4e38; squares of
+# 1e-12 (1e-24) are still normal float32 numbers
+MIN_SCALE, MAX_SCALE = 1e-12, 1e8
+
+
 def validate(p: ToyParams) -> None:
     bad = [f"{name} = {v}" for name, v in p._asdict().items() if not math.isfinite(v)]
     if bad:
         raise ToyError(f"{', '.join(bad)}: every parameter must be a finite number")
+    bad = [f"{name} = {v:g}" for name, v in p._asdict().items() if v != 0 and not MIN_SCALE <= abs(v) <= MAX_SCALE]
+    if bad:
+        raise ToyError(f"{', '.join(bad)}: outside the scales the simulation represents; every nonzero parameter's "
+                       f"magnitude must lie in [{MIN_SCALE:g}, {MAX_SCALE:g}] (its squares stay normal and its fourth "
+                       "powers finite in float32)")
     if not p.g > 0:
         raise ToyError(f"g = {p.g}: the coupling must be positive (g > 0) for p(x|q) to be normalizable")
     if not p.kx >= 0:
