@@ -68,6 +68,10 @@ def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], i
     if not tracked:
         raise AnalysisError(f"{run / rundir.TRACKED}: lists no weights (the run was trained with --track 0); "
                             "nothing to analyse")
+    if not (run / rundir.TRAJECTORY).exists():
+        published = "a published copy (rundir.publish); `socjax plot` redraws its figures from its analysis" \
+            if (run / rundir.ANALYSIS).exists() or (run / rundir.AGES).exists() else "nothing to analyse"
+        raise AnalysisError(f"{run}: no {rundir.TRAJECTORY} ({published})")
     progress = rundir.read_progress(run)
     try:
         traj = rundir.open_trajectory(run, None if progress is None else int(progress["trajectory_rows"]))

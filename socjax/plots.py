@@ -454,7 +454,9 @@ def redraw(path) -> Drawn:
     if run.analysis is not None or (run.ages is None and not pruned):
         drawn += all_figures(run)  # raises, naming `socjax analyze`, when there is no analysis
     elif run.ages is None or rundir.derived_figures(run.path):  # a final recording drawn once, not analysed now
-        why = run.stale or f"no {rundir.ANALYSIS} (`socjax analyze {run.path}` writes it from the trajectory)"
+        why = run.stale or (f"no {rundir.ANALYSIS} (`socjax analyze {run.path}` writes it from the trajectory)"
+                            if (run.path / rundir.TRAJECTORY).exists() else
+                            f"no {rundir.ANALYSIS}, and no {rundir.TRAJECTORY} to analyse (a copy published without it)")
         drawn += Drawn([], [f"{run.path}/fig*.png not drawn: {why}"], missing=True)
     for w in run.info.layout.get("windows", []):
         if (rundir.window_dir(run.path, w["age"]) / rundir.ANALYSIS).exists():

@@ -44,6 +44,9 @@ def test_a_published_run_redraws_every_figure_pixel_identical(analysed, tmp_path
     assert run.histogram(0) is not None and run.group(0)["increments"]["fluctuating"] > 0
     with pytest.raises(rundir.RunDirError, match="trajectory.npy: missing"):
         run.trajectory
+    assert main(["analyze", str(dest)]) == 2
+    assert capsys.readouterr().err == (f"socjax: error: {dest}: no trajectory.npy (a published copy (rundir.publish); "
+                                       "`socjax plot` redraws its figures from its analysis)\n")
 
 
 def test_publishing_again_replaces_the_copy_and_keeps_its_notes(analysed, tmp_path):
@@ -87,8 +90,8 @@ def test_without_analysis_npz_each_figure_says_why_and_plot_fails(analysed, tmp_
     assert main(["plot", str(dest)]) == 1
     out = capsys.readouterr()
     assert out.out.count("prune.png") == 2
-    assert out.err == f"socjax: {dest}/fig*.png not drawn: no analysis.json (`socjax analyze {dest}` writes it " \
-                      "from the trajectory)\n"
+    assert out.err == f"socjax: {dest}/fig*.png not drawn: no analysis.json, and no trajectory.npy to analyse (a " \
+                      "copy published without it)\n"
 
 
 def test_a_figure_without_data_says_so(analysed, tmp_path):
