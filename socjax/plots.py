@@ -15,8 +15,8 @@ has no data for it, or analysis.npz is missing or lacks its arrays).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import matplotlib
 
@@ -407,16 +407,19 @@ FIGURE_FUNCTIONS = (("fig1_neurons.png", fig1_neurons), ("fig2_increments.png", 
                     ("fig3_regimes.png", fig3_regimes), ("fig4_spectrum.png", fig4_spectrum))
 
 
-class Drawn(NamedTuple):
+@dataclass
+class Drawn:
     """What a redraw wrote, and one line per figure it could not draw (`NotDrawn`'s, with the
     file it would have written); `missing`: some were not drawn for want of a file."""
 
-    written: list[Path]
-    not_drawn: list[str]
+    written: list[Path] = field(default_factory=list)
+    not_drawn: list[str] = field(default_factory=list)
     missing: bool = False
 
-    def __add__(self, other: "Drawn") -> "Drawn":
-        return Drawn(self.written + other.written, self.not_drawn + other.not_drawn, self.missing or other.missing)
+    def add(self, other: "Drawn") -> None:
+        self.written += other.written
+        self.not_drawn += other.not_drawn
+        self.missing |= other.missing
 
 
 def all_figures(run) -> Drawn:
@@ -450,22 +453,22 @@ def redraw(path) -> Drawn:
 
     run = results.load_run(path)
     pruned = sorted(p.parent for p in run.path.glob(f"*/{rundir.PRUNE_JSON}"))
-    drawn = Drawn([], [])
+    drawn = Drawn()
     if run.analysis is not None or (run.ages is None and not pruned):
-        drawn += all_figures(run)  # raises, naming `socjax analyze`, when there is no analysis
+        drawn.add(all_figures(run))  # raises, naming `socjax analyze`, when there is no analysis
     elif run.ages is None or rundir.derived_figures(run.path):  # a final recording drawn once, not analysed now
         why = run.stale or (f"no {rundir.ANALYSIS} (`socjax analyze {run.path}` writes it from the trajectory)"
                             if (run.path / rundir.TRAJECTORY).exists() else
                             f"no {rundir.ANALYSIS}, and no {rundir.TRAJECTORY} to analyse (a copy published without it)")
-        drawn += Drawn([], [f"{run.path}/fig*.png not drawn: {why}"], missing=True)
+        drawn.add(Drawn([], [f"{run.path}/fig*.png not drawn: {why}"], missing=True))
     for w in run.info.layout.get("windows", []):
         if (rundir.window_dir(run.path, w["age"]) / rundir.ANALYSIS).exists():
-            drawn += all_figures(results.load_run(run.path, w["age"]))
+            drawn.add(all_figures(results.load_run(run.path, w["age"])))
     if run.ages is not None:
-        drawn += Drawn([age_figure(run.ages, run.path / rundir.AGES_FIGURE)], [])
+        drawn.written.append(age_figure(run.ages, run.path / rundir.AGES_FIGURE))
     for out in pruned:
         result = rundir.load_prune(out)
-        drawn += Drawn([prune_figure(result, out / rundir.PRUNE_FIGURE)], [])
+        drawn.written.append(prune_figure(result, out / rundir.PRUNE_FIGURE))
     return drawn
 
 
