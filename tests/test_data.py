@@ -110,6 +110,7 @@ def test_tfds_without_network_fails_fast_naming_data_dir_and_leaves_nothing(tmp_
     """Offline (the host refuses, or never answers): a DataError in seconds that names --data-dir, no
     download attempted and nothing written; a prepared dataset is read without the network."""
     import socket
+    import threading
     import time
 
     from socjax.data import tfds as tfds_mnist
@@ -117,19 +118,28 @@ def test_tfds_without_network_fails_fast_naming_data_dir_and_leaves_nothing(tmp_
     def refuse(*a, **k):
         raise OSError("Network is unreachable")
 
-    def hang(*a, **k):
-        time.sleep(30)
+    released = threading.Event()
 
-    for connect, why in ((refuse, "OSError: Network is unreachable"), (hang, "no answer within 0.5 s")):
-        monkeypatch.setattr(socket, "create_connection", connect)
-        monkeypatch.setattr(tfds_mnist, "REACH_SECONDS", 0.5)
-        t = time.perf_counter()
-        with pytest.raises(data.DataError) as e:
-            tfds_mnist.load(tfds_dir=str(tmp_path / "tfds"))
-        assert time.perf_counter() - t < 5
-        assert str(e.value) == (f"tensorflow-datasets cannot reach storage.googleapis.com to download MNIST ({why}); "
-                                "offline, use --data-dir DIR with the four MNIST IDX .gz files (SHA-256 checked)")
-        assert not (tmp_path / "tfds").exists()
+    def hang(*a, **k):  # no answer until the test ends; then refused, as a real time-out would be
+        released.wait(30)
+        raise OSError("timed out")
+
+    try:
+        for connect, why in ((refuse, "OSError: Network is unreachable"), (hang, "no answer within 0.5 s")):
+            monkeypatch.setattr(socket, "create_connection", connect)
+            monkeypatch.setattr(tfds_mnist, "REACH_SECONDS", 0.5)
+            t = time.perf_counter()
+            with pytest.raises(data.DataError) as e:
+                tfds_mnist.load(tfds_dir=str(tmp_path / "tfds"))
+            assert time.perf_counter() - t < 5
+            assert str(e.value) == (f"tensorflow-datasets cannot reach storage.googleapis.com to download MNIST "
+                                    f"({why}); offline, use --data-dir DIR with the four MNIST IDX .gz files "
+                                    "(SHA-256 checked)")
+            assert not (tmp_path / "tfds").exists()
+    finally:
+        released.set()
+        for probe in [t for t in threading.enumerate() if t.name == "socjax-reach"]:
+            probe.join(5)
 
 
 def test_sigint_while_reaching_for_tfds_exits_130_at_once(tmp_path):

@@ -92,8 +92,8 @@ def check_reachable(url: str, seconds: float | None = None) -> None:
 
     def connect():
         try:
-            socket.create_connection((host, port), timeout=seconds).close()
-            outcome.append(None)
+            with socket.create_connection((host, port), timeout=seconds):
+                outcome.append(None)
         except OSError as e:
             outcome.append(e)
 
