@@ -175,8 +175,8 @@ def _check(analysis: dict, arrays: dict[str, np.ndarray], info: rundir.RunInfo, 
            where: Path) -> None:
     """Refuse, in one line, an analysis.json that is not this recording's (another run's, or a stub)
     and an analysis.npz whose arrays do not fit it: what the figures would draw is then wrong."""
-    remedy = f"`socjax analyze {where if age is None else where.parent.parent}` rewrites it"
     json_path, npz_path = where / rundir.ANALYSIS, where / rundir.ARRAYS
+    remedy = rundir.rewrite_hint(json_path)
     missing = [k for k in ("groups", "per_run", "trajectory") if not isinstance(analysis.get(k), (list, dict))]
     if missing:
         raise ResultsError(f"{json_path}: damaged (no {missing[0]!r}); {remedy}")

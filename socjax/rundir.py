@@ -712,7 +712,7 @@ def load_trajectory(run: str | Path) -> np.ndarray:
     return np.load(_require(Path(run) / TRAJECTORY), mmap_mode="r")
 
 
-def _remedy(path: Path) -> str:
+def rewrite_hint(path: Path) -> str:
     """What rewrites a derived file of a run: `socjax analyze` its run (a window's is its run's)."""
     run = path.parent.parent.parent if path.parent.parent.name == WINDOWS else path.parent
     return f"`socjax analyze {run}` rewrites it"
@@ -821,13 +821,13 @@ def load_metrics(run: str | Path) -> dict:
 def load_analysis(run: str | Path) -> dict | None:
     """analysis.json as written by `socjax analyze`, or None when the run has none."""
     path = Path(run) / ANALYSIS
-    return _optional_json(path, _remedy(path))
+    return _optional_json(path, rewrite_hint(path))
 
 
 def load_ages(run: str | Path) -> dict | None:
     """ages.json (the age table of a run with recording windows), or None when absent."""
     path = Path(run) / AGES
-    return _optional_json(path, _remedy(path))
+    return _optional_json(path, rewrite_hint(path))
 
 
 def load_weight_stats(run: str | Path, cfg: RunConfig) -> dict[str, np.ndarray]:
@@ -864,7 +864,7 @@ def load_prune(out: str | Path) -> dict | None:
 def load_arrays(run: str | Path) -> dict[str, np.ndarray]:
     """analysis.npz (what the figures are drawn from) as {name: array}; {} when absent."""
     path = Path(run) / ARRAYS
-    return load_npz(path, _remedy(path)) if path.exists() else {}
+    return load_npz(path, rewrite_hint(path)) if path.exists() else {}
 
 
 def load_order(run: str | Path) -> np.ndarray:

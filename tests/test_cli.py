@@ -186,6 +186,10 @@ def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, c
     (["--dt", "nan"], "dt = nan: must be positive and finite"),
     (["--sweep", "alpha=1.5,inf"], "alpha = inf: every parameter must be a finite number"),
     (["--out", ""], "--out is empty; name a directory"),
+    (["--kx", "1e100"], "kx = 1e+100: outside the scales the simulation represents"),
+    (["--kx", "1e300"], "kx = 1e+300: outside the scales the simulation represents"),
+    (["--qb", "-1e300"], "qb = -1e+300: outside the scales the simulation represents"),
+    (["--lx", "1e-30"], "lx = 1e-30: outside the scales the simulation represents"),
 ])
 def test_bad_toy_input_is_one_line_error_before_anything_is_written(args, message, tmp_path, capsys):
     refused(["toy", "--out", str(tmp_path / "toy"), "--chains", "8", "--steps", "8", *args], message, capsys)
