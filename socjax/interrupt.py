@@ -1,8 +1,11 @@
-"""Stopping a run on SIGINT/SIGTERM without losing or corrupting anything (used by socjax.runner).
+"""Stopping a command on SIGINT/SIGTERM without losing or corrupting anything.
 
-No JAX here: the command line starts a StopSignal before it imports JAX, so a Ctrl-C during
-start-up is never lost (a KeyboardInterrupt that lands in one of JAX's callbacks is swallowed,
-and one that lands inside a jitted call leaves the runtime broken).
+No JAX here: the command line starts a StopSignal before it imports JAX, for every command, so a
+Ctrl-C during start-up is never lost (a KeyboardInterrupt that lands in one of JAX's callbacks is
+swallowed, and one that lands inside a jitted call leaves the runtime broken: the process
+crashes as it exits). The handler only sets a flag; the work stops where it asks:
+`socjax.runner` after the chunk in flight, and analyze, prune and toy at `poll()`, which their
+loops call between compiled calls (each series fitted, each network evaluated, each stage).
 """
 
 from __future__ import annotations
@@ -34,10 +37,10 @@ class StopSignal:
             self._at_once = False  # one Interrupted: a second signal must not break the clean-up
             self.check()
 
-    def check(self) -> None:
-        """During start-up: raise Interrupted if a signal came."""
+    def check(self, during: str = "start-up") -> None:
+        """Raise Interrupted, saying what is kept (`kept`), if a signal came."""
         if self.requested:
-            raise Interrupted(f"stopped by {self.name} during start-up; {self.kept}")
+            raise Interrupted(f"stopped by {self.name} during {during}; {self.kept}")
 
     @contextlib.contextmanager
     def at_once(self):
@@ -50,12 +53,41 @@ class StopSignal:
             self._at_once = False
 
     def __enter__(self):
+        global _active
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
+        self._outer, _active = _active, self
         return self
 
     def __exit__(self, *exc):
+        global _active
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        _active = self._outer
         return False
+
+
+_active: StopSignal | None = None  # the innermost active StopSignal of this process (signals are per process)
+
+
+def poll(during: str) -> None:
+    """Raise Interrupted if the active StopSignal has caught a signal (nothing without one). Called
+    by long loops between compiled calls: never from inside JAX, never from a signal handler."""
+    if _active is not None:
+        _active.check(during)
+
+
+@contextlib.contextmanager
+def kept(what: str):
+    """Within the block, an Interrupted from `poll` says `what` is left (e.g. "the previous
+    analysis is unchanged"); the outer description comes back after it."""
+    stop = _active
+    if stop is None:
+        yield
+        return
+    before, stop.kept = stop.kept, what
+    try:
+        yield
+    finally:
+        stop.kept = before
