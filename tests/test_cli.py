@@ -190,6 +190,15 @@ def test_bad_input_is_one_line_error_before_compiling(args, message, tmp_path, c
     (["--kx", "1e300"], "kx = 1e+300: outside the scales the simulation represents"),
     (["--qb", "-1e300"], "qb = -1e+300: outside the scales the simulation represents"),
     (["--lx", "1e-30"], "lx = 1e-30: outside the scales the simulation represents"),
+    *[([flag, value], f"{flag[2:]} = {float(value):g}: outside the scales the simulation represents")
+      for flag, value in (("--lx", "1e300"), ("--alpha", "1e300"), ("--beta", "1e300"), ("--g", "1e-300"),
+                          ("--lq", "1e-300"))],
+    (["--lx", "-1e-3", "--kx", "1e-300"], "kx = 1e-300: outside the scales the simulation represents"),
+    # each parameter within its range, a derived scale out of it: sqrt(lx / g) = 1e10
+    (["--lx", "1e8", "--g", "1e-12"], "lower = 1e+10 (a scale of |q - qb| derived from the parameters): outside"),
+    (["--chains", "99999999999999999999"], "--chains must be in 1..10,000,000, got 99,999,999,999,999,999,999"),
+    (["--steps", "4294967296"], "--steps must be in 4..2,147,483,644, got 4,294,967,296"),
+    (["--sweep", "alpha=1,2,3", "--chains", "5000000"], "--sweep: 3 values x 5,000,000 chains = 15,000,000 chains"),
 ])
 def test_bad_toy_input_is_one_line_error_before_anything_is_written(args, message, tmp_path, capsys):
     refused(["toy", "--out", str(tmp_path / "toy"), "--chains", "8", "--steps", "8", *args], message, capsys)

@@ -10,10 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from socjax import interrupt
 from socjax.config import ConfigError, ToyParams, check_seed
 from socjax.toy.simulate import FORCE_TABLE, drift_check, langevin, sample_x, sgd
-from socjax.toy.theory import (ToyError, _free_energy_grid, _is_quartic, cdf, check_steps, crossovers, density_grid,
-                               float64, free_energy, log_px_given_q, span, validate, x_cdf,
+from socjax.toy.theory import (ToyError, _free_energy_grid, _is_quartic, cdf, check_scales, check_steps, crossovers,
+                               density_grid, float64, free_energy, log_px_given_q, span, validate, x_cdf,
                                x_moments)
 
 
@@ -100,6 +101,7 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     langevin_key, sgd_key, drift_key, start_key, x_key, exact_key = jax.random.split(jax.random.key(seed), 6)
     q0 = jnp.full((chains,), p.qb, jnp.float32)
     lang = np.asarray(langevin(langevin_key, q0, p, dt, steps=steps, record_every=steps // 4))
+    interrupt.poll("toy")
     cross = crossovers(p)
     fit_lower = cross["power_law_from"]
     cdf_true = cdf(p)
@@ -114,6 +116,7 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
     # the learning picture, started from eq. (6) itself (q = qb is a fixed point of its dynamics)
     start = _exact_draws(start_key, p, chains).astype(np.float32)
     learn = np.asarray(sgd(sgd_key, jnp.asarray(start), p, eta, steps=steps, record_every=steps // 4))
+    interrupt.poll("toy")
     ks_sgd = stats.kstest(learn[-1], cdf_true)
     probe_d = np.geomspace(fit_lower / 3, 2 * cross["upper"], 8)
     out["sgd"] = dict(
@@ -127,6 +130,7 @@ def run(p: ToyParams, chains: int = 4000, steps: int = 100_000, dt: float = 1e-5
              "effective alpha = 2 / (eta g^2 d^2 Var((x-xb)^2)); the drift is -eta F'(q) but the "
              "stationary law is not eq. (6) with one alpha",
     )
+    interrupt.poll("toy")
     probes = x_probes(p, cross)
     x_samples = np.asarray(jax.jit(sample_x, static_argnums=3)(
         x_key, jnp.repeat(jnp.asarray(probes, jnp.float32)[:, None], x_draws, 1), p, _is_quartic(p)))
@@ -159,6 +163,7 @@ def sweep_params(p: ToyParams, field: str, values, dt: float, eta: float | None 
     each = [p._replace(**{field: v}) for v in values]
     for pv in each:
         validate(pv)
+        check_scales(pv)
         check_steps(pv, dt, dt if eta is None else eta)
     return each
 
@@ -181,24 +186,33 @@ def sweep(p: ToyParams, field: str, values, chains: int = 4000, steps: int = 100
         chains_key, jnp.full((chains,), p.qb, jnp.float32), batched, dt))
     rows = []
     for v, pv, qv in zip(values, each, qs):
+        interrupt.poll("toy")
         cross = crossovers(pv)
         rows.append(dict(value=v, analytic=cross, **_compare_with_eq6(qv, pv, cross, exact_key)))
     return dict(params=p._asdict(), field=field, chains=chains, steps=steps, dt=dt, seed=seed, rows=rows)
 
 
-def _check(p: ToyParams, steps: int, dt: float, eta: float, seed: int) -> None:
+MAX_CHAINS = 10_000_000  # chains held at once: a few float32 arrays of this length (hundreds of MB)
+MAX_STEPS = 2**31 - 4  # steps per chain: the scan's counters are int32
+
+
+def _check(p: ToyParams, steps: int, dt: float, eta: float, seed: int, chains: int) -> None:
     """The checks every command makes before anything is computed or written."""
     check_seed("--seed", seed)
+    if not 1 <= chains <= MAX_CHAINS:
+        raise ToyError(f"--chains must be in 1..{MAX_CHAINS:,}, got {chains:,}")
+    if not 4 <= steps <= MAX_STEPS:
+        raise ToyError(f"--steps must be in 4..{MAX_STEPS:,}, got {steps:,}")
     validate(p)
+    check_scales(p)
     check_steps(p, dt, eta)
     if steps % 4:
         raise ToyError(f"--steps must be a multiple of 4, got {steps}")
 
 
-def _create(out: Path, name: str) -> None:
+def _check_new(out: Path, name: str) -> None:
     if (out / name).exists():
         raise ConfigError(f"{out}: already holds {name}; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def write_run(out: Path, p: ToyParams, chains: int, steps: int, dt: float, eta: float, seed: int) -> list[str]:
@@ -206,9 +220,10 @@ def write_run(out: Path, p: ToyParams, chains: int, steps: int, dt: float, eta: 
     is computed or written. Returns the lines to print."""
     from socjax import plots, rundir
 
-    _check(p, steps, dt, eta, seed)
-    _create(out, "toy.json")
+    _check(p, steps, dt, eta, seed, chains)
+    _check_new(out, "toy.json")
     result, samples = run(p, chains, steps, dt, eta, seed)
+    out.mkdir(parents=True, exist_ok=True)  # only now: an interrupted or failed run leaves nothing
     rundir.write_json(out / "toy.json", result)
     plots.toy_figure(out / "toy.png", result, samples, p, curves(p, result))
     lang = result["langevin"]
@@ -228,15 +243,19 @@ def write_sweep(out: Path, p: ToyParams, text: str, chains: int, steps: int, dt:
     the lines to print."""
     from socjax import plots, rundir
 
-    _check(p, steps, dt, eta, seed)
+    _check(p, steps, dt, eta, seed, chains)
     field, _, values = text.partition("=")
     try:
         values = [float(v) for v in values.split(",") if v.strip()]
     except ValueError:
         raise ToyError(f"--sweep {text!r}: expected FIELD=V1,V2,... with numbers") from None
     sweep_params(p, field, values, dt, eta)
-    _create(out, "sweep.json")
+    if len(values) * chains > MAX_CHAINS:  # every value's chains are held at once (vmapped)
+        raise ToyError(f"--sweep: {len(values)} values x {chains:,} chains = {len(values) * chains:,} chains held at "
+                       f"once; at most {MAX_CHAINS:,}")
+    _check_new(out, "sweep.json")
     result = sweep(p, field, values, chains, steps, dt, seed)
+    out.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "sweep.json", result)
     plots.toy_sweep_figure(out / "sweep.png", result)
     lines = [f"wrote {out / 'sweep.json'} and {out / 'sweep.png'}"]

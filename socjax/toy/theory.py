@@ -243,6 +243,22 @@ def crossovers(p: ToyParams) -> dict:
     return out
 
 
+def check_scales(p: ToyParams) -> dict:
+    """Refuse parameters whose derived scales (eq. (7)'s crossovers, the quartic scale, the grid's
+    half-width) leave what the float32 simulation represents, [MIN_SCALE, MAX_SCALE] like the
+    parameters themselves, or are not finite: each parameter in range does not make them so (lx
+    1e8 with g 1e-12 puts the power law's lower edge at 1e10). Returns the crossovers."""
+    cross = crossovers(p)
+    scales = dict(lower=cross["lower"], upper=cross["upper"], quartic=cross.get("quartic"), span=span(p))
+    bad = [f"{k} = {v:.3g}" for k, v in scales.items()
+           if v is not None and v != 0 and not (math.isfinite(v) and MIN_SCALE <= abs(v) <= MAX_SCALE)]
+    if bad:
+        raise ToyError(f"{', '.join(bad)} (a scale of |q - qb| derived from the parameters): outside "
+                       f"[{MIN_SCALE:g}, {MAX_SCALE:g}], which the simulation represents; bring the parameters "
+                       "closer to each other's scale")
+    return cross
+
+
 def stiffness(p: ToyParams) -> float:
     """g <u^2>(qb) + lq: the largest F''(q), and the largest mean rate of the SGD picture's
     multiplicative update, both at q = qb. A step dt (or eta) must be small against its inverse."""
@@ -254,6 +270,10 @@ def stiffness(p: ToyParams) -> float:
 def check_steps(p: ToyParams, dt: float, eta: float) -> float:
     """Refuse a Langevin step dt or SGD rate eta too large for the stiffness at q = qb; returns it."""
     kappa = stiffness(p)
+    if not (math.isfinite(kappa) and kappa > 0):
+        raise ToyError(f"the stiffness g <(x-xb)^2>(qb) + lq = {kappa:g} at these parameters is not a positive "
+                       "finite number, so no step size can be checked; bring the parameters closer to each other's "
+                       "scale")
     for name, step in (("dt", dt), ("eta", eta)):
         if not (step > 0 and math.isfinite(step)):
             raise ToyError(f"{name} = {step:g}: must be positive and finite")
