@@ -181,64 +181,118 @@ def spectrum_summary(sp: Spectra, series) -> tuple[dict, np.ndarray | None]:
     return spec, rows
 
 
+class Recorded(NamedTuple):
+    """One recording's analysis, computed and not yet written: rec, analysis.json's dict, analysis.npz's arrays."""
+
+    rec: rundir.Recording
+    result: dict
+    arrays: dict
+
+
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
             window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
-    """Analyse a run directory; writes analysis.json, analysis.npz (and the figures) into it;
-    returns the analysis.json dict (see the README's table of its keys).
+    """Analyse a run directory; writes analysis.json, analysis.npz, report.md (and the figures) into
+    it; returns the analysis.json dict (see the README's table of its keys).
 
     A run with recording windows gets each complete window analysed the same way, on its own,
     into windows/age{A}/ (with its report.md), and the age table (`socjax.analysis.ages`) in
     ages.json, ages.png and the returned dict's "ages". Until the final recording has two written
-    steps there is no analysis.json of it: the return value then holds only "ages" and "warnings"."""
-    run = Path(run)
-    info, tracked, written = load_inputs(run)
-    recs = rundir.recordings(run, info)
-    rundir.remove_derived(run)  # an earlier analysis's outputs: rewritten below, or they would be stale
-    data_cache: dict = {}
-    done = []
-    for rec in recs[:-1]:
-        traj, part = open_recording(run, rec, written)
-        if part is not None or rec.steps < 2:  # a window is analysed once it is complete
-            continue
-        result = analyze_recording(run, info, tracked, rec, traj, None, data_dir, segment, window, progress,
-                                   figures, data_cache)
-        report.write(rec.out, result, run)
-        done.append((rec, result))
-    final = recs[-1]
-    traj, part = open_recording(run, final, written)
-    if traj.shape[1] < 2 and not done:
-        written_note = "" if part is None else f" written so far (of {part['of_steps']:,}; see {rundir.PROGRESS})"
-        raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written_note}, "
-                            "no increments to analyse")
-    result = None
-    if traj.shape[1] >= 2:
-        result = analyze_recording(run, info, tracked, final, traj, part, data_dir, segment, window, progress,
-                                   figures, data_cache)
-        # the final recording is a row of its own unless a window starts with it (and is comparable)
-        if done and final.age not in {rec.age for rec, _ in done}:
-            done.append((final, result))
-    if not done:
-        return result
-    from socjax.analysis import ages
+    steps there is no analysis.json of it: the return value then holds only "ages" and "warnings".
 
-    table = ages.table([(rec.age, rec.epochs, rec.final, res) for rec, res in done])
-    rundir.write_json(run / rundir.AGES, _clean(table))
+    Holds the run's lock (refused while train, prune or another analyze uses the run: what it
+    reads is one snapshot). Everything is computed before anything is written: a signal (`interrupt.poll`
+    between fits) or an error leaves the previous analysis as it was; then `commit` replaces it."""
+    from socjax import interrupt
+
+    run = Path(run)
+    if not run.is_dir():
+        raise AnalysisError(f"{run}: run directory not found")
+    with rundir.RunLock(run, create=False, command="analyze"), \
+            interrupt.kept(f"the previous analysis of {run} is unchanged"):
+        info, tracked, written = load_inputs(run)
+        recs = rundir.recordings(run, info)
+        data_cache: dict = {}
+        done: list[Recorded] = []
+        for rec in recs[:-1]:
+            traj, part = open_recording(run, rec, written)
+            if part is not None or rec.steps < 2:  # a window is analysed once it is complete
+                continue
+            done.append(analyze_recording(run, info, tracked, rec, traj, None, data_dir, segment, window, progress,
+                                          data_cache))
+        final = recs[-1]
+        traj, part = open_recording(run, final, written)
+        if traj.shape[1] < 2 and not done:
+            written_note = "" if part is None else f" written so far (of {part['of_steps']:,}; see {rundir.PROGRESS})"
+            raise AnalysisError(f"{run / rundir.TRAJECTORY}: {traj.shape[1]} recorded steps{written_note}, "
+                                "no increments to analyse")
+        last = None
+        if traj.shape[1] >= 2:
+            last = analyze_recording(run, info, tracked, final, traj, part, data_dir, segment, window, progress,
+                                     data_cache)
+        table = None
+        if done:
+            from socjax.analysis import ages
+
+            # the final recording is a row of its own unless a window starts with it (and is comparable)
+            rows = done + ([last] if last is not None and final.age not in {d.rec.age for d in done} else [])
+            table = _clean(ages.table([(d.rec.age, _epochs_analysed(d), d.rec.final, d.result) for d in rows]))
+        waiting = None if last is not None else (
+            f"the final recording has not started (epoch {(rundir.read_progress(run) or {}).get('epochs_done')} of "
+            f"{info.config.epochs}): only the windows are analysed")
+        result = commit(run, done, last, table, waiting, figures)
+    return result
+
+
+def _epochs_analysed(done: Recorded) -> int:
+    """The epochs of a recording that were analysed: all of them, or of a partly written final
+    recording those its written rows cover."""
+    part = done.result["trajectory"].get("partial")
+    return done.rec.epochs if part is None else part["recorded_epochs"]
+
+
+def commit(run: Path, windows: list[Recorded], final: Recorded | None, table: dict | None, waiting: str | None,
+           figures: bool) -> dict:
+    """Replace the run's derived files with a new analysis and return the run's result (the final
+    recording's analysis.json dict with "ages", or with only the windows "ages" and "warnings"
+    [`waiting`]): INCOMPLETE first, the old files removed, every analysis.npz and analysis.json
+    (bound to its npz by "arrays_sha256"), ages.json; INCOMPLETE removed; then the figures and, as
+    they link the figures drawn, every report.md. A crash after INCOMPLETE is gone leaves figures or
+    reports absent, never stale (`socjax plot` draws the figures). A signal meanwhile waits for the
+    end: the handler only sets a flag."""
+    marker = run / rundir.INCOMPLETE
+    rundir.safe_write(marker, lambda f: f.write(b"socjax analyze is replacing this run's analysis\n"))
+    rundir.remove_derived(run)
+    recorded = windows + ([final] if final is not None else [])
+    for done in recorded:
+        done.rec.out.mkdir(parents=True, exist_ok=True)
+        rundir.write_npz(done.rec.out / ARRAYS, done.arrays)
+        done.result["arrays_sha256"] = rundir.digest(done.rec.out / ARRAYS)
+        rundir.write_json(done.rec.out / ANALYSIS, done.result)
+    if table is not None:
+        rundir.write_json(run / rundir.AGES, table)
+    marker.unlink()
+    rundir.fsync_dir(run)
     if figures:
         from socjax import plots
 
-        plots.age_figure(table, run / rundir.AGES_FIGURE)
-    if result is None:
-        return dict(ages=_clean(table), warnings=[f"the final recording has not started (epoch "
-                                                  f"{(rundir.read_progress(run) or {}).get('epochs_done')} of "
-                                                  f"{info.config.epochs}): only the windows are analysed"])
-    result["ages"] = _clean(table)
+        for done in recorded:
+            plots.all_figures(results.load_run(run, None if done.rec.final else done.rec.age))
+        if table is not None:
+            plots.age_figure(table, run / rundir.AGES_FIGURE)
+    for done in windows:
+        report.write(done.rec.out, done.result, run)
+    if final is None:
+        result = dict(ages=table, warnings=[waiting])
+    else:
+        result = dict(final.result, ages=table) if table is not None else final.result
+    report.write(run, result)
     return result
 
 
 def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Recording, traj, part: dict | None,
-                      data_dir, segment, window, progress, figures, data_cache) -> dict:
+                      data_dir, segment, window, progress, data_cache) -> Recorded:
     """Analyse one recording of a run (a window, or the final recording) from its rows `traj`;
-    writes analysis.json, analysis.npz (and the figures) into rec.out; returns the analysis.json dict."""
+    writes nothing (`commit` does)."""
     from tqdm.auto import tqdm
 
     lr, l2 = decay_rates(info)
@@ -259,11 +313,12 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     # Welch segments cover (the bar counts both)
     total = (steps - 1) + spectrum.rows_covered(steps, segment)
     with tqdm(total=total, unit="step", desc=what, disable=not progress, dynamic_ncols=True) as bar:
-        st = increments.stream(traj, lr, l2, stride, progress=bar.update)
-        sp = spectra_pass(traj, stride, segment, window, warnings, bar.update)
+        st = increments.stream(traj, lr, l2, stride, progress=_polling(bar.update))
+        sp = spectra_pass(traj, stride, segment, window, warnings, _polling(bar.update))
     increment_warnings(st, series, warnings)
 
-    per_weight = increments.per_series(st, series)
+    with tqdm(total=len(series), unit="weight", desc="fitting", disable=not progress, dynamic_ncols=True) as bar:
+        per_weight = increments.per_series(st, series, progress=_polling(bar.update))
     _, rows = spectrum_summary(sp, np.arange(len(series)))
     if rows is not None:
         a = spectrum.fit_bands(sp.f, sp.psd[rows], sp.settings["segment"], stride)["per_series"]
@@ -309,14 +364,19 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
         per_run=per_run,
         per_weight=per_weight,
     ))
-    rec.out.mkdir(parents=True, exist_ok=True)
-    rundir.write_npz(rec.out / ARRAYS, arrays)
-    rundir.write_json(rec.out / ANALYSIS, result)
-    if figures:
-        from socjax import plots
+    return Recorded(rec, result, arrays)
 
-        plots.all_figures(results.load_run(run, None if rec.final else rec.age))
-    return result
+
+def _polling(update):
+    """A progress callback that also stops the analysis on a signal (`interrupt.poll`), between
+    compiled calls."""
+    from socjax import interrupt
+
+    def tick(n):
+        update(n)
+        interrupt.poll("analyze")
+
+    return tick
 
 
 def _series_of(runs, k: int) -> list[int]:

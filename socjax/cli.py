@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--step", choices=["auto", "xla", "native"], default="auto",
                     help="masked step for fine-tuning (default auto: native on the CPU when it builds)")
     pr.add_argument("--batch", type=positive_int, default=4,
-                    help="masked networks fine-tuned at once, vmapped (default 4)")
+                    help="masked networks fine-tuned at once, vmapped, at most 256 (default 4)")
     pr.add_argument("--data-dir", help="MNIST IDX files, if not the run's own data source")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -199,8 +199,9 @@ def _prune(args) -> None:
     run = Path(args.run)
     if not (run / rundir.CONFIG).exists():
         raise ConfigError(f"{run}: not a run directory (no {rundir.CONFIG})")
-    if not (run / rundir.WEIGHT_STATS).exists():
-        raise ConfigError(f"{run} has no {rundir.WEIGHT_STATS}: train it with --weight-stats to prune by amplitude")
+    why = rundir.not_final(run)
+    if why:
+        raise ConfigError(why)
     if not 0 <= args.finetune_epochs <= config.MAX_EPOCHS:
         raise ConfigError(f"--finetune-epochs must be in 0..{config.MAX_EPOCHS:,}, got {args.finetune_epochs:,}")
     _check_out(args.out)
@@ -208,15 +209,21 @@ def _prune(args) -> None:
         _check_writable(Path(args.out))
     from socjax import prune, report  # imports jax: only once the input is known to be good
 
+    prune.check_out(run, Path(args.out) if args.out is not None else run / rundir.PRUNE_DIR)
+
     extra = {} if args.sparsities is None else dict(sparsities=args.sparsities)
     result = prune.prune_run(run, args.out, draws=args.draws, scope=args.scope, finetune_epochs=args.finetune_epochs,
                              step=args.step, data_dir=args.data_dir, batch=args.batch, progress=not args.no_progress,
                              **extra)
     out = Path(args.out) if args.out else run / rundir.PRUNE_DIR
-    print(f"wrote {out / rundir.PRUNE_JSON}, {rundir.PRUNE_FIGURE} and {rundir.REPORT}")
+    print(f"wrote {out / rundir.PRUNE_JSON}, {', '.join(rundir.prune_figures(result))} and {rundir.REPORT}")
     mark = {True: "yes", False: "no", None: "not tested"}
-    for row in report.prune_claim_rows(result):
-        print(f"  {row['claim']}: {mark[row['holds']]} ({row['measured']}; 95% {row['interval']})")
+    groups = rundir.prune_groups(result)
+    for group in groups:
+        if len(groups) > 1:
+            print(f" {group['label']} (seeds {', '.join(str(r['seed']) for r in group['runs'])}):")
+        for row in report.prune_claim_rows(group):
+            print(f"  {row['claim']}: {mark[row['holds']]} ({row['measured']}; 95% {row['interval']})")
 
 
 def _check_out(out: str | None) -> None:
@@ -242,11 +249,11 @@ def _check_writable(out: Path) -> None:
 
 
 def _analyze(run, args, data_dir):
-    from socjax import analyze, report, rundir
+    from socjax import analyze, rundir
 
     result = analyze.analyze(run, data_dir=data_dir, segment=args.segment, window=args.window,
                              progress=not args.no_progress)
-    path = report.write(run, result)
+    path = Path(run) / rundir.REPORT
     if "groups" in result:
         print(f"wrote {Path(run) / analyze.ANALYSIS}, {analyze.ARRAYS}, the figures and {path}")
     if "ages" in result:
@@ -261,6 +268,7 @@ def _toy(args) -> None:
     from socjax.toy import experiment
 
     _check_out(args.out)
+    _check_writable(Path(args.out))  # before minutes of simulation, not after
     params = ToyParams(*(getattr(args, f) for f in ToyParams._fields))
     settings = dict(chains=args.chains, steps=args.steps, dt=args.dt, eta=args.eta, seed=args.seed)
     if args.sweep:
@@ -270,52 +278,80 @@ def _toy(args) -> None:
     print("\n".join(lines))
 
 
+# what an interruption leaves, per command (train and reproduce say it themselves)
+KEPT = {"analyze": "the previous analysis is unchanged", "prune": "the previous prune output is unchanged",
+        "plot": "the figures drawn so far are complete, the others unchanged", "toy": "nothing was written"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command in ("train", "reproduce"):
-            from socjax.interrupt import Interrupted, StopSignal
+    from socjax.interrupt import Interrupted, StopSignal
 
-            with StopSignal() as stop:  # before JAX is imported: a Ctrl-C from now on is never lost
-                cfg = train_config(args)
-                from socjax import runner  # imports jax: only once the input is known to be good
+    # before JAX is imported, for every command: a Ctrl-C from now on is never lost, and never
+    # raised inside JAX (the work stops where it polls, and says what it left)
+    with StopSignal() as stop:
+        stop.kept = KEPT.get(args.command, "nothing was written")
+        try:
+            code = _command(args, stop)
+        except ConfigError as e:
+            print(f"socjax: error: {e}", file=sys.stderr)
+            return 2
+        except Interrupted as e:
+            print(f"socjax: {e}", file=sys.stderr)
+            return 130
+        if stop.requested:  # the signal came after the last point where the work could stop: it is complete
+            print(f"socjax: stopped by {stop.name} after {args.command} had finished its outputs", file=sys.stderr)
+            return 130
+        return code
 
-                try:
-                    out = runner.run(cfg, args.resume or args.out, progress=not args.no_progress,
-                                     resume=bool(args.resume), checkpoint_epochs=args.checkpoint_epochs,
-                                     checkpoint_minutes=args.checkpoint_minutes, stop=stop)
-                except Interrupted as e:
-                    print(f"socjax: {e}", file=sys.stderr)
-                    return 130
-                except runner.Diverged as e:
-                    print(f"socjax: error: {e}", file=sys.stderr)
-                    return 3
-            print(f"wrote {out}")
-            if args.command == "reproduce":
-                _analyze(out, args, data_dir=None)
-        elif args.command == "analyze":
-            _analyze(args.run, args, data_dir=args.data_dir)
-        elif args.command == "plot":
-            from socjax import plots
 
-            drawn = plots.redraw(args.run)
-            for path in drawn.written:
-                print(f"wrote {path}")
-            for line in drawn.not_drawn:
-                print(f"socjax: {line}", file=sys.stderr)
-            if drawn.missing or not drawn.written:  # never a silent success that drew less than was asked
-                return 1
-        elif args.command == "prune":
-            _prune(args)
-        elif args.command == "toy":
-            _toy(args)
-    except ConfigError as e:
-        print(f"socjax: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # before or after training (a run's own signals are handled by the runner)
-        print(f"socjax: interrupted during {args.command}", file=sys.stderr)
-        return 130
+def _command(args, stop) -> int:
+    if args.command in ("train", "reproduce"):
+        from socjax.interrupt import Interrupted
+
+        stop.check()
+        cfg = train_config(args)
+        from socjax import runner  # imports jax: only once the input is known to be good
+
+        try:
+            out = runner.run(cfg, args.resume or args.out, progress=not args.no_progress,
+                             resume=bool(args.resume), checkpoint_epochs=args.checkpoint_epochs,
+                             checkpoint_minutes=args.checkpoint_minutes, stop=stop)
+        except runner.Diverged as e:
+            print(f"socjax: error: {e}", file=sys.stderr)
+            return 3
+        print(f"wrote {out}")
+        if args.command == "reproduce":
+            if stop.requested:
+                raise Interrupted(f"stopped by {stop.name} after training; the run in {out} is complete, not analysed")
+            stop.kept = KEPT["analyze"]
+            _analyze(out, args, data_dir=None)
+    elif args.command == "analyze":
+        _analyze(args.run, args, data_dir=args.data_dir)
+    elif args.command == "plot":
+        return _plot(args.run)
+    elif args.command == "prune":
+        _prune(args)
+    elif args.command == "toy":
+        _toy(args)
     return 0
+
+
+def _plot(path: str) -> int:
+    from socjax import rundir
+
+    run = Path(path)
+    if not run.is_dir():
+        raise ConfigError(f"{run}: run directory not found")
+    with rundir.RunLock(run, create=False, command="plot"):  # nothing redrawn while another process writes
+        from socjax import plots
+
+        drawn = plots.redraw(run)
+    for p in drawn.written:
+        print(f"wrote {p}")
+    for line in drawn.not_drawn:
+        print(f"socjax: {line}", file=sys.stderr)
+    return 1 if drawn.missing or not drawn.written else 0  # never a silent success that drew less than asked
 
 
 if __name__ == "__main__":

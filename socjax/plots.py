@@ -371,13 +371,14 @@ PRUNE_STYLE = {"amplitude": ("C3", "-"), "amplitude_smallest": ("C1", "--"), "ma
                "snr": ("C2", "-."), "random": ("0.4", ":")}  # colour, line style per criterion
 
 
-def prune_figure(result: dict, path=None):
-    """prune.json's curves: test accuracy and loss against the fraction of hidden-layer weights
-    removed, without retraining and after fine-tuning; per criterion the mean over the seeds (random:
-    over its draws first) with the 95% t interval as a band (one seed: no band)."""
+def prune_figure(result: dict, group: dict, path=None):
+    """One group's curves of a prune.json (`rundir.prune_groups(result)`): test accuracy and loss
+    against the fraction of hidden-layer weights removed, without retraining and after
+    fine-tuning; per criterion the mean over the group's seeds (random: over its draws first)
+    with the 95% t interval as a band (one seed: no band)."""
     from socjax.report import CRITERION_LABELS
 
-    modes = [m for m in ("none", "finetuned") if m in result["summary"][result["paper_criterion"]]]
+    modes = [m for m in ("none", "finetuned") if m in group["summary"][result["paper_criterion"]]]
     fig, axes = plt.subplots(len(modes), 2, figsize=(12, 4.2 * len(modes)), squeeze=False)
     x = 100 * np.asarray(result["sparsities"])
     for row, mode in zip(axes, modes):
@@ -385,7 +386,7 @@ def prune_figure(result: dict, path=None):
             for c in result["criteria"]:
                 colour, ls = PRUNE_STYLE[c]
                 bounds = (0.0, 1.0) if key == "test_acc" else (0.0, None)
-                m, (lo, hi) = _mean_and_bars(result["summary"][c][mode][key]["across"], bounds)
+                m, (lo, hi) = _mean_and_bars(group["summary"][c][mode][key]["across"], bounds)
                 ax.plot(x, m, ls=ls, marker="o", ms=3, color=colour, label=CRITERION_LABELS[c])
                 ax.fill_between(x, m - lo, m + hi, color=colour, alpha=0.15, lw=0)
             ax.set_yscale("log" if key == "test_loss" else "linear")
@@ -397,8 +398,10 @@ def prune_figure(result: dict, path=None):
             ax.set_title(f"{label}, {when}", fontsize=9)
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=7)
-    fig.suptitle(f"Pruning by criterion: mean over {_plural(len(result['runs']), 'seed')}, 95% t interval (band, "
-                 f"clipped to the quantity's range); random: {_plural(result['random_draws'], 'draw')}", fontsize=11)
+    which = f"{group['label']}: " if "label" in group and len(result.get("groups", [])) > 1 else ""
+    fig.suptitle(f"{which}Pruning by criterion: mean over {_plural(len(group['runs']), 'seed')}, 95% t interval "
+                 f"(band, clipped to the quantity's range); random: {_plural(result['random_draws'], 'draw')}",
+                 fontsize=11)
     fig.tight_layout()
     return _out(fig, path)
 
@@ -449,9 +452,10 @@ def redraw(path) -> Drawn:
     from what `socjax analyze` and `socjax prune` saved: the final recording's, each analysed
     window's, the age figure, and prune.png of every prune output inside it (DIR/*/prune.json).
     A directory with none of these is a ResultsError."""
-    from socjax import results, rundir
+    from socjax import interrupt, results, rundir
 
     run = results.load_run(path)
+    interrupt.poll("plot")  # stops here, or between figure sets, on a signal: each figure is whole
     pruned = sorted(p.parent for p in run.path.glob(f"*/{rundir.PRUNE_JSON}"))
     drawn = Drawn()
     if run.analysis is not None or (run.ages is None and not pruned):
@@ -463,12 +467,15 @@ def redraw(path) -> Drawn:
         drawn.add(Drawn([], [f"{run.path}/fig*.png not drawn: {why}"], missing=True))
     for w in run.info.layout.get("windows", []):
         if (rundir.window_dir(run.path, w["age"]) / rundir.ANALYSIS).exists():
+            interrupt.poll("plot")
             drawn.add(all_figures(results.load_run(run.path, w["age"])))
     if run.ages is not None:
         drawn.written.append(age_figure(run.ages, run.path / rundir.AGES_FIGURE))
     for out in pruned:
+        interrupt.poll("plot")
         result = rundir.load_prune(out)
-        drawn.written.append(prune_figure(result, out / rundir.PRUNE_FIGURE))
+        for g, name in zip(rundir.prune_groups(result), rundir.prune_figures(result)):
+            drawn.written.append(prune_figure(result, g, out / name))
     return drawn
 
 

@@ -1,9 +1,10 @@
 """Pruning by a per-weight criterion: the paper's Discussion turned into a test of which weights matter.
 
 The Discussion (shared/PAPER.md) says a weight's fluctuation amplitude marks how vital it is, so
-the most fluctuating weights could be dropped first. Here the weights of the hidden layers (w1 and
-w2; DEFAULT: the output layer w3, 0.5% of the weights, and every bias are kept) are ranked by a
-criterion, the first fraction `sparsity` of the ranking is set to exactly 0, and the network's
+the most fluctuating weights could be dropped first. Here the weights into the hidden layers
+(`hidden_layers`: by role, every weight matrix but the output layer's; w1 and w2 of the paper's
+784-700-476-10, while the output layer w3, 0.5% of the weights, and every bias are kept) are
+ranked by a criterion, the first fraction `sparsity` of the ranking is set to exactly 0, and the network's
 test loss and accuracy are measured (a) at once and (b) after `finetune_epochs` epochs of SGD with
 the mask held fixed, through the trainer's step seam (step.MaskedHyper, step "masked-<step>").
 
@@ -25,7 +26,11 @@ only such weights.
 
 Scope (DEFAULT "layer"): each hidden layer loses the same fraction, ranked within the layer, so the
 criteria are compared within a layer rather than by the layers' different scales; "global" ranks
-w1 and w2 together.
+all hidden layers together.
+
+A sweep is pruned per group of settings (`analysis.groups`, as the analysis groups it): each
+group's seeds give its curves and its claims, never pooled across settings. prune.json holds the
+shared settings and "groups"; one written before groups (no "groups") is one group (`rundir.prune_groups`).
 """
 
 from __future__ import annotations
@@ -49,10 +54,17 @@ CRITERIA = ("amplitude", "amplitude_smallest", "magnitude", "snr", "random")
 PAPER_CRITERION = "amplitude"
 SCOPES = ("layer", "global")
 SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
-PRUNED_LAYERS = (1, 2)  # the weight matrices into the two hidden layers
 RANDOM_DRAWS = 5
 MAX_DRAWS = 1000  # random rankings per seed: each costs one evaluation per sparsity (and a fine-tune)
+MAX_SPARSITIES = 1000  # points of the curve: each costs one evaluation per ranking (and a fine-tune)
+MAX_BATCH = 256  # masked copies fine-tuned at once: each holds the network's parameters, mask and gradients
 FINETUNE_EPOCHS = 1
+
+
+def hidden_layers(cfg: ModelConfig) -> tuple[int, ...]:
+    """The layers (1-based weight matrices) pruned: those into a hidden layer, every one but the
+    output layer's. (1, 2) for the paper's 784-700-476-10; (1,) for one hidden layer."""
+    return tuple(range(1, cfg.num_layers))
 
 
 def amplitude(stats: dict[str, np.ndarray], layer: int) -> np.ndarray:
@@ -206,13 +218,13 @@ def choose_step(name: str, cfg) -> str:
 
 def rankings(w: dict[int, np.ndarray], amp: dict[int, np.ndarray], draws: int, scope: str,
              seed: int) -> list[tuple[str, int, list[np.ndarray]]]:
-    """[(criterion, draw, prune ranks per pruned layer)] of one run: every criterion once, random
-    `draws` times (generator seeded by (seed, draw))."""
+    """[(criterion, draw, prune ranks per pruned layer, in order of layer)] of one run: every
+    criterion once, random `draws` times (generator seeded by (seed, draw)). w, amp: {layer: array}."""
     out = []
     for c in CRITERIA:
         for d in range(draws if c == "random" else 1):
             rng = np.random.default_rng([seed, d])
-            pr = [priority(c, w[l], amp[l], rng) for l in PRUNED_LAYERS]
+            pr = [priority(c, w[l], amp[l], rng) for l in sorted(w)]
             out.append((c, d, prune_ranks(pr, scope)))
     return out
 
@@ -224,8 +236,8 @@ def _curve_summary(values: np.ndarray) -> dict:
 
 
 def claims(result: dict) -> list[dict]:
-    """The Discussion's pruning claims from prune.json's curves: per mode, paired differences of the
-    sparsity-averaged accuracy over the runs (see RULES)."""
+    """The Discussion's pruning claims from one group's curves (prune.json's group entry): per mode,
+    paired differences of the sparsity-averaged accuracy over the group's runs (see RULES)."""
     out = []
     for mode in [m for m in MODES if m in result["curves"][PAPER_CRITERION]]:
         area = {c: np.nanmean(np.nanmean(np.asarray(result["curves"][c][mode]["test_acc"], np.float64), axis=1), axis=1)
@@ -239,63 +251,156 @@ def claims(result: dict) -> list[dict]:
     return out
 
 
+def check_out(run: Path, out: Path) -> None:
+    """Refuse, in one line, an output directory prune must not replace: the run directory itself (or
+    one above it), another run, or a directory holding anything but an earlier prune's files."""
+    run_r, out_r = run.resolve(), out.resolve()
+    if out_r == run_r or out_r in run_r.parents:
+        raise PruneError(f"--out {out}: is the run directory {run} (or holds it); prune writes {rundir.PRUNE_JSON}, "
+                         f"{rundir.PRUNE_FIGURE} and {rundir.REPORT} into a directory of its own (default "
+                         f"{run / rundir.PRUNE_DIR})")
+    if out.exists() and not out.is_dir():
+        raise PruneError(f"--out {out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if (out / rundir.CONFIG).exists():
+            raise PruneError(f"--out {out}: holds a run; choose a directory of its own for the prune outputs")
+        if not (out / rundir.PRUNE_JSON).exists():
+            raise PruneError(f"--out {out}: not empty and not an earlier prune output (no {rundir.PRUNE_JSON}); "
+                             "choose another")
+
+
+def state_of(run: Path) -> dict:
+    """What a prune describes, to tell a stale one: the SHA-256 of the parameters and weight
+    statistics it read, and the run's epochs."""
+    progress = rundir.read_progress(run) or {}
+    return dict(epochs_done=progress.get("epochs_done"), params_final_sha256=rundir.digest(run / rundir.PARAMS_FINAL),
+                weight_stats_sha256=rundir.digest(run / rundir.WEIGHT_STATS))
+
+
+def is_current(run: Path, result: dict) -> bool:
+    """Whether prune.json's "state" is the run's now (an older prune.json without one: unknown, True)."""
+    state = result.get("state")
+    if state is None:
+        return True
+    try:
+        return state_of(run) == state
+    except OSError:
+        return False
+
+
+def _analysis_for_correlation(run: Path) -> tuple[dict | None, str | None]:
+    """(analysis.json, None) when the run's analysis is this run's and of this socjax's schema,
+    else (None, why the correlation is not tested)."""
+    from socjax import results
+
+    try:
+        loaded = results.load_run(run)
+    except rundir.RunDirError as e:
+        return None, f"the run's analysis is not usable ({e})"
+    if loaded.stale:
+        return None, loaded.stale
+    if loaded.analysis is None or not loaded.analysis.get("per_weight"):
+        return None, "the run has no per-weight fits: run `socjax analyze` first"
+    return loaded.analysis, None
+
+
 def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS, scope: str = "layer",
               finetune_epochs: int = FINETUNE_EPOCHS, step: str = "auto", data_dir: str | None = None,
               batch: int = 4, progress: bool = True) -> dict:
-    """The pruning test (and the correlation claim) of one trained run; writes OUT/prune.json,
-    OUT/prune.png and OUT/report.md (OUT defaults to RUN/prune) and returns prune.json's dict.
-    finetune_epochs 0 skips the fine-tuned curve."""
-    from tqdm.auto import tqdm
+    """The pruning test (and the correlation claim) of one trained run, per group of settings;
+    writes OUT/prune.json, OUT/prune.png (one per group in a sweep) and OUT/report.md as a unit
+    (OUT defaults to RUN/prune) and returns prune.json's dict. finetune_epochs 0 skips the
+    fine-tuned curve. Holds the run's lock; stops at a signal between evaluations (`interrupt.poll`),
+    leaving OUT as it was."""
+    from socjax import interrupt
 
     run = Path(run)
     out = run / rundir.PRUNE_DIR if out is None else Path(out)
+    if not (run / rundir.CONFIG).exists():
+        raise PruneError(f"{run}: not a run directory (no {rundir.CONFIG})")
+    check_out(run, out)
+    with rundir.RunLock(run, create=False, command="prune"), \
+            interrupt.kept(f"{out} is unchanged" if out.exists() else "nothing was written"):
+        result = _prune(run, out, sparsities, draws, scope, finetune_epochs, step, data_dir, batch, progress)
+
+        def fill(tmp: Path) -> None:
+            from socjax import plots  # matplotlib: only when there is something to draw
+
+            rundir.write_json(tmp / rundir.PRUNE_JSON, result)
+            for name, group in zip(rundir.prune_figures(result), result["groups"]):
+                plots.prune_figure(result, group, tmp / name)
+            report.write_prune(tmp, result)
+
+        rundir.replace_dir(out, fill)
+        analysis = rundir.load_analysis(run) if (run / rundir.REPORT).exists() else None
+        if out.resolve() == (run / rundir.PRUNE_DIR).resolve() and analysis is not None \
+                and result["analysis_schema"] is not None:
+            ages = rundir.load_ages(run)  # the run's own report.md gains the Discussion's rows
+            report.write(run, dict(analysis, ages=ages) if ages else analysis)
+    return result
+
+
+def _prune(run: Path, out: Path, sparsities, draws, scope, finetune_epochs, step, data_dir, batch, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    from socjax import interrupt
+    from socjax.analysis import groups as grouping
+
     info = rundir.read_info(run)
     cfg = info.config
     if cfg is None:
         raise PruneError(f"{run}: config.json has no model configuration")
-    if not (run / rundir.WEIGHT_STATS).exists():
-        raise PruneError(f"{run} has no {rundir.WEIGHT_STATS}: train it with --weight-stats to prune by amplitude")
-    if not (run / rundir.PARAMS_FINAL).exists():
-        raise PruneError(f"{run} has no {rundir.PARAMS_FINAL}: the run has not finished")
+    why = rundir.not_final(run)
+    if why:
+        raise PruneError(why)
     sparsities = tuple(float(s) for s in sparsities)
     if not sparsities or any(not 0.0 <= s < 1.0 for s in sparsities) or list(sparsities) != sorted(set(sparsities)):
         raise PruneError(f"sparsities must increase within [0, 1), got {sparsities}")
     if not 1 <= draws <= MAX_DRAWS:
         raise PruneError(f"--draws must be in 1..{MAX_DRAWS:,}, got {draws:,}")
-    if finetune_epochs < 0 or batch < 1:
-        raise PruneError(f"--batch must be at least 1 (got {batch}), --finetune-epochs at least 0 (got {finetune_epochs})")
+    if len(sparsities) > MAX_SPARSITIES:
+        raise PruneError(f"--sparsities: {len(sparsities):,} fractions; at most {MAX_SPARSITIES:,}")
+    if finetune_epochs < 0 or not 1 <= batch <= MAX_BATCH:
+        raise PruneError(f"--batch must be in 1..{MAX_BATCH} (got {batch:,}), --finetune-epochs at least 0 "
+                         f"(got {finetune_epochs:,})")
     if cfg.epochs + finetune_epochs > MAX_EPOCHS:  # the fine-tune continues the run's epoch counter (int32)
         raise PruneError(f"--finetune-epochs {finetune_epochs:,}: the run's {cfg.epochs:,} epochs and the fine-tune "
                          f"may total at most {MAX_EPOCHS:,} (the epoch counter is int32)")
+    layers = hidden_layers(cfg.model)
+    if not layers:
+        raise PruneError(f"{run}: the network has no hidden layer to prune")
+    state = state_of(run)
     stats = rundir.load_weight_stats(run, cfg)
     named = rundir.load_params(run, "final")
     num_runs = named["w1"].shape[0]
-    amps = {l: amplitude(stats, l) for l in PRUNED_LAYERS}
+    amps = {l: amplitude(stats, l) for l in layers}
     step_name = choose_step(step, cfg) if finetune_epochs else None
+    analysis, no_fits = _analysis_for_correlation(run)
     raw, source = load_raw(cfg.dataset, data_dir or cfg.data_dir)
     ds = jax.device_put(decode(raw, cfg.pixel_scale, cfg.train_limit))
     settings = list(cfg.runs())  # (seed, lr, l2) of each run, in the order of the run axis
     keys = train.init_runs([seed for seed, _, _ in settings], cfg.model).key  # each run's example-order key
     names = [(c, d) for c in CRITERIA for d in range(draws if c == "random" else 1)]
+    modes = MODES if finetune_epochs else MODES[:1]
     curves = {c: {m: {k: np.full((num_runs, draws if c == "random" else 1, len(sparsities)), np.nan)
-                      for k in ("test_acc", "test_loss")}
-                  for m in (MODES if finetune_epochs else MODES[:1])} for c in CRITERIA}
-    checks = dict(pruned_nonzero=0, nonfinite=0)
+                      for k in ("test_acc", "test_loss")} for m in modes} for c in CRITERIA}
+    checks = [dict(pruned_nonzero=0, nonfinite=0) for _ in range(num_runs)]
     total = num_runs * len(names) * len(sparsities) * (2 if finetune_epochs else 1)
     with tqdm(total=total, desc="prune", unit="net", disable=not progress, dynamic_ncols=True) as bar:
         for r in range(num_runs):
             params = model.from_named({k: v[r] for k, v in named.items()}, cfg.model.num_layers)
-            w = {l: named[f"w{l}"][r] for l in PRUNED_LAYERS}
-            ranked = rankings(w, {l: amps[l][r] for l in PRUNED_LAYERS}, draws, scope, seed=int(settings[r][0]))
+            w = {l: named[f"w{l}"][r] for l in layers}
+            ranked = rankings(w, {l: amps[l][r] for l in layers}, draws, scope, seed=int(settings[r][0]))
             pending, dense = [], []  # (criterion, draw, sparsity index, mask) to fine-tune; at sparsity 0
             for c, d, ranks in ranked:
                 for si, s in enumerate(sparsities):
-                    mask = full_mask(cfg.model, dict(zip(PRUNED_LAYERS, keep_masks(ranks, s, scope))))
+                    mask = full_mask(cfg.model, dict(zip(layers, keep_masks(ranks, s, scope))))
                     loss_, acc = evaluate(params, mask, ds.test_x, ds.test_y, cfg.model.loss)
                     curves[c]["none"]["test_loss"][r, d, si], curves[c]["none"]["test_acc"][r, d, si] = loss_, acc
                     if finetune_epochs:
                         (pending if s > 0 else dense).append((c, d, si, mask))
                     bar.update()
+                    interrupt.poll("prune")
             if not finetune_epochs:
                 continue
             _, lr, l2 = settings[r]
@@ -305,40 +410,47 @@ def prune_run(run, out=None, *, sparsities=SPARSITIES, draws: int = RANDOM_DRAWS
             for group, served in jobs:
                 res = finetune(params, [p[3] for p in group], keys[r], cfg.epochs, lr, l2, ds, cfg.model,
                                step_name, finetune_epochs)
-                checks["pruned_nonzero"] += int(res.pruned_nonzero.sum())
-                checks["nonfinite"] += int((~res.finite).sum())
+                checks[r]["pruned_nonzero"] += int(res.pruned_nonzero.sum())
+                checks[r]["nonfinite"] += int((~res.finite).sum())
                 for j, (c, d, si, _) in enumerate(served):
                     k = min(j, len(group) - 1)  # every served entry of the dense job reads its one result
                     curves[c]["finetuned"]["test_loss"][r, d, si] = res.test_loss[k]
                     curves[c]["finetuned"]["test_acc"][r, d, si] = res.test_acc[k]
                 bar.update(len(served))
-    result = dict(
-        run=str(run), data_source=source, scope=scope, sparsities=list(sparsities), criteria=list(CRITERIA),
-        paper_criterion=PAPER_CRITERION, random_draws=draws, pruned_layers=[f"w{l}" for l in PRUNED_LAYERS],
-        weights_ranked=int(sum(named[f"w{l}"][0].size for l in PRUNED_LAYERS)),
+                interrupt.poll("prune")
+    groups, _ = grouping.group_runs(info.runs, num_runs)
+    entries = []
+    for g in groups:
+        idx = list(g.runs)
+        entry = dict(
+            group=g.index, label=g.label, settings=g.settings, run_indices=idx,
+            runs=[dict(seed=settings[r][0], lr=settings[r][1], l2=settings[r][2]) for r in idx],
+            # amplitude 0: kept last by "amplitude" and "snr"; above this sparsity they keep only such weights
+            no_nondecay_share={f"w{l}": float(np.mean(amps[l][idx] == 0)) for l in layers},
+            finetune_checks={k: sum(checks[r][k] for r in idx) for k in ("pruned_nonzero", "nonfinite")},
+            curves={c: {m: {k: v[idx].tolist() for k, v in d.items()} for m, d in mds.items()}
+                    for c, mds in curves.items()},
+        )
+        entry["summary"] = {c: {m: {k: _curve_summary(np.asarray(v, np.float64)) for k, v in d.items()}
+                                for m, d in mds.items()} for c, mds in entry["curves"].items()}
+        entry["claims"] = claims(entry)
+        if analysis is None:
+            entry["correlation"] = dict(holds=None, note=no_fits)
+        else:
+            members = [e for e in analysis["per_weight"] if e.get("run") in set(idx)]
+            entry["correlation"] = vitality.correlations(members, stats, named)
+        entries.append(entry)
+    ft_checks = {k: sum(c[k] for c in checks) for k in ("pruned_nonzero", "nonfinite")}
+    return dict(
+        run=str(run), data_source=source, state=state,
+        analysis_schema=None if analysis is None else analysis.get("schema_version"),
+        scope=scope, sparsities=list(sparsities), criteria=list(CRITERIA),
+        paper_criterion=PAPER_CRITERION, random_draws=draws, pruned_layers=[f"w{l}" for l in layers],
+        output_layer=f"w{cfg.model.num_layers}",
+        weights_ranked=int(sum(named[f"w{l}"][0].size for l in layers)),
         amplitude="std of the non-decay increments over the recorded phase (weight_stats.npz)",
-        # amplitude 0: kept last by "amplitude" and "snr"; above this sparsity they keep only such weights
-        no_nondecay_share={f"w{l}": float(np.mean(amps[l] == 0)) for l in PRUNED_LAYERS},
         finetune=dict(epochs=finetune_epochs, step=None if step_name is None else MASKED_PREFIX + step_name,
-                      first_epoch=cfg.epochs, **checks),
+                      first_epoch=cfg.epochs, **ft_checks),
         runs=[dict(seed=s, lr=lr, l2=l2) for s, lr, l2 in settings],
-        curves={c: {m: {k: v.tolist() for k, v in d.items()} for m, d in modes.items()} for c, modes in curves.items()},
+        groups=entries,
     )
-    result["summary"] = {c: {m: {k: _curve_summary(np.asarray(v, np.float64)) for k, v in d.items()}
-                             for m, d in modes.items()} for c, modes in result["curves"].items()}
-    result["claims"] = claims(result)
-    analysis = rundir.load_analysis(run)
-    if analysis is None or not analysis.get("per_weight"):
-        result["correlation"] = dict(holds=None, note="the run has no per-weight fits: run `socjax analyze` first")
-    else:
-        result["correlation"] = vitality.correlations(analysis["per_weight"], stats, named)
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(out / rundir.PRUNE_JSON, result)
-    from socjax import plots  # matplotlib: only when there is something to draw
-
-    plots.prune_figure(result, out / rundir.PRUNE_FIGURE)
-    report.write_prune(out, result)
-    if out.resolve() == (run / rundir.PRUNE_DIR).resolve() and analysis is not None and (run / rundir.REPORT).exists():
-        ages = rundir.load_ages(run)  # the run's own report.md gains the Discussion's rows
-        report.write(run, dict(analysis, ages=ages) if ages else analysis)
-    return result

@@ -299,7 +299,8 @@ def _ages(table: dict, several: bool) -> list[str]:
         lines += ["| age | epochs | " + " | ".join(h for h, _, _ in AGE_COLUMNS) + " | models | claims holding |",
                   "| --- " * (4 + len(AGE_COLUMNS)) + "|"]
         for r in g["rows"]:
-            cells = [f"{r['age']}{' (final)' if r['final'] else ''}", str(r["epochs"])]
+            cells = [f"{r['age']}{' (final)' if r['final'] else ''}",
+                     f"{r['epochs']}{' (partly written)' if r.get('partial') else ''}"]
             cells += [_ci(r["numbers"][name], digits) for _, name, digits in AGE_COLUMNS]
             cells.append(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["numbers"]["selected"].items()) or "-")
             cells.append(", ".join(k for k, v in r["claims"].items() if v) or "none")
@@ -373,10 +374,11 @@ def _interval(ci, digits=3) -> str:
     return "n/a" if ci is None else f"[{_fmt(ci[0], digits)}, {_fmt(ci[1], digits)}]"
 
 
-def prune_claim_rows(result: dict) -> list[dict]:
-    """The Discussion's claims as report rows: claim, measured, interval, rule, holds."""
+def prune_claim_rows(group: dict) -> list[dict]:
+    """The Discussion's claims of one group of a prune.json (`rundir.prune_groups`) as report rows:
+    claim, measured, interval, rule, holds."""
     rows = []
-    corr = result["correlation"]
+    corr = group["correlation"]
     if corr.get("pairs"):
         p = next(x for x in corr["pairs"] if [x["width"], x["measure"]] == corr["primary"])
         rows.append(dict(claim="range width falls as the fluctuation amplitude rises",
@@ -388,7 +390,7 @@ def prune_claim_rows(result: dict) -> list[dict]:
     else:
         rows.append(dict(claim="range width falls as the fluctuation amplitude rises", measured=corr.get("note", "n/a"),
                          interval="n/a", rule="", holds=None))
-    for c in result["claims"]:
+    for c in group["claims"]:
         what = ("the amplitude criterion beats random" if c["key"] == "beats_random"
                 else "the amplitude criterion is comparable to magnitude")
         other = "random" if c["key"] == "beats_random" else "magnitude"
@@ -408,41 +410,66 @@ def _prune_claim_table(rows: list[dict]) -> list[str]:
 
 
 def _discussion(run: Path) -> list[str]:
-    """The Discussion's claims, when `socjax prune` has written RUN/prune/prune.json."""
+    """The Discussion's claims, when `socjax prune` has written RUN/prune/prune.json (per group in
+    a sweep); a prune.json of another state of the run (other final parameters) is named stale."""
     result = rundir.load_prune(run / rundir.PRUNE_DIR)
     if result is None:
         return []
-    rows = prune_claim_rows(result)
     link = f"{rundir.PRUNE_DIR}/{rundir.REPORT}"
-    return (["## The Discussion's claims (socjax prune)", "", f"From [{link}]({link}), where each rule is stated.", ""]
-            + _prune_claim_table(rows) + [""])
+    lines = ["## The Discussion's claims (socjax prune)", ""]
+    state = result.get("state")
+    if state is not None and (not (run / rundir.PARAMS_FINAL).exists()
+                              or rundir.digest(run / rundir.PARAMS_FINAL) != state.get("params_final_sha256")):
+        return lines + [f"**Stale:** [{link}]({link}) was computed from other final parameters than the run's "
+                        f"now; `socjax prune {run}` computes them again.", ""]
+    lines += [f"From [{link}]({link}), where each rule is stated.", ""]
+    groups = rundir.prune_groups(result)
+    for g in groups:
+        if len(groups) > 1:
+            lines += [f"### {g['label']}", ""]
+        lines += _prune_claim_table(prune_claim_rows(g)) + [""]
+    return lines
 
 
 def write_prune(out: str | Path, result: dict) -> Path:
-    """out/report.md of the pruning test; returns its path."""
+    """out/report.md of the pruning test (one section per group of a sweep); returns its path."""
     out = Path(out)
     ft = result["finetune"]
+    groups = rundir.prune_groups(result)
     lines = ["# socjax: which weights matter (the paper's Discussion)", "",
              f"- run: `{result['run']}`; data: {result['data_source']}",
-             f"- seeds: {', '.join(str(r['seed']) for r in result['runs'])}; pruned: "
-             f"{', '.join(result['pruned_layers'])} ({result['weights_ranked']:,} weights, {result['scope']} scope); "
-             "the output layer and the biases are kept",
+             f"- seeds: {', '.join(str(r['seed']) for r in groups[0]['runs'])}" if len(groups) == 1 else
+             f"- {len(groups)} groups of settings, each pruned and tested on its own seeds: "
+             + "; ".join(f"{g['label']} (seeds {', '.join(str(r['seed']) for r in g['runs'])})" for g in groups),
+             f"- pruned: {', '.join(result['pruned_layers'])} ({result['weights_ranked']:,} weights per run, "
+             f"{result['scope']} scope); the output layer{' ' + result['output_layer'] if 'output_layer' in result else ''}"
+             " and the biases are kept",
              f"- amplitude: {result['amplitude']}",
-             "- weights with no non-decay step (amplitude 0: a gradient of 0 at every recorded step, from a "
-             "pixel blank in every training image or a neuron that never fires; kept last by the paper's criterion "
-             "and by \\|w\\| / amplitude): "
-             + ", ".join(f"{k} {100 * v:.3g}%" for k, v in result.get("no_nondecay_share", {}).items()),
              f"- random: {result['random_draws']} draws; fine-tuning: "
              + (f"{ft['epochs']} epoch(s) with the mask fixed, step {ft['step']}, from epoch {ft['first_epoch']}; "
                 f"pruned weights not exactly 0 afterwards: {ft['pruned_nonzero']}; non-finite runs: {ft['nonfinite']}"
-                if ft["epochs"] else "none"), "",
-             "## The Discussion's claims", ""]
-    rows = prune_claim_rows(result)
+                if ft["epochs"] else "none"), ""]
+    for g, figure in zip(groups, rundir.prune_figures(result)):
+        lines += _prune_group(result, g, f"{g['label']}: " if len(groups) > 1 else "", figure)
+    lines += ["All numbers: `prune.json`."]
+    path = out / rundir.REPORT
+    rundir.safe_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def _prune_group(result: dict, g: dict, title: str, figure: str) -> list[str]:
+    """One group's part of prune/report.md: its claims, correlations, accuracy tables and figure."""
+    lines = ["- weights with no non-decay step (amplitude 0: a gradient of 0 at every recorded step, from a "
+             "pixel blank in every training image or a neuron that never fires; kept last by the paper's criterion "
+             "and by \\|w\\| / amplitude): "
+             + ", ".join(f"{k} {100 * v:.3g}%" for k, v in g.get("no_nondecay_share", {}).items()), "",
+             f"## {title}The Discussion's claims", ""]
+    rows = prune_claim_rows(g)
     lines += _prune_claim_table(rows)
     lines += ["", "How each is tested:", ""] + [f"- {r['claim']}: {r['rule']}." for r in rows if r["rule"]]
-    corr = result["correlation"]
+    corr = g["correlation"]
     if corr.get("pairs"):
-        lines += ["", "## Rank correlations over the tracked weights", "",
+        lines += ["", f"## {title}Rank correlations over the tracked weights", "",
                   f"Per seed, Spearman's rho over the tracked weights with a fit ({corr['fitted']} of "
                   f"{corr['weights']}; {_fmt(100 * (corr['zero_width_share'] or 0), 3)}% of them have a "
                   "scale-invariant width of 0); mean [95% t interval across seeds]; bootstrap over weights.", "",
@@ -450,15 +477,12 @@ def write_prune(out: str | Path, result: dict) -> Path:
         for p in corr["pairs"]:
             lines.append(f"| {p['width']} | {p['measure']} | {', '.join(_fmt(v) for v in p['rho']['values'] if v is not None)}"
                          f" | {_ci(p['rho'])} | {_interval(p['bootstrap_ci95'])} |")
-    for mode in [m for m in ("none", "finetuned") if m in result["summary"][result["paper_criterion"]]]:
-        lines += ["", f"## Test accuracy, {MODE_NAMES[mode]}", "",
+    for mode in [m for m in ("none", "finetuned") if m in g["summary"][result["paper_criterion"]]]:
+        lines += ["", f"## {title}Test accuracy, {MODE_NAMES[mode]}", "",
                   "Mean over the seeds [95% t interval]; random: its draws averaged within each seed first.", "",
                   "| removed | " + " | ".join(table_cell(CRITERION_LABELS[c]) for c in result["criteria"]) + " |",
                   "| --- |" + " --- |" * len(result["criteria"])]
         for si, s in enumerate(result["sparsities"]):
-            cells = [_ci(result["summary"][c][mode]["test_acc"]["across"][si], 4) for c in result["criteria"]]
+            cells = [_ci(g["summary"][c][mode]["test_acc"]["across"][si], 4) for c in result["criteria"]]
             lines.append(f"| {100 * s:g}% | " + " | ".join(cells) + " |")
-    lines += ["", "![Pruning curves](prune.png)", "", "All numbers: `prune.json`."]
-    path = out / rundir.REPORT
-    rundir.safe_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode()))
-    return path
+    return lines + ["", f"![Pruning curves]({figure})", ""]

@@ -229,6 +229,9 @@ def load_run(path: str | Path, age: int | None = None) -> Run:
     run = Path(path)
     if not run.is_dir():
         raise ResultsError(f"{run}: run directory not found")
+    if (run / rundir.INCOMPLETE).exists():
+        raise ResultsError(f"{run}: its analysis was stopped while its files were replaced ({rundir.INCOMPLETE} "
+                           f"is there), so they may be a mixture; {rundir.rewrite_hint(run / rundir.ANALYSIS)}")
     info = rundir.read_info(run)
     tracked = rundir.load_tracked(run)
     if age is not None and age not in (w["age"] for w in info.layout.get("windows", [])):
@@ -238,6 +241,11 @@ def load_run(path: str | Path, age: int | None = None) -> Run:
     analysis, arrays, stale = _load_analysis(where)
     if analysis is not None:
         _check(analysis, arrays, info, tracked, age, where)
+        bound = analysis.get("arrays_sha256")  # absent in analyses written before the two were bound
+        if arrays and bound is not None and rundir.digest(where / rundir.ARRAYS) != bound:
+            raise ResultsError(f"{where / rundir.ARRAYS}: not the arrays written with {where / rundir.ANALYSIS} "
+                               f"(another analysis's: their SHA-256 differs from its \"arrays_sha256\"); "
+                               f"{rundir.rewrite_hint(where / rundir.ANALYSIS)}")
         runs = [{k: e.get(k) for k in ("run", "seed", "lr", "l2", "group")} for e in analysis["per_run"]]
     else:
         num_runs = len(info.runs) if info.runs is not None else rundir.open_trajectory(run).shape[0]

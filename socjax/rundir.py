@@ -23,11 +23,16 @@
                         that differs: `check_binding`)
     progress.json       what is written and durable: epochs_done, checkpoint_epoch, trajectory_rows
                         (and order_rows) of the preallocated ones; readers use no row beyond them
-    .lock               flock'd by the one process writing the run (`RunLock`), with its pid
+    .lock               flock'd by the one socjax process using the run (`RunLock`): train, analyze,
+                        prune or plot, with its pid and command
 
-and what `socjax analyze` derives from them (DERIVED, removed when the run is resumed):
-analysis.json, analysis.npz, report.md, the figures (FIGURES; per group `figure_name`),
-sweep.png, and with windows ages.json, ages.png and windows/age{A}/ (a window's analysis).
+and what `socjax analyze` derives from them (DERIVED): analysis.json, analysis.npz (bound to
+each other by analysis.json's "arrays_sha256"), report.md, the figures (FIGURES; per group
+`figure_name`), sweep.png, and with windows ages.json, ages.png and windows/age{A}/ (a window's
+analysis); and what `socjax prune` writes (prune/, or any subdirectory holding prune.json). A
+resume removes all of them, and params_final.npz and weight_stats.npz, which described the run
+where it stopped (`RunWriter.reopen`). While analyze replaces its outputs, DIR/.analysis-incomplete
+exists (`INCOMPLETE`): readers refuse the directory until a new analysis completes.
 
 Writing: `RunLock`, then `RunWriter` (create, or reopen for resume; append a chunk's outputs;
 checkpoint; finish). `create` writes a checkpoint of the initial state last, so a directory with a
@@ -68,6 +73,7 @@ ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE = "analysis.json", "analysis.npz", "repor
 FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
 AGES, AGES_FIGURE, WINDOWS = "ages.json", "ages.png", "windows"  # the age table; windows/age{A}/: a window's analysis
 DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, AGES, AGES_FIGURE, *FIGURES)
+INCOMPLETE = ".analysis-incomplete"  # exists while `socjax analyze` replaces the derived files (a crash leaves it)
 # what `socjax prune` writes (by default into PRUNE_DIR of the run; the run's report.md then shows its claims)
 PRUNE_DIR, PRUNE_JSON, PRUNE_FIGURE = "prune", "prune.json", "prune.png"
 # what a published copy of a run leaves out (`publish`): the bulk, which no figure is drawn from;
@@ -94,10 +100,49 @@ def derived_figures(run: Path) -> list[Path]:
 
 def remove_derived(run: Path) -> None:
     """Remove everything `socjax analyze` wrote into `run` (DERIVED, the figures, windows/): on
-    resume, and before a new analysis, so that nothing stale outlives the run it described."""
+    resume, and before a new analysis is written, so that nothing stale outlives the run it described."""
     for path in [run / name for name in DERIVED] + derived_figures(run):
         path.unlink(missing_ok=True)
     shutil.rmtree(run / WINDOWS, ignore_errors=True)
+
+
+def prune_dirs(run: Path) -> list[Path]:
+    """The prune outputs inside `run`: PRUNE_DIR and any other subdirectory holding PRUNE_JSON, and
+    the temporary directories of a prune that was stopped (`replace_dir`)."""
+    return sorted(d for d in run.iterdir() if d.is_dir() and (d.name == PRUNE_DIR or (d / PRUNE_JSON).exists()
+                                                              or re.fullmatch(r"\..+\.(new|old)", d.name)))
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file, hex: binds a derived file to what it was computed from."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def replace_dir(out: Path, fill: Callable[[Path], None]) -> None:
+    """Write a derived directory as a unit: fill(tmp) writes every file into a new directory beside
+    `out` (.NAME.new); then the old `out` is renamed aside (.NAME.old), the new one renamed in and
+    the old one removed. An exception in fill (an interruption, a full disk) leaves `out` as it was;
+    a crash between the two renames leaves no `out` (and .NAME.old), never a mixture."""
+    tmp, old = out.with_name(f".{out.name}.new"), out.with_name(f".{out.name}.old")
+    for d in (tmp, old):
+        shutil.rmtree(d, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    fsync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # config.json fields a resume may find changed: the data files are checked by SHA-256 wherever they
@@ -164,14 +209,15 @@ def check_new(out: str | Path) -> Path:
 
 
 class RunLock:
-    """DIR/.lock, held (flock) by the one process that writes a run directory, and holding its pid.
+    """DIR/.lock, held (flock) by the one socjax process that uses a run directory (train writing it;
+    analyze, prune and plot reading it and writing what they derive), holding its pid and command.
 
     The kernel drops the lock when the process ends, however it ends, so a killed run leaves no
-    stale lock. A second process is refused in one line naming the holder. create=True makes DIR
-    (a new run); `discard()` then undoes a set-up that failed: the run files, the lock and DIR
-    itself if this lock made it."""
+    stale lock. A second process is refused in one line naming the holder, so nothing reads a run
+    while another process writes it. create=True makes DIR (a new run); `discard()` then undoes a
+    set-up that failed: the run files, the lock and DIR itself if this lock made it."""
 
-    def __init__(self, out: Path, create: bool):
+    def __init__(self, out: Path, create: bool, command: str = "train"):
         import fcntl
 
         self.out, self.created, self.fd = out, False, None
@@ -193,18 +239,27 @@ class RunLock:
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            pid = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            holder = os.pread(self.fd, 64, 0).decode(errors="replace").split()
             os.close(self.fd)
             self.fd = None
-            raise RunDirError(f"{out}: another socjax process (pid {pid}) is writing this run; wait for it to "
-                              "end or stop it") from None
+            pid, what = (holder[0] if holder else "unknown"), (holder[1] if len(holder) > 1 else "")
+            doing = "writing this run" if what in ("train", "") else "using this run"
+            raise RunDirError(f"{out}: another socjax process (pid {pid}{f', socjax {what}' if what else ''}) is "
+                              f"{doing}; wait for it to end or stop it") from None
         os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(self.fd, f"{os.getpid()} {command}\n".encode(), 0)
 
     def release(self) -> None:
         if self.fd is not None:
             os.close(self.fd)  # closing the last descriptor drops the flock
             self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
 
     def discard(self) -> None:
         """Remove what a failed set-up wrote (check_new made sure DIR held no run files before)."""
@@ -460,12 +515,18 @@ class RunWriter:
                epoch: int, metrics: dict) -> "RunWriter":
         """Continue the run in `out` (locked by a RunLock) after `epoch` epochs, its checkpoint's:
         grow the trajectory and order files for a longer run, rewrite config.json, reset
-        metrics.json and progress.json to the checkpoint, and remove the analysis outputs, which
-        described the run before it continued."""
+        metrics.json and progress.json to the checkpoint, and remove what described the run where it
+        stopped: the analysis outputs, the prune outputs inside it, and the final parameters and
+        weight statistics of a finished run that is extended (rewritten when it finishes again)."""
         w = cls(out, cfg, layout, _tracked_json(tracked), None, None, metrics, epoch, epoch)
 
         def write():
+            (out / INCOMPLETE).unlink(missing_ok=True)
             remove_derived(out)
+            for d in prune_dirs(out):
+                shutil.rmtree(d)
+            for name in (PARAMS_FINAL, WEIGHT_STATS):
+                (out / name).unlink(missing_ok=True)
             shapes = _array_shapes(cfg, layout, len(w.tracked))
             w.trajectory = _grow(out / TRAJECTORY, shapes[TRAJECTORY])
             if ORDER in shapes:
@@ -851,14 +912,47 @@ def load_weight_stats(run: str | Path, cfg: RunConfig) -> dict[str, np.ndarray]:
     return stats
 
 
+def not_final(run: str | Path) -> str | None:
+    """Why `run` has no final state to prune, in one line (trained without --weight-stats, still
+    training, stopped before its end), or None when params_final.npz and weight_stats.npz describe
+    its end."""
+    run = Path(run)
+    cfg = read_info(run).config
+    if cfg is not None and not cfg.weight_stats:
+        return f"{run} was trained without --weight-stats: train it again with --weight-stats to prune by amplitude"
+    done = (read_progress(run) or {}).get("epochs_done")
+    if cfg is not None and done is not None and done < cfg.epochs:
+        return (f"{run}: the run has not finished (epoch {done} of {cfg.epochs}); finish it with "
+                f"`socjax train --resume {run}`, then prune it")
+    if not (run / WEIGHT_STATS).exists():
+        return f"{run} has no {WEIGHT_STATS}: train it with --weight-stats to prune by amplitude"
+    if not (run / PARAMS_FINAL).exists():
+        return f"{run} has no {PARAMS_FINAL}: the run has not finished"
+    return None
+
+
 def load_prune(out: str | Path) -> dict | None:
     """prune.json of a prune output directory (`socjax prune`'s --out, by default DIR/PRUNE_DIR),
     or None when absent; a damaged one is one line."""
     path = Path(out) / PRUNE_JSON
     result = _optional_json(path, "`socjax prune` rewrites it")
-    if result is not None and not {"summary", "criteria", "sparsities", "runs"} <= set(result):
+    if result is not None and not ({"criteria", "sparsities", "runs"} <= set(result)
+                                   and ("groups" in result or "summary" in result)):
         raise RunDirError(f"{path}: damaged (not socjax prune's output); `socjax prune` rewrites it")
     return result
+
+
+def prune_groups(result: dict) -> list[dict]:
+    """The groups of settings of a prune.json, each pruned on its own seeds: its "groups", or the
+    file itself for one written before groups (one group)."""
+    return result["groups"] if "groups" in result else [result]
+
+
+def prune_figures(result: dict) -> list[str]:
+    """The figure file of each of `prune_groups(result)`: prune.png, or per group of a sweep
+    prune_<label>.png (`figure_name`)."""
+    groups = prune_groups(result)
+    return [figure_name(PRUNE_FIGURE, None if len(groups) == 1 else g["label"]) for g in groups]
 
 
 def load_arrays(run: str | Path) -> dict[str, np.ndarray]:

@@ -291,7 +291,8 @@ def test_a_second_writer_is_refused_naming_the_holder(reference, tmp_path, capsy
         wait_for(holder.stdout, "locked", holder)
         assert main(["train", "--resume", str(run), "--epochs", "9", "--no-progress"]) == 2
         err = capsys.readouterr().err
-        assert err == (f"socjax: error: {run}: another socjax process (pid {holder.pid}) is writing this run; "
+        assert err == (f"socjax: error: {run}: another socjax process (pid {holder.pid}, socjax train) is writing "
+                       "this run; "
                        "wait for it to end or stop it\n")
     finally:
         holder.kill()

@@ -32,7 +32,8 @@ def test_intervals_are_clipped_to_the_quantity_range():
 def figures():
     sweep = socjax.load_run(RESULTS / "sweep_l2")
     yield "age", plots.age_figure(rundir.load_ages(RESULTS / "paper_scale"))
-    yield "prune", plots.prune_figure(json.loads((RESULTS / "vitality" / "prune" / "prune.json").read_text()))
+    pruned = json.loads((RESULTS / "vitality" / "prune" / "prune.json").read_text())  # one group, no "groups"
+    yield "prune", plots.prune_figure(pruned, rundir.prune_groups(pruned)[0])
     yield "sweep", plots.sweep_figure(sweep)
     for name, draw in plots.FIGURE_FUNCTIONS:
         yield name, draw(sweep, 2)

@@ -42,8 +42,8 @@ def test_evaluation_equals_a_numpy_forward_pass_of_the_masked_network(mini, crit
     params = model.init(jax.random.key(3), SMALL)
     rng = np.random.default_rng(0)
     pr = [prune.priority(criterion, np.asarray(params[l - 1].w), rng.random(params[l - 1].w.shape), rng)
-          for l in prune.PRUNED_LAYERS]
-    masks = prune.full_mask(SMALL, dict(zip(prune.PRUNED_LAYERS, prune.keep_masks(prune.prune_ranks(pr, scope),
+          for l in prune.hidden_layers(SMALL)]
+    masks = prune.full_mask(SMALL, dict(zip(prune.hidden_layers(SMALL), prune.keep_masks(prune.prune_ranks(pr, scope),
                                                                                   sparsity, scope))))
     got = prune.evaluate(params, masks, jnp.asarray(mini.test_x), jnp.asarray(mini.test_y), "mse")
     want = numpy_forward(params, masks, mini.test_x, mini.test_y)
@@ -100,8 +100,8 @@ def test_finetuning_keeps_pruned_weights_at_zero_and_equals_the_trainer_without_
     state = train.init_runs([0], SMALL)
     params = jax.tree.map(lambda a: a[0], state.params)
     ranks = prune.prune_ranks([prune.priority("magnitude", np.asarray(params[l - 1].w), None)
-                               for l in prune.PRUNED_LAYERS], "layer")
-    mask = prune.full_mask(SMALL, dict(zip(prune.PRUNED_LAYERS, prune.keep_masks(ranks, 0.6, "layer"))))
+                               for l in prune.hidden_layers(SMALL)], "layer")
+    mask = prune.full_mask(SMALL, dict(zip(prune.hidden_layers(SMALL), prune.keep_masks(ranks, 0.6, "layer"))))
     ones = prune.full_mask(SMALL, {})
     res = prune.finetune(params, [mask, ones], state.key[0], 0, 2e-3, 5e-4, ds, SMALL, step_name)
     assert res.pruned_nonzero.tolist() == [0, 0] and res.finite.all()
@@ -172,7 +172,8 @@ def test_ranks_average_ties_as_scipy():
 def test_prune_refuses_a_run_without_weight_statistics(tmp_path, capsys):
     assert main(["train", "--preset", "smoke", "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     capsys.readouterr()
-    refused(["prune", str(tmp_path / "run")], "has no weight_stats.npz: train it with --weight-stats", capsys)
+    refused(["prune", str(tmp_path / "run")], "was trained without --weight-stats: train it again with --weight-stats",
+            capsys)
     refused(["prune", str(tmp_path / "nothing")], "not a run directory", capsys)
     refused(["prune", str(tmp_path / "run"), "--sparsities", "0.5,0.2"], "fractions must increase", capsys)
 
@@ -192,13 +193,15 @@ def test_prune_command_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "the amplitude criterion beats random (no retraining)" in printed
     result = json.loads((run / "prune" / "prune.json").read_text())
+    (group,) = result["groups"]
+    assert group["run_indices"] == [0, 1] and [r["seed"] for r in group["runs"]] == [0, 1]
     assert (run / "prune" / "prune.png").exists() and (run / "prune" / "report.md").exists()
     report = (run / "report.md").read_text()
     assert "## The Discussion's claims (socjax prune)" in report and "## Claims" in report
     assert result["finetune"]["pruned_nonzero"] == 0 and result["finetune"]["nonfinite"] == 0
-    acc0 = {c: np.asarray(result["curves"][c]["none"]["test_acc"])[:, :, 0] for c in prune.CRITERIA}
+    acc0 = {c: np.asarray(group["curves"][c]["none"]["test_acc"])[:, :, 0] for c in prune.CRITERIA}
     assert all(np.all(v == acc0["magnitude"][:, :1]) for v in acc0.values())
-    assert np.asarray(result["curves"]["random"]["finetuned"]["test_acc"]).shape == (2, 2, 3)
+    assert np.asarray(group["curves"]["random"]["finetuned"]["test_acc"]).shape == (2, 2, 3)
     # magnitude at 50%, seed 1, recomputed from the saved parameters
     from socjax import rundir
 
@@ -209,7 +212,7 @@ def test_prune_command_end_to_end(tmp_path, capsys):
     masks = prune.full_mask(cfg.model, dict(zip((1, 2), prune.keep_masks(ranks, 0.5, "layer"))))
     ds = data.decode(data.load_embedded(), cfg.pixel_scale)
     want = numpy_forward(one, masks, ds.test_x, ds.test_y)
-    got = result["curves"]["magnitude"]["none"]
+    got = group["curves"]["magnitude"]["none"]
     np.testing.assert_allclose(got["test_loss"][1][0][1], want[0], rtol=1e-5)
     assert abs(got["test_acc"][1][0][1] - want[1]) <= 1 / len(ds.test_y)
 

@@ -54,6 +54,8 @@ DAMAGED = "weight_stats.npz: damaged"
     (None, ["--finetune-epochs", "2147483640"], "--finetune-epochs 2,147,483,640: the run's 16 epochs and the "
                                                 "fine-tune may total at most 2,147,483,647"),
     (None, ["--draws", "99999999999999999999"], "--draws must be in 1..1,000, got 99,999,999,999,999,999,999"),
+    (None, ["--batch", "99999999999"], "--batch must be in 1..256 (got 99,999,999,999)"),
+    (None, ["--sparsities", ",".join(f"{i / 2000:g}" for i in range(1001))], "--sparsities: 1,001 fractions; at most 1,000"),
     (None, ["--out", ""], "--out is empty; name a directory"),
     (None, ["--out", "/proc/socjax-prune"], "--out /proc/socjax-prune: cannot write in /proc"),
 ])

@@ -17,8 +17,9 @@ and each claim's verdict. Then per claim (`CLAIM_MEASURE` names the number that 
 
 With two seeds the paired t test has one degree of freedom: only a change large against the
 spread of the two seeds' changes counts as moving, so "not moving" is weak evidence of a plateau.
-The rows compared may differ in length (a 2-epoch window against a 200-epoch final recording):
-`comparable` says whether they do not.
+The rows compared may differ in length (a 2-epoch window against a 200-epoch final recording, or
+a final recording only partly written): `comparable` says whether they do not, by the recorded
+steps each analysed; a row's `epochs` are those analysed, `partial` says it was not all written.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def paired_change(before: list, after: list) -> dict:
 
 
 def table(recordings: list[tuple[int, int, bool, dict]]) -> dict:
-    """ages.json from the analyses of a run's recordings [(age, epochs, final, analysis.json dict)],
-    in order of age (see the module docstring)."""
+    """ages.json from the analyses of a run's recordings [(age, epochs analysed, final, analysis.json
+    dict)], in order of age (see the module docstring)."""
     if not recordings:
         raise ValueError("no recordings to tabulate")
     first = recordings[0][3]
@@ -73,6 +74,7 @@ def table(recordings: list[tuple[int, int, bool, dict]]) -> dict:
             entry = a["groups"][gi]
             members = [a["per_run"][r] for r in entry["runs"]]
             rows.append(dict(age=age, epochs=epochs, final=final, steps=a["trajectory"]["steps"],
+                             partial=a["trajectory"].get("partial") is not None,
                              numbers=summarize(members), claims={c["key"]: c["holds"] for c in entry["claims"]},
                              per_seed={name: [lookup(m, path) for m in members] for name, path, _ in HEADLINE}))
         claims = []
@@ -82,7 +84,7 @@ def table(recordings: list[tuple[int, int, bool, dict]]) -> dict:
                            holds_last=rows[-1]["claims"].get(c["key"]))
             if len(rows) >= 2:
                 verdict.update(paired_change(rows[-2]["per_seed"][measure], rows[-1]["per_seed"][measure]),
-                               since_age=rows[-2]["age"], comparable=rows[-2]["epochs"] == rows[-1]["epochs"])
+                               since_age=rows[-2]["age"], comparable=rows[-2]["steps"] == rows[-1]["steps"])
             else:
                 verdict.update(change=None, p=None, moving=None, since_age=None, comparable=None)
             claims.append(verdict)

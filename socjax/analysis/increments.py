@@ -193,9 +193,10 @@ def _fluctuating(st: IncrementStats) -> np.ndarray:
     return st.n - st.n_decay - st.n_zero - st.n_nonfinite
 
 
-def per_series(st: IncrementStats, series: list[dict], min_count: int = 1000) -> list[dict]:
+def per_series(st: IncrementStats, series: list[dict], min_count: int = 1000, progress=None) -> list[dict]:
     """One entry per series (raw units): the dict of `series` (run, layer, row, col, ...) with its
-    counts, median |dw|, excess kurtosis, and its own fits when it has min_count non-decay increments."""
+    counts, median |dw|, excess kurtosis, and its own fits when it has min_count non-decay increments.
+    progress: called with 1 after each series (a progress bar; the command line also stops there on a signal)."""
     g = st.hist.grid
     edges = g.edges()
     med = scales(st)
@@ -214,6 +215,8 @@ def per_series(st: IncrementStats, series: list[dict], min_count: int = 1000) ->
             entry["powerlaw"] = None
             entry["note"] = f"fewer than {min_count} non-decay increments"
         out.append(entry)
+        if progress is not None:
+            progress(1)
     return out
 
 
