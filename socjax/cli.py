@@ -81,17 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "the hidden-layer weights by each criterion, remove the first fraction, and measure test "
                     "accuracy and loss without retraining and after fine-tuning with the mask fixed; with "
                     "the run's per-weight fits (socjax analyze), the rank correlation of range width and "
-                    "amplitude. Writes OUT/prune.json, OUT/prune.png and OUT/report.md.",
+                    "amplitude; per group of settings in a sweep. Writes OUT/prune.json, OUT/prune.png (one per "
+                    "group) and OUT/report.md.",
     )
     pr.add_argument("run", metavar="DIR", help="finished run directory with weight_stats.npz (socjax train --weight-stats)")
-    pr.add_argument("--out", help="directory to write (default DIR/prune)")
+    pr.add_argument("--out", help="directory to write: new, empty or an earlier prune output, not a run directory "
+                                   "(default DIR/prune)")
     pr.add_argument("--sparsities", type=_fractions, default=None,
-                    help="fractions of the hidden-layer weights to remove, comma-separated, increasing, in [0, 1) "
-                         "(default 0,0.1,...,0.9,0.95,0.98)")
+                    help="fractions of the hidden-layer weights to remove, comma-separated, increasing, in [0, 1), "
+                         "at most 1000 (default 0,0.1,...,0.9,0.95,0.98)")
     pr.add_argument("--draws", type=positive_int, default=5, help="random rankings per seed, at most 1000 (default 5)")
     pr.add_argument("--scope", choices=["layer", "global"], default="layer",
                     help="layer: each hidden layer loses the same fraction, ranked within it (default); "
-                         "global: w1 and w2 ranked together")
+                         "global: all hidden layers ranked together (w1 and w2 of the paper's net)")
     pr.add_argument("--finetune-epochs", type=int, default=1,
                     help="epochs of SGD with the mask fixed for the second curve; 0 skips it (default 1)")
     pr.add_argument("--step", choices=["auto", "xla", "native"], default="auto",
