@@ -295,7 +295,7 @@ def _analysis_for_correlation(run: Path) -> tuple[dict | None, str | None]:
 
     try:
         loaded = results.load_run(run)
-    except rundir.RunDirError as e:
+    except (rundir.RunDirError, ValueError) as e:  # ValueError: a malformed metrics.json beside it
         return None, f"the run's analysis is not usable ({e})"
     if loaded.stale:
         return None, loaded.stale
