@@ -50,12 +50,16 @@ def progress(run) -> dict:
     return json.loads((run / rundir.PROGRESS).read_text())
 
 
+# python -m socjax with Python's own SIGINT handler (KeyboardInterrupt) at start, as from a terminal:
+# a background job of a script inherits SIGINT ignored, which would test nothing (set in the child,
+# not by preexec_fn: forking the multithreaded test process is unsafe)
+AS_FROM_A_TERMINAL = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "sys.argv[0] = 'socjax'; runpy.run_module('socjax', run_name='__main__')")
+
+
 def start(args):
-    """socjax ARGS in a subprocess that starts with SIGINT's default action, as from a terminal (a
-    background job of a script would inherit SIGINT ignored, and test nothing)."""
-    return subprocess.Popen([sys.executable, "-m", "socjax", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return subprocess.Popen([sys.executable, "-c", AS_FROM_A_TERMINAL, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 # 1. a prune of an earlier state of the run is never reported as current
