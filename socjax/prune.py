@@ -269,25 +269,6 @@ def check_out(run: Path, out: Path) -> None:
                              "choose another")
 
 
-def state_of(run: Path) -> dict:
-    """What a prune describes, to tell a stale one: the SHA-256 of the parameters and weight
-    statistics it read, and the run's epochs."""
-    progress = rundir.read_progress(run) or {}
-    return dict(epochs_done=progress.get("epochs_done"), params_final_sha256=rundir.digest(run / rundir.PARAMS_FINAL),
-                weight_stats_sha256=rundir.digest(run / rundir.WEIGHT_STATS))
-
-
-def is_current(run: Path, result: dict) -> bool:
-    """Whether prune.json's "state" is the run's now (an older prune.json without one: unknown, True)."""
-    state = result.get("state")
-    if state is None:
-        return True
-    try:
-        return state_of(run) == state
-    except OSError:
-        return False
-
-
 def _analysis_for_correlation(run: Path) -> tuple[dict | None, str | None]:
     """(analysis.json, None) when the run's analysis is this run's and of this socjax's schema,
     else (None, why the correlation is not tested)."""
@@ -369,7 +350,7 @@ def _prune(run: Path, out: Path, sparsities, draws, scope, finetune_epochs, step
     layers = hidden_layers(cfg.model)
     if not layers:
         raise PruneError(f"{run}: the network has no hidden layer to prune")
-    state = state_of(run)
+    state = rundir.prune_state(run)
     stats = rundir.load_weight_stats(run, cfg)
     named = rundir.load_params(run, "final")
     num_runs = named["w1"].shape[0]

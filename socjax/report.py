@@ -417,11 +417,9 @@ def _discussion(run: Path) -> list[str]:
         return []
     link = f"{rundir.PRUNE_DIR}/{rundir.REPORT}"
     lines = ["## The Discussion's claims (socjax prune)", ""]
-    state = result.get("state")
-    if state is not None and (not (run / rundir.PARAMS_FINAL).exists()
-                              or rundir.digest(run / rundir.PARAMS_FINAL) != state.get("params_final_sha256")):
-        return lines + [f"**Stale:** [{link}]({link}) was computed from other final parameters than the run's "
-                        f"now; `socjax prune {run}` computes them again.", ""]
+    if not rundir.prune_is_current(run, result):
+        return lines + [f"**Stale:** [{link}]({link}) was computed from other final parameters or weight "
+                        f"statistics than the run's now; `socjax prune {run}` computes them again.", ""]
     lines += [f"From [{link}]({link}), where each rule is stated.", ""]
     groups = rundir.prune_groups(result)
     for g in groups:

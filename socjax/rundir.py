@@ -942,6 +942,24 @@ def load_prune(out: str | Path) -> dict | None:
     return result
 
 
+def prune_state(run: Path) -> dict:
+    """What a prune describes, to tell a stale one: the SHA-256 of the parameters and weight
+    statistics it read, and the run's epochs."""
+    return dict(epochs_done=(read_progress(run) or {}).get("epochs_done"),
+                params_final_sha256=digest(run / PARAMS_FINAL), weight_stats_sha256=digest(run / WEIGHT_STATS))
+
+
+def prune_is_current(run: Path, result: dict) -> bool:
+    """Whether prune.json's "state" is the run's now (an older prune.json without one: unknown, True)."""
+    state = result.get("state")
+    if state is None:
+        return True
+    try:
+        return prune_state(run) == state
+    except OSError:  # the parameters or statistics are gone: not the state it pruned
+        return False
+
+
 def prune_groups(result: dict) -> list[dict]:
     """The groups of settings of a prune.json, each pruned on its own seeds: its "groups", or the
     file itself for one written before groups (one group)."""

@@ -302,7 +302,7 @@ def complete_analysis(run, before) -> bool:
 
 def complete_prune(run, before) -> bool:
     result = rundir.load_prune(run / "prune")
-    return result is not None and prune.is_current(run, result) and snapshot(run).keys() == before.keys()
+    return result is not None and rundir.prune_is_current(run, result) and snapshot(run).keys() == before.keys()
 
 
 SIGNALLED = [
