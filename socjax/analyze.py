@@ -102,10 +102,22 @@ def open_recording(run: Path, rec: rundir.Recording, written: int) -> tuple[rund
 
 
 def decay_rates(info: rundir.RunInfo) -> tuple[list[float] | None, list[float] | None]:
-    """(lr, l2) per run, which identify pure weight-decay steps; (None, None) when not recorded."""
-    if info.runs is None or any("lr" not in r or "l2" not in r for r in info.runs):
+    """(lr, l2) per run, which identify pure weight-decay steps; (None, None) when not recorded, or
+    when the run's optimizer is not plain SGD (`undetectable_decay`)."""
+    if info.runs is None or any("lr" not in r or "l2" not in r for r in info.runs) or undetectable_decay(info):
         return None, None
     return [r["lr"] for r in info.runs], [r["l2"] for r in info.runs]
+
+
+def undetectable_decay(info: rundir.RunInfo) -> str | None:
+    """Why a zero data-loss gradient cannot be read off this run's trajectory, or None. Under plain
+    SGD (any batch size) such a step is pure decay, w(t+1) = (1 - lr l2) w(t); momentum and Adam
+    carry earlier gradients into it, so no increment shows it."""
+    name = info.config.optimizer.name if info.config is not None else "sgd"
+    if name == "sgd":
+        return None
+    return (f"--optimizer {name} carries earlier gradients into every step, so zero-gradient (pure weight-decay) "
+            "steps cannot be identified from the trajectory: every increment is counted and fitted")
 
 
 def describe_series(info: rundir.RunInfo, tracked, num_runs: int, groups: list[grouping.Group] | None = None) -> list[dict]:
@@ -299,7 +311,9 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     stride = info.stride
     num_runs, steps, k = traj.shape
     warnings: list[str] = []
-    if lr is None:
+    if undetectable_decay(info):
+        warnings.append(undetectable_decay(info))
+    elif lr is None:
         warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
     if part is not None:
         warnings.append(f"partial run: {part['recorded_epochs']} of {part['record_epochs']} recorded epochs written "

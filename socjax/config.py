@@ -8,7 +8,7 @@ The one entry point: `build(preset, **overrides)` starts from a preset, applies 
 in `FLAGS` (the CLI parses exactly these, and `resume_conflicts` refuses exactly these on resume)
 and returns a `RunConfig`. A `RunConfig` validates itself when constructed, so one that exists is
 valid; `check_data` adds the one check that needs the data (stride against the epoch length).
-Every choice list (LOSSES, INITS, DATASETS, STEPS) is declared once here.
+Every choice list (LOSSES, INITS, DATASETS, OPTIMIZERS, STEPS) is declared once here.
 
 Defaults are the paper's protocol (../shared/PAPER.md, Section 5). Where the paper is silent the
 choice is marked DEFAULT in the field's comment.
@@ -30,7 +30,9 @@ NUM_CLASSES = 10
 LossName = Literal["mse", "xent"]
 InitName = Literal["torch", "glorot"]
 DatasetName = Literal["mnist", "mnist-mini"]
+OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw"]
 LOSSES: tuple[str, ...] = typing.get_args(LossName)
+OPTIMIZERS: tuple[str, ...] = typing.get_args(OptimizerName)
 INITS: tuple[str, ...] = typing.get_args(InitName)
 DATASETS: tuple[str, ...] = typing.get_args(DatasetName)
 
@@ -117,6 +119,55 @@ class ModelConfig:
         return len(self.sizes) - 1
 
 
+# Which OptimizerConfig fields each optimizer reads; the CLI refuses a setting its optimizer ignores.
+OPTIMIZER_SETTINGS: dict[str, tuple[str, ...]] = {
+    "sgd": (), "momentum": ("momentum",), "nesterov": ("momentum",), "adam": ("b1", "b2", "eps"),
+    "adamw": ("b1", "b2", "eps", "weight_decay"),
+}
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optax optimizer that turns each step's gradient into an update (socjax.step.make_optimizer).
+
+    The gradient it receives is always that of the loss with the paper's L2 term, dL/dw + l2 * w
+    (l2 from RunConfig.l2, traced per run), so `--l2` means the same for every optimizer.
+    name: "sgd" (the paper's: w -= lr * g), "momentum" and "nesterov" (optax.sgd with `momentum`),
+        "adam" (optax.adam with b1, b2, eps), "adamw" (optax.adamw: adam plus the decoupled decay
+        lr * weight_decay * w, on the same parameters as L2).
+    The defaults of the settings are optax's (DEFAULT momentum 0.9, which optax leaves unset).
+    """
+
+    name: OptimizerName = "sgd"
+    momentum: float = 0.9
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 1e-4
+
+    def __post_init__(self):
+        _choose("optimizer", self.name, OPTIMIZERS)
+        for what, v in (("momentum", self.momentum), ("b1", self.b1), ("b2", self.b2)):
+            if not 0 <= v < 1:
+                raise ConfigError(f"{what} must be in [0, 1), got {v}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ConfigError(f"eps must be positive and finite, got {self.eps}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be non-negative and finite, got {self.weight_decay}")
+
+    def settings(self) -> dict[str, float]:
+        """The settings this optimizer reads, by name (empty for sgd)."""
+        return {k: getattr(self, k) for k in OPTIMIZER_SETTINGS[self.name]}
+
+    def describe(self) -> str:
+        """One line: the name and the settings it reads, e.g. "adam (b1 0.9, b2 0.999, eps 1e-08)"."""
+        kv = ", ".join(f"{k} {v:g}" for k, v in self.settings().items())
+        return f"{self.name} ({kv})" if kv else self.name
+
+
+SGD = OptimizerConfig()
+
+
 @dataclass(frozen=True)
 class TrackedWeight:
     """One recorded weight: w{layer}[row, col], layer 1-based, w of shape (fan_in, fan_out)."""
@@ -149,6 +200,8 @@ class RunConfig:
     seeds: tuple[int, ...] = (0,)
     lr: tuple[float, ...] = (2e-3,)
     l2: tuple[float, ...] = (5e-4,)
+    optimizer: OptimizerConfig = SGD  # the paper's plain SGD
+    batch_size: int = 1  # examples per step (the paper's: 1); an epoch is floor(N / batch_size) steps
     step: str = AUTO_STEP  # the SGD step implementation, a key of STEPS, or "auto" until resolved
     chunk_epochs: int = 1  # epochs per compiled call; the host writes results between calls
     # Recording windows: `window_epochs` epochs recorded from each age in `record_windows` (epochs
@@ -193,6 +246,8 @@ class RunConfig:
     def from_json(d: dict) -> "RunConfig":
         d = {k: v for k, v in d.items() if k != "runs"}
         d["model"] = ModelConfig(**{**d["model"], "sizes": tuple(d["model"]["sizes"])})
+        if "optimizer" in d:  # absent from runs made before optimizers were added: plain SGD
+            d["optimizer"] = OptimizerConfig(**d["optimizer"])
         d["track_weights"] = tuple(TrackedWeight(**t) for t in d["track_weights"])
         for k in ("seeds", "lr", "l2", "record_windows"):
             if k in d:
@@ -225,6 +280,8 @@ def _validate(cfg: RunConfig) -> None:
         )
     if cfg.stride < 1:
         raise ConfigError(f"stride must be >= 1, got {cfg.stride}")
+    if isinstance(cfg.batch_size, bool) or not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {cfg.batch_size!r}")
     if cfg.chunk_epochs < 1:
         raise ConfigError(f"chunk_epochs must be >= 1, got {cfg.chunk_epochs}")
     _validate_windows(cfg)
@@ -285,16 +342,21 @@ def _validate_windows(cfg: RunConfig) -> None:
 
 
 def steps_per_epoch(cfg: RunConfig, num_train: int) -> int:
-    """SGD steps per epoch for a training set of num_train examples (train_limit applied)."""
-    return min(num_train, cfg.train_limit or num_train)
+    """SGD steps per epoch for a training set of num_train examples (train_limit applied): each step
+    takes batch_size examples of the epoch's shuffled order, and the last num_train % batch_size
+    examples of that order sit the epoch out (other ones every epoch, as the order is reshuffled)."""
+    return min(num_train, cfg.train_limit or num_train) // cfg.batch_size
 
 
 def check_data(cfg: RunConfig, num_train: int) -> None:
-    """The checks that need the data: train_limit within the training set, and the recording
-    stride dividing the steps per epoch."""
+    """The checks that need the data: train_limit within the training set, a batch no larger than
+    it, and the recording stride dividing the steps per epoch."""
     if cfg.train_limit is not None and cfg.train_limit > num_train:
         raise ConfigError(f"train_limit {cfg.train_limit} exceeds the {num_train:,} training examples of "
                           f"{cfg.dataset}")
+    examples = min(num_train, cfg.train_limit or num_train)
+    if cfg.batch_size > examples:
+        raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {examples:,} training examples")
     n = steps_per_epoch(cfg, num_train)
     if n % cfg.stride:
         raise ConfigError(f"stride {cfg.stride} must divide the number of steps per epoch ({n})")
@@ -423,6 +485,17 @@ FLAGS: tuple[Flag, ...] = (
          "track_seed", dict(type=seed_int)),
     Flag("stride", "record every K-th step; must divide the steps per epoch (default 1)", "stride",
          dict(type=positive_int)),
+    Flag("batch_size", "examples per SGD step (default 1, the paper's); an epoch is floor(N / B) steps of the "
+         "shuffled order, the remaining N mod B examples sit that epoch out", "batch_size", dict(type=positive_int)),
+    Flag("optimizer", "how gradients become updates (optax): sgd (the paper's, default), momentum, nesterov, adam "
+         "or adamw; the gradient always includes the L2 term of --l2", "optimizer.name", dict(choices=OPTIMIZERS)),
+    Flag("momentum", "momentum of --optimizer momentum or nesterov (default 0.9)", "optimizer.momentum",
+         dict(type=float)),
+    Flag("b1", "adam's and adamw's first-moment decay (default 0.9)", "optimizer.b1", dict(type=float)),
+    Flag("b2", "adam's and adamw's second-moment decay (default 0.999)", "optimizer.b2", dict(type=float)),
+    Flag("eps", "adam's and adamw's epsilon (default 1e-8)", "optimizer.eps", dict(type=float)),
+    Flag("weight_decay", "adamw's decoupled weight decay, on the parameters L2 acts on (default 1e-4)",
+         "optimizer.weight_decay", dict(type=float)),
     Flag("data_dir", "directory with the four MNIST IDX .gz files (checked by SHA-256); implies --dataset mnist",
          "data_dir"),
     Flag("dataset", "mnist: full MNIST via tensorflow-datasets (downloads once); mnist-mini: the embedded "
@@ -479,6 +552,7 @@ def build(preset: str | None = None, **given) -> RunConfig:
     top: dict[str, Any] = dict(epochs_equilibrate=equilibrate, epochs_record=record,
                                seeds=tuple(range(first, first + count)))
     model: dict[str, Any] = {}
+    optimizer: dict[str, Any] = {}
     if "hidden" in given:
         model["sizes"] = (base.model.sizes[0], *given.pop("hidden"), base.model.sizes[-1])
     if "data_dir" in given:
@@ -488,9 +562,18 @@ def build(preset: str | None = None, **given) -> RunConfig:
     fields = {f.dest: f.field for f in FLAGS}
     for dest, value in given.items():
         section, _, name = fields[dest].rpartition(".")
-        (model if section == "model" else top)[name] = value
+        {"model": model, "optimizer": optimizer}.get(section, top)[name] = value
     if model:
         top["model"] = dataclasses.replace(base.model, **model)
+    if optimizer:
+        top["optimizer"] = dataclasses.replace(base.optimizer, **optimizer)
+        name = top["optimizer"].name
+        ignored = [f"--{k.replace('_', '-')}" for k in optimizer if k != "name" and k not in OPTIMIZER_SETTINGS[name]]
+        if ignored:
+            uses = OPTIMIZER_SETTINGS[name]
+            raise ConfigError(f"{', '.join(ignored)} {'does' if len(ignored) == 1 else 'do'} not apply to --optimizer "
+                              f"{name}" + (f" (it reads {', '.join('--' + k.replace('_', '-') for k in uses)})"
+                                           if uses else ""))
     return dataclasses.replace(base, **top)
 
 
@@ -510,7 +593,7 @@ def extend(cfg: RunConfig, epochs: int | None) -> RunConfig:
 
 
 __all__ = [
-    "DATASETS", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag",
+    "DATASETS", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "OPTIMIZERS", "OptimizerConfig", "SGD", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag",
     "ModelConfig", "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
     "steps_per_epoch",
 ]

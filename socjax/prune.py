@@ -46,7 +46,7 @@ import numpy as np
 from socjax import model, report, rundir, train
 from socjax.analysis import vitality
 from socjax.analysis.groups import across_seeds
-from socjax.config import MASKED_STEPS, MAX_EPOCHS, ConfigError, ModelConfig
+from socjax.config import MASKED_STEPS, MAX_EPOCHS, SGD, ConfigError, ModelConfig, OptimizerConfig
 from socjax.data import Dataset, decode, load_raw
 from socjax.step import MASKED_PREFIX, Hyper, MaskedHyper, make_optimizer, native_unavailable
 
@@ -167,18 +167,22 @@ class Finetuned(NamedTuple):
 
 
 def finetune(params: model.Params, masks: list[model.Params], key: jax.Array, epoch: int, lr: float, l2: float,
-             data: Dataset, cfg: ModelConfig, step: str = "xla", epochs: int = FINETUNE_EPOCHS) -> Finetuned:
-    """`epochs` epochs of per-example SGD of each masked copy of one run's `params`, masks held
-    fixed, by the trainer (train.make_train_chunk) with the step "masked-<step>". The copies share
-    the run's example order: key is the run's order key and `epoch` the first epoch's number."""
+             data: Dataset, cfg: ModelConfig, step: str = "xla", epochs: int = FINETUNE_EPOCHS,
+             opt: OptimizerConfig = SGD, batch_size: int = 1) -> Finetuned:
+    """`epochs` epochs of training of each masked copy of one run's `params`, masks held fixed, by
+    the trainer (train.make_train_chunk) with the step "masked-<step>", the run's optimizer `opt`
+    (from a fresh optimizer state: a run keeps its moments only in its checkpoint) and batch size.
+    The copies share the run's example order: key is the run's order key and `epoch` the first
+    epoch's number."""
     v = len(masks)
     stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
     mask = stack(masks)
     start = jax.vmap(apply_mask, in_axes=(None, 0))(params, mask)
-    opt_state = jax.vmap(make_optimizer(Hyper(1.0, 0.0), cfg).init)(start)
+    opt_state = jax.vmap(make_optimizer(Hyper(1.0, 0.0), cfg, opt).init)(start)
     state = train.TrainState(start, opt_state, jnp.stack([key] * v), jnp.full((v,), epoch, jnp.int32), None)
     hyper = MaskedHyper(jnp.full((v,), lr, jnp.float32), jnp.full((v,), l2, jnp.float32), mask)
-    state, out = _train_chunk(train.TrainSpec(cfg, step=MASKED_PREFIX + step), epochs)(state, hyper, data)
+    spec = train.TrainSpec(cfg, step=MASKED_PREFIX + step, optimizer=opt, batch_size=batch_size)
+    state, out = _train_chunk(spec, epochs)(state, hyper, data)
     pruned_nonzero = sum(jnp.sum((m == 0) & (p != 0), axis=tuple(range(1, p.ndim)))
                          for m, p in zip(jax.tree.leaves(mask), jax.tree.leaves(state.params)))
     return Finetuned(state.params, np.asarray(out.metrics.test_loss[:, -1]), np.asarray(out.metrics.test_acc[:, -1]),
@@ -390,7 +394,7 @@ def _prune(run: Path, out: Path, sparsities, draws, scope, finetune_epochs, step
             jobs += [(pending[i:i + batch], pending[i:i + batch]) for i in range(0, len(pending), batch)]
             for group, served in jobs:
                 res = finetune(params, [p[3] for p in group], keys[r], cfg.epochs, lr, l2, ds, cfg.model,
-                               step_name, finetune_epochs)
+                               step_name, finetune_epochs, cfg.optimizer, cfg.batch_size)
                 checks[r]["pruned_nonzero"] += int(res.pruned_nonzero.sum())
                 checks[r]["nonfinite"] += int((~res.finite).sum())
                 for j, (c, d, si, _) in enumerate(served):

@@ -187,7 +187,9 @@ def _header(run: Path, result: dict) -> list[str]:
     cfg = info.config if info is not None else None
     lines = []
     if cfg is not None:
-        lines += [f"Run `{run.name}`: preset `{cfg.preset}`, dataset `{cfg.dataset}`, "
+        lines += [f"Run `{run.name}`: preset `{cfg.preset}`, dataset `{cfg.dataset}`, model "
+                  f"{'-'.join(map(str, cfg.model.sizes))} ({cfg.model.loss} loss), optimizer "
+                  f"{cfg.optimizer.describe()}, batch size {cfg.batch_size}, "
                   f"{cfg.epochs_equilibrate} epochs to equilibrate + {cfg.epochs_record} recorded, "
                   f"{len(cfg.runs())} run(s) (seed, lr, l2: "
                   + ", ".join(f"({s}, {lr:g}, {l2:g})" for s, lr, l2 in cfg.runs()) + "). "

@@ -14,7 +14,8 @@
                         with np.load(..., mmap_mode="r")
     metrics.json        {"epoch": [...], "train_loss": [[R] per epoch], ..., "timing": {...}},
                         rewritten after every chunk, so a crash keeps every finished epoch
-    order.npy           (with --save-order) int32 (R, steps): example index of each SGD step
+    order.npy           (with --save-order) int32 (R, steps * batch_size): the examples of every SGD
+                        step, in the order they were taken
     weight_stats.npz    (with --weight-stats) running statistics of every weight's increments
                         over the recorded phase (see socjax.weight_stats)
     checkpoint.npz      the training state to resume from (socjax.checkpoint's format), with the
@@ -62,7 +63,7 @@ from typing import Any, BinaryIO, Callable, Mapping, NamedTuple
 import numpy as np
 
 from socjax import checkpoint
-from socjax.config import ConfigError, RunConfig, TrackedWeight
+from socjax.config import ConfigError, RunConfig, TrackedWeight, steps_per_epoch
 
 CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL = "config.json", "tracked.json", "params_init.npz", "params_final.npz"
 TRAJECTORY, METRICS, ORDER = "trajectory.npy", "metrics.json", "order.npy"
@@ -291,15 +292,18 @@ def environment() -> dict:
     )
 
 
-def layout(cfg: RunConfig, steps_per_epoch: int, num_test: int) -> dict:
-    """config.json's "trajectory" section: where the recorded rows sit among the SGD steps.
+def layout(cfg: RunConfig, num_train: int, num_test: int) -> dict:
+    """config.json's "trajectory" section: where the recorded rows sit among the SGD steps (steps,
+    not examples: a step takes batch_size examples).
 
     first_step, steps, row: the final recording's first step (global, from 1), recorded steps and
     first row of trajectory.npy; rows: the file's rows (every window and the final recording);
-    windows: one entry per recording window (`window_layout`)."""
-    n = steps_per_epoch
+    windows: one entry per recording window (`window_layout`); steps_per_epoch and batch_size;
+    num_train: the training examples (train_limit applied)."""
+    n = steps_per_epoch(cfg, num_train)
     return dict(first_step=cfg.epochs_equilibrate * n + cfg.stride, stride=cfg.stride,
-                steps=cfg.epochs_record * n // cfg.stride, steps_per_epoch=n, num_train=n,
+                steps=cfg.epochs_record * n // cfg.stride, steps_per_epoch=n, batch_size=cfg.batch_size,
+                num_train=num_train,
                 num_test=num_test, num_runs=len(cfg.runs()),
                 row=cfg.recorded_before(cfg.epochs_equilibrate) * n // cfg.stride,
                 rows=cfg.recorded_before(cfg.epochs) * n // cfg.stride,
@@ -364,8 +368,13 @@ def _array_shapes(cfg: RunConfig, layout: dict, num_tracked: int) -> dict[str, t
     """The preallocated arrays of a run and their shapes: trajectory (R, rows, K), order (R, steps)."""
     shapes = {TRAJECTORY: (layout["num_runs"], layout.get("rows", layout["steps"]), num_tracked)}
     if cfg.save_order:
-        shapes[ORDER] = (layout["num_runs"], cfg.epochs * layout["steps_per_epoch"])
+        shapes[ORDER] = (layout["num_runs"], cfg.epochs * _order_per_epoch(layout))
     return shapes
+
+
+def _order_per_epoch(layout: dict) -> int:
+    """order.npy's columns per epoch: the examples the epoch's steps took (batch_size per step)."""
+    return layout["steps_per_epoch"] * layout.get("batch_size", 1)
 
 
 def _size(nbytes: float) -> str:
@@ -463,7 +472,8 @@ def written_rows(cfg: RunConfig, layout: dict, epochs_done: int) -> dict:
                trajectory_rows=cfg.recorded_before(epochs_done) * n // cfg.stride,
                trajectory_steps=layout.get("rows", layout["steps"]))
     if cfg.save_order:
-        out.update(order_rows=epochs_done * n, order_steps=cfg.epochs * n)
+        per = _order_per_epoch(layout)
+        out.update(order_rows=epochs_done * per, order_steps=cfg.epochs * per)
     return out
 
 
@@ -569,7 +579,8 @@ class RunWriter:
                 row = self.cfg.recorded_before(first) * n // self.cfg.stride
                 self.trajectory[:, row : row + trajectory.shape[1]] = trajectory
             if order is not None:
-                self.order[:, first * n : (first + num_epochs) * n] = order.reshape(order.shape[0], -1)
+                per = _order_per_epoch(self.layout)
+                self.order[:, first * per : (first + num_epochs) * per] = order.reshape(order.shape[0], -1)
             for arr in (self.trajectory, self.order):
                 if arr is not None:
                     arr.flush()
@@ -637,7 +648,9 @@ def check_binding(out: Path, cfg: RunConfig) -> None:
     if "config" not in user or "tracked" not in user:
         raise RunDirError(f"{path}: records no configuration to check config.json against (written by an "
                           "earlier socjax); resume it with that version")
-    bound, now = _flat(user["config"]), _flat(json.loads(json.dumps(cfg.to_json())))  # both as JSON has them
+    # both as JSON has them; a field added since the checkpoint was written takes its default there
+    bound = {**_flat(_as_json(RunConfig())), **_flat(user["config"])}
+    now = _flat(_as_json(cfg))
     changes = [f"{k}: {bound.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(bound) | set(now))
                if bound.get(k) != now.get(k) and k not in MOVABLE
                and not (k == "epochs_record" and now[k] > bound[k])]
@@ -653,6 +666,10 @@ def check_binding(out: Path, cfg: RunConfig) -> None:
             what = f"entry {i}: {bound_tracked[i]} -> {now_tracked[i]}"
         raise RunDirError(f"{out / TRACKED}: differs from the weights its checkpoint was written with ({what}); "
                           "undo the edit")
+
+
+def _as_json(cfg: RunConfig) -> dict:
+    return json.loads(json.dumps(cfg.to_json()))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

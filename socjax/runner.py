@@ -119,11 +119,11 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
         try:
             stop.check()
             cfg, note = step.choose(cfg)  # "auto" -> native or xla; may build the kernel (seconds, once)
-            if note:
-                print(f"socjax: {note}", file=sys.stderr)
             stop.check()
             lock = rundir.RunLock(out, create=not resume)
             start = _start_up(cfg, out, resume, stop)
+            if note:  # once the input is known good, so that an error stays one line
+                print(f"socjax: {note}", file=sys.stderr)
             bar = _Progress(cfg.epochs, start.epoch, start.steps_per_epoch, progress)  # says "compiling"
             t = time.perf_counter()
             compiled = {}
@@ -165,12 +165,11 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
         rundir.check_binding(out, cfg)
     with stop.at_once():  # NumPy only: safe to interrupt anywhere (a long tfds download, say)
         dataset, source = _load_data(cfg)
-    n = dataset.train_x.shape[0]
-    layout = rundir.layout(cfg, n, int(dataset.test_x.shape[0]))
+    layout = rundir.layout(cfg, dataset.train_x.shape[0], int(dataset.test_x.shape[0]))
     seeds = [s for s, _, _ in cfg.runs()]
     if resume:
         tracked = rundir.load_tracked(out)
-        template = jax.eval_shape(lambda: train.init_runs(seeds, cfg.model, cfg.weight_stats))
+        template = jax.eval_shape(lambda: train.init_runs(seeds, cfg.model, cfg.weight_stats, cfg.optimizer))
         state, epoch, metrics = rundir.load_checkpoint(out, template)
         rundir.check_resumable(out, cfg, layout, len(tracked))
         if epoch >= cfg.epochs and (out / rundir.PARAMS_FINAL).exists():
@@ -178,7 +177,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
                                      "give a longer --epochs")
     else:
         tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
-        state, epoch = train.init_runs(seeds, cfg.model, cfg.weight_stats), 0
+        state, epoch = train.init_runs(seeds, cfg.model, cfg.weight_stats, cfg.optimizer), 0
     rundir.check_space(out, cfg, layout, len(tracked))
     stop.check()
     state, hyper, device_data = _shard(state), _hyper(cfg), jax.device_put(dataset)
@@ -186,7 +185,8 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
         open_writer = lambda: rundir.RunWriter.reopen(out, cfg, layout, source, tracked, epoch, metrics)
     else:
         open_writer = lambda: rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params), state)
-    return _StartUp(state, hyper, device_data, tuple(tracked), epoch, chunk_plan(cfg, epoch), len(seeds) * n,
+    return _StartUp(state, hyper, device_data, tuple(tracked), epoch, chunk_plan(cfg, epoch),
+                    len(seeds) * layout["steps_per_epoch"],
                     open_writer)
 
 
@@ -270,7 +270,7 @@ def _named(params) -> dict[str, np.ndarray]:
 def _compile(cfg: RunConfig, start: _StartUp, chunk: Chunk):
     """The chunk's program, compiled ahead of time for these exact inputs (shapes and shardings)."""
     spec = train.TrainSpec(cfg.model, start.tracked, cfg.stride, chunk.record, cfg.save_order,
-                           weight_stats=chunk.stats, step=cfg.step)
+                           weight_stats=chunk.stats, step=cfg.step, optimizer=cfg.optimizer, batch_size=cfg.batch_size)
     return train.make_train_chunk(spec, chunk.epochs).lower(start.state, start.hyper, start.dataset).compile()
 
 

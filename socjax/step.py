@@ -1,19 +1,23 @@
 """The SGD step seam: the contract every step implementation meets, and how the trainer finds one.
 
-A step takes ONE example and returns the run's next parameters and optimizer state:
+A step takes ONE example, or one minibatch, and returns the run's next parameters and optimizer
+state:
 
-    out = step(params, opt_state, x, label, hyper, cfg)      -> StepOutput
+    out = step(params, opt_state, x, label, hyper, cfg, opt)      -> StepOutput
 
-    params     model.Params before the step; opt_state: its optax state
-    x, label   (784,) float32 and () int32: the example
+    params     model.Params before the step; opt_state: its optax state (`make_optimizer`)
+    x, label   (784,) float32 and () int32: the example; or (B, 784) and (B,): a minibatch, whose
+               loss is the mean of its examples' losses
     hyper      the run's traced settings (`Hyper`: lr, l2; vmapped over runs). The trainer only
                passes it through, so a step may take a richer NamedTuple (e.g. with a fixed 0/1
                pruning mask per weight matrix, applied after every update) without any change to
                the scan that calls it
     cfg        ModelConfig (static)
+    opt        OptimizerConfig (static; default the paper's plain SGD)
     out        StepOutput: new params and opt_state; loss (the data loss of eq. (10), no L2) and
-               correct (argmax == label), both measured before the update; grads, the data-loss
-               gradients, exactly zero where the update is pure weight decay (for --weight-stats)
+               correct (argmax == label; for a minibatch the share of its examples), both measured
+               before the update; grads, the data-loss gradients, exactly zero where that gradient
+               is (for SGD, where the update is pure weight decay; for --weight-stats)
 
 The trainer (socjax.train) drives an implementation as a `Stepper`: four pure functions that move
 one run into the implementation's own form at the start of an epoch, step it, read the tracked
@@ -21,7 +25,7 @@ weights from it, and move it back to ordinary parameters at the end of the epoch
 contract above is a Stepper whose form is the parameters themselves (`params_stepper`); the native
 CPU step (socjax.native) keeps its own. It selects the Stepper by name, `TrainSpec.step`, from the
 registry `socjax.config.STEPS` (name -> "module:function" of a factory
-`(cfg: ModelConfig, accumulate: bool) -> Stepper`, imported on first use): "xla" is `xla_step`
+`(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig) -> Stepper`, imported on first use): "xla" is `xla_step`
 below, the reference every other implementation is tested against and the path for GPU/TPU.
 """
 
@@ -36,7 +40,8 @@ import jax.numpy as jnp
 import optax
 
 from socjax import model, weight_stats
-from socjax.config import AUTO_STEP, MASKED_STEPS, STEPS, ConfigError, ModelConfig, RunConfig, TrackedWeight
+from socjax.config import (AUTO_STEP, MASKED_STEPS, SGD, STEPS, ConfigError, ModelConfig, OptimizerConfig, RunConfig,
+                           TrackedWeight)
 
 
 class Hyper(NamedTuple):
@@ -47,7 +52,8 @@ class Hyper(NamedTuple):
 
 
 class StepOutput(NamedTuple):
-    """What a step returns; see the module docstring. loss: () float32, correct: () bool."""
+    """What a step returns; see the module docstring. loss: () float32, correct: () bool (one
+    example) or () float32 (a minibatch's share)."""
 
     params: model.Params
     opt_state: optax.OptState
@@ -64,7 +70,7 @@ class Stepper(NamedTuple):
 
     enter(params, opt_state, stats, hyper) -> carry    the run in the implementation's own form (hyper:
         the run's, for what a step needs once per epoch, e.g. a MaskedHyper's mask in its layout)
-    step(carry, x, label, hyper) -> (carry, loss, correct)    one SGD step (the contract above);
+    step(carry, x, label, hyper) -> (carry, loss, correct)    one step (the contract above);
         with `accumulate`, it also adds the step to the --weight-stats statistics
     tracked(carry, tracked) -> (K,) float32     the values of the tracked weights
     leave(carry) -> (params, opt_state, stats)  back to ordinary parameters (and WeightStats)
@@ -76,13 +82,13 @@ class Stepper(NamedTuple):
     leave: Callable
 
 
-def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool) -> Stepper:
-    """The Stepper of a per-example `step` (the contract above): the carry is (params, opt_state,
-    stats), and with `accumulate` every step updates `stats` (socjax.weight_stats)."""
+def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD) -> Stepper:
+    """The Stepper of a `step` with the contract above: the carry is (params, opt_state, stats), and
+    with `accumulate` every step updates `stats` (socjax.weight_stats)."""
 
     def one(carry, x, label, hyper):
         params, opt_state, stats = carry
-        out = step(params, opt_state, x, label, hyper, cfg)
+        out = step(params, opt_state, x, label, hyper, cfg, opt)
         if accumulate:
             stats = weight_stats.update(stats, params, out.params, out.grads)
         return (out.params, out.opt_state, stats), out.loss, out.correct
@@ -93,33 +99,50 @@ def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool) -> Stepper:
     return Stepper(lambda params, opt_state, stats, hyper: (params, opt_state, stats), one, tracked, lambda carry: carry)
 
 
-def make_optimizer(hyper: Hyper, cfg: ModelConfig) -> optax.GradientTransformation:
-    """Plain SGD with decoupled L2: updates = -lr * (grad + l2 * w), l2 masked per `cfg`.
+def make_optimizer(hyper: Hyper, cfg: ModelConfig, opt: OptimizerConfig = SGD) -> optax.GradientTransformation:
+    """The L2 gradient l2 * w added to the data-loss gradient (l2 masked per `cfg`), then `opt`:
 
-    Identical in exact arithmetic to SGD on the loss with (l2/2) sum(w^2) added (test_sgd.py).
+        sgd       updates = -lr * (grad + l2 * w): identical in exact arithmetic to SGD on the loss
+                  with (l2/2) sum(w^2) added (test_sgd.py), the paper's rule
+        momentum  optax.sgd(lr, momentum)                  nesterov  the same with nesterov=True
+        adam      optax.adam(lr, b1, b2, eps)              adamw     optax.adamw(lr, b1, b2, eps,
+                  weight_decay), its decoupled decay masked like L2
+
+    Only the optimizer's state (moments, counts) lives in opt_state; lr and l2 come from `hyper` at
+    every step, so any Hyper builds the same initial state.
     """
-    return optax.chain(
-        optax.add_decayed_weights(hyper.l2, mask=model.decay_mask(cfg)),
-        optax.sgd(hyper.lr),
-    )
+    tail = {
+        "sgd": lambda: optax.sgd(hyper.lr),
+        "momentum": lambda: optax.sgd(hyper.lr, momentum=opt.momentum),
+        "nesterov": lambda: optax.sgd(hyper.lr, momentum=opt.momentum, nesterov=True),
+        "adam": lambda: optax.adam(hyper.lr, b1=opt.b1, b2=opt.b2, eps=opt.eps),
+        "adamw": lambda: optax.adamw(hyper.lr, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                                     mask=model.decay_mask(cfg)),
+    }[opt.name]()
+    return optax.chain(optax.add_decayed_weights(hyper.l2, mask=model.decay_mask(cfg)), tail)
 
 
-def xla_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig) -> StepOutput:
-    """The reference step: autodiff of eq. (10) on one example, then `make_optimizer`'s update."""
+def xla_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig, opt: OptimizerConfig = SGD) -> StepOutput:
+    """The reference step: autodiff of eq. (10) on one example (x of one dimension) or of its mean
+    over a minibatch (x of two), then `make_optimizer`'s update."""
 
     def objective(p):
-        out = model.apply(p, x)
-        return model.data_loss(out, label, cfg.loss), out
+        if x.ndim == 1:
+            out = model.apply(p, x)
+            return model.data_loss(out, label, cfg.loss), jnp.argmax(out) == label
+        out = jax.vmap(model.apply, in_axes=(None, 0))(p, x)
+        losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, label, cfg.loss)
+        return jnp.mean(losses), jnp.mean(jnp.argmax(out, axis=-1) == label)
 
-    (loss, out), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    updates, opt_state = make_optimizer(hyper, cfg).update(grads, opt_state, params)
+    (loss, correct), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    updates, opt_state = make_optimizer(hyper, cfg, opt).update(grads, opt_state, params)
     new = optax.apply_updates(params, updates)
-    return StepOutput(new, opt_state, loss, jnp.argmax(out) == label, grads)
+    return StepOutput(new, opt_state, loss, correct, grads)
 
 
-def xla_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+def xla_stepper(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD) -> Stepper:
     """The registry's "xla": `xla_step` as a Stepper."""
-    return params_stepper(xla_step, cfg, accumulate)
+    return params_stepper(xla_step, cfg, accumulate, opt)
 
 
 class MaskedHyper(NamedTuple):
@@ -135,22 +158,22 @@ def masked(step: Step) -> Step:
     """`step` for a pruned network: the same update, then every element multiplied by hyper.mask
     (a MaskedHyper). Pruned elements are 0 before and after; the others move as under `step`."""
 
-    def one(params, opt_state, x, label, hyper: MaskedHyper, cfg: ModelConfig) -> StepOutput:
-        out = step(params, opt_state, x, label, Hyper(hyper.lr, hyper.l2), cfg)
+    def one(params, opt_state, x, label, hyper: MaskedHyper, cfg: ModelConfig, opt: OptimizerConfig = SGD):
+        out = step(params, opt_state, x, label, Hyper(hyper.lr, hyper.l2), cfg, opt)
         return out._replace(params=jax.tree.map(jnp.multiply, out.params, hyper.mask))
 
     return one
 
 
-def masked_xla_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+def masked_xla_stepper(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD) -> Stepper:
     """The registry's "masked-xla": `masked(xla_step)` as a Stepper (takes MaskedHyper)."""
-    return params_stepper(masked(xla_step), cfg, accumulate)
+    return params_stepper(masked(xla_step), cfg, accumulate, opt)
 
 
 MASKED_PREFIX = "masked-"
 
 
-def resolve(name: str) -> Callable[[ModelConfig, bool], Stepper]:
+def resolve(name: str) -> Callable[[ModelConfig, bool, OptimizerConfig], Stepper]:
     """The Stepper factory registered as `name` in config.STEPS ("module:function", or a callable),
     or as "masked-<step>" in config.MASKED_STEPS."""
     if name.startswith(MASKED_PREFIX) and name[len(MASKED_PREFIX):] in MASKED_STEPS:
@@ -171,6 +194,10 @@ def native_unavailable(cfg: RunConfig) -> str | None:
     backend = jax.default_backend()
     if backend != "cpu":
         return f"the backend is {backend}; the native step runs on the CPU"
+    if cfg.optimizer.name != "sgd":
+        return f"the native step is the paper's plain SGD; --optimizer {cfg.optimizer.name} runs on xla"
+    if cfg.batch_size != 1:
+        return f"the native step takes one example per step; --batch-size {cfg.batch_size} runs on xla"
     big = [(lr, l2) for _, lr, l2 in cfg.runs() if lr * l2 >= 1]
     if big:
         return f"the native step needs lr * l2 < 1, got lr {big[0][0]:g} and l2 {big[0][1]:g}"

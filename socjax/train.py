@@ -5,14 +5,19 @@ The contract, for one run:
     state, out = train_chunk(state, hyper, data, spec=..., num_epochs=E)
 
 runs E epochs. Epoch e (global, counted in `state.epoch`) visits the training examples in the order
-`permutation(fold_in(state.key, e), N)`, one SGD step per example:
+`permutation(fold_in(state.key, e), N)`, one step per example (the paper's, batch_size 1):
 
     w <- w - lr * (dL/dw + l2 * w)          L = eq. (10) on one example; l2 on weights (and biases)
+
+or, with `spec.batch_size` B > 1, one step per B consecutive examples of that order (L their mean
+loss; floor(N / B) steps, the last N mod B examples of the order sit the epoch out), and with
+`spec.optimizer` another optax rule fed the same gradient dL/dw + l2 * w (socjax.step.make_optimizer).
 
 Each step is `socjax.step`'s contract, implemented by the Stepper named in `spec.step`; a run
 enters the Stepper's form at the start of every epoch and leaves it at the end, so between epochs
 (and chunks) the state is ordinary parameters whatever the step.
-`out.trajectory[t, k]` is tracked weight k after step (t + 1) * stride of the chunk, and
+`out.trajectory[t, k]` is tracked weight k after step (t + 1) * stride of the chunk (steps, not
+examples, as everywhere: `stride` and the recorded layout count steps), and
 `out.metrics` holds per-epoch train loss/accuracy (mean over the epoch's steps, each taken before
 its update, so no extra pass is spent) and test loss/accuracy (frozen parameters, end of epoch).
 
@@ -31,7 +36,7 @@ import numpy as np
 import optax
 
 from socjax import model, weight_stats
-from socjax.config import ModelConfig, TrackedWeight
+from socjax.config import SGD, ModelConfig, OptimizerConfig, TrackedWeight
 from socjax.data import Dataset
 from socjax.step import Hyper, make_optimizer
 from socjax.step import resolve as resolve_step
@@ -67,8 +72,9 @@ class EpochMetrics(NamedTuple):
 
 
 class ChunkOutput(NamedTuple):
-    """metrics: EpochMetrics of (E,); trajectory: (E * N // stride, K) float32, or None when not
-    recording; order: (E, N) int32 example index of every step, or None unless save_order;
+    """metrics: EpochMetrics of (E,); trajectory: (E * S // stride, K) float32 for S steps per epoch,
+    or None when not recording; order: (E, S * batch_size) int32, the examples of every step in
+    the order they were taken, or None unless save_order;
     finite: () bool, every parameter and every step's loss in the chunk is finite."""
 
     metrics: EpochMetrics
@@ -88,23 +94,26 @@ class TrainSpec:
     save_order: bool = False
     weight_stats: bool = False  # accumulate state.stats at every step (recording phase)
     step: str = "xla"  # the step implementation: a key of config.STEPS (see socjax.step.Stepper)
+    optimizer: OptimizerConfig = SGD
+    batch_size: int = 1
 
 
-def init_state(key: jax.Array, cfg: ModelConfig, with_stats: bool = False) -> TrainState:
+def init_state(key: jax.Array, cfg: ModelConfig, with_stats: bool = False, opt: OptimizerConfig = SGD) -> TrainState:
     """A run's initial state from its root key (typed, from jax.random.key(seed)); with_stats adds
-    zeroed --weight-stats accumulators."""
+    zeroed --weight-stats accumulators; opt_state is `opt`'s (empty for sgd, moments for the others)."""
     init_key, order_key = jax.random.split(key)
     params = model.init(init_key, cfg)
-    # sgd/add_decayed_weights states hold no hyperparameters, so any Hyper builds the same state.
-    opt_state = make_optimizer(Hyper(1.0, 0.0), cfg).init(params)
+    # optimizer states hold no hyperparameters (make_optimizer), so any Hyper builds the same state.
+    opt_state = make_optimizer(Hyper(1.0, 0.0), cfg, opt).init(params)
     stats = weight_stats.init(params) if with_stats else None
     return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32), stats)
 
 
-def init_runs(seeds, cfg: ModelConfig, with_stats: bool = False) -> TrainState:
+def init_runs(seeds, cfg: ModelConfig, with_stats: bool = False, opt: OptimizerConfig = SGD) -> TrainState:
     """Initial states of several runs, stacked on a leading axis: one per seed in `seeds`."""
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    return jax.jit(jax.vmap(init_state, in_axes=(0, None, None)), static_argnums=(1, 2))(keys, cfg, with_stats)
+    return jax.jit(jax.vmap(init_state, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3))(
+        keys, cfg, with_stats, opt)
 
 
 def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
@@ -121,25 +130,29 @@ def evaluate(params: model.Params, x: jax.Array, y: jax.Array, loss: str):
 
 def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSpec, num_epochs: int):
     """Run `num_epochs` epochs of one run. See the module docstring for the contract."""
-    n = data.train_x.shape[0]
-    if n % spec.stride:
-        raise ValueError(f"stride {spec.stride} must divide the steps per epoch {n}")
+    n, b = data.train_x.shape[0], spec.batch_size
+    steps = n // b  # steps per epoch
+    if steps < 1 or steps % spec.stride:
+        raise ValueError(f"stride {spec.stride} must divide the steps per epoch {steps} ({n} examples, batch {b})")
     cfg = spec.model
-    stepper = resolve_step(spec.step)(cfg, spec.weight_stats and spec.record)
+    stepper = resolve_step(spec.step)(cfg, spec.weight_stats and spec.record, spec.optimizer)
 
     def step(carry, i):
         carry, loss, correct = stepper.step(carry, data.train_x[i], data.train_y[i], hyper)
         return carry, (loss, correct)
 
-    def block(carry, idx):  # idx: (stride,) example indices; records after the last step
+    def block(carry, idx):  # idx: (stride,) or (stride, b) example indices; records after the last step
         carry, stats = jax.lax.scan(step, carry, idx)
         tracked = stepper.tracked(carry, spec.tracked) if spec.record else None
         return carry, (stats, tracked)
 
     def epoch(state: TrainState, _):
         order = epoch_order(state.key, state.epoch, n)
+        if b > 1:
+            order = order[: steps * b]
         carry = stepper.enter(state.params, state.opt_state, state.stats, hyper)
-        carry, ((loss, correct), tracked) = jax.lax.scan(block, carry, order.reshape(n // spec.stride, spec.stride))
+        blocks = order.reshape(steps // spec.stride, spec.stride, *((b,) if b > 1 else ()))
+        carry, ((loss, correct), tracked) = jax.lax.scan(block, carry, blocks)
         params, opt_state, stats = stepper.leave(carry)
         test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg.loss)
         metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
@@ -148,7 +161,7 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
 
     state, (metrics, tracked, order) = jax.lax.scan(epoch, state, None, length=num_epochs)
     if tracked is not None:
-        tracked = tracked.reshape(num_epochs * (n // spec.stride), -1)
+        tracked = tracked.reshape(num_epochs * (steps // spec.stride), -1)
     # the mean train loss is NaN/inf if any step's loss was; one pass over the parameters per chunk
     finite = jnp.all(jnp.isfinite(metrics.train_loss)) & jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.params)])

@@ -18,14 +18,14 @@ from test_cli import main
 TRACED = []
 
 
-def wrapped_xla_step(params, opt_state, x, label, hyper, cfg):
+def wrapped_xla_step(params, opt_state, x, label, hyper, cfg, opt):
     """The reference step behind a wrapper that notes each time it is traced."""
     TRACED.append(cfg)
-    return step.xla_step(params, opt_state, x, label, hyper, cfg)
+    return step.xla_step(params, opt_state, x, label, hyper, cfg, opt)
 
 
 def test_a_registered_step_runs_through_the_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(config.STEPS, "wrapped", lambda cfg, acc: step.params_stepper(wrapped_xla_step, cfg, acc))
+    monkeypatch.setitem(config.STEPS, "wrapped", lambda cfg, acc, opt: step.params_stepper(wrapped_xla_step, cfg, acc, opt))
     args = ["train", "--preset", "smoke", "--epochs", "2", "--record-epochs", "1", "--no-progress"]
     TRACED.clear()
     assert main([*args, "--step", "wrapped", "--out", str(tmp_path / "wrapped")]) == 0
@@ -55,15 +55,15 @@ class MaskedHyper(NamedTuple):
     mask: tuple
 
 
-def masked_step(params, opt_state, x, label, hyper, cfg):
+def masked_step(params, opt_state, x, label, hyper, cfg, opt=config.SGD):
     """The reference step, then the mask applied to the new parameters: pruned weights stay 0."""
-    out = step.xla_step(params, opt_state, x, label, hyper, cfg)
+    out = step.xla_step(params, opt_state, x, label, hyper, cfg, opt)
     return out._replace(params=jax.tree.map(lambda p, m: p * m, out.params, hyper.mask))
 
 
 def test_a_masked_step_fits_the_seam(mini, monkeypatch):
     """Two runs with different masks in one vmapped call, against a Python loop of single steps."""
-    monkeypatch.setitem(config.STEPS, "masked", lambda cfg, acc: step.params_stepper(masked_step, cfg, acc))
+    monkeypatch.setitem(config.STEPS, "masked", lambda cfg, acc, opt: step.params_stepper(masked_step, cfg, acc, opt))
     cfg = ModelConfig(sizes=(784, 32, 16, 10))
     ds = jax.device_put(data.Dataset(mini.train_x[:60], mini.train_y[:60], mini.test_x[:20], mini.test_y[:20]))
     state = train.init_runs([0, 1], cfg)

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from socjax import model, weight_stats
-from socjax.config import LOSSES, ConfigError, ModelConfig, TrackedWeight
+from socjax.config import LOSSES, SGD, ConfigError, ModelConfig, OptimizerConfig, TrackedWeight
 from socjax.native import build
 from socjax.step import Stepper
 
@@ -212,13 +212,15 @@ def merge_stats(stats: StatsCarry, end: model.Params, weights, layout: Layout) -
     return weight_stats.WeightStats(n, mean, m2, mean_abs, decay, hist, live_mean, live_m2, live_mean_abs)
 
 
-def stepper(cfg: ModelConfig, accumulate: bool, masked: bool = False) -> Stepper:
+def stepper(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD, masked: bool = False) -> Stepper:
     """The native step for the model `cfg` (socjax.step.Stepper); with `accumulate`, every step also
     adds to the --weight-stats statistics, merged into the run's WeightStats at the end of the epoch;
     with `masked`, the step of a pruned network (hyper is a step.MaskedHyper; see masked_stepper).
     Registers the kernel (BuildError if it cannot be built here)."""
     if masked and accumulate:
         raise ConfigError("the masked native step does not accumulate --weight-stats")
+    if opt.name != "sgd":
+        raise ConfigError(f"the native step is the paper's plain SGD, not {opt.name}")
     build.load()
     layout = Layout.of(cfg.sizes)
     layers = len(cfg.sizes) - 1
@@ -261,8 +263,8 @@ def stepper(cfg: ModelConfig, accumulate: bool, masked: bool = False) -> Stepper
     return Stepper(enter, step, tracked, leave)
 
 
-def masked_stepper(cfg: ModelConfig, accumulate: bool) -> Stepper:
+def masked_stepper(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD) -> Stepper:
     """The registry's "masked-native" (config.MASKED_STEPS): the native step of a pruned network.
     hyper is a step.MaskedHyper; its mask is laid out as the kernel's buffers once per epoch, and
     the kernel multiplies every update by it, so pruned elements (0 on entry) stay exactly 0."""
-    return stepper(cfg, accumulate, masked=True)
+    return stepper(cfg, accumulate, opt, masked=True)
