@@ -55,7 +55,7 @@ def cpu_model() -> str:
 
 
 def make_scan(ds, seeds: int, step: str = "xla", weight_stats: bool = False):
-    tracked = train.select_tracked(CFG.sizes, 16, 0)
+    tracked = train.select_tracked(CFG, 16, 0)
     spec = train.TrainSpec(CFG, tracked, 1, record=True, weight_stats=weight_stats, step=step)
     fn = train.make_train_chunk(spec, 1)
     hyper = train.Hyper(jnp.full((seeds,), LR, jnp.float32), jnp.full((seeds,), L2, jnp.float32))

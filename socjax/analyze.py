@@ -122,12 +122,19 @@ def undetectable_decay(info: rundir.RunInfo) -> str | None:
 
 def describe_series(info: rundir.RunInfo, tracked, num_runs: int, groups: list[grouping.Group] | None = None) -> list[dict]:
     """One dict per series (run r, tracked weight k), in series order s = r * K + k: the run, its
-    seed, lr, l2 and group, and the weight."""
+    seed, lr, l2 and group, and the weight: "weight" its PATH:I,J (config.TrackedWeight), and for the
+    paper's MLP also its layer, row and col."""
     runs = info.runs or [{} for _ in range(num_runs)]
     group_of = {r: g.index for g in groups or () for r in g.runs}
+
+    def weight(t) -> dict:
+        try:
+            return dict(weight=str(t), layer=t.layer, row=t.row, col=t.col)
+        except ValueError:  # a flax model's parameter
+            return dict(weight=str(t))
+
     return [dict(run=r, seed=runs[r].get("seed"), lr=runs[r].get("lr"), l2=runs[r].get("l2"),
-                 group=group_of.get(r, 0), layer=t.layer, row=t.row, col=t.col)
-            for r in range(num_runs) for t in tracked]
+                 group=group_of.get(r, 0), **weight(t)) for r in range(num_runs) for t in tracked]
 
 
 def increment_warnings(st: increments.IncrementStats, series: list[dict], warnings: list[str]) -> None:
@@ -512,6 +519,9 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
     cfg = info.config
     if cfg is None:
         return skipped("config.json has no model configuration")
+    if cfg.model.is_flax:
+        return skipped(f"Fig. 1's neurons are read from the paper's pure-function MLP; --model {cfg.model.arch} "
+                       "has no layer-2 pre-activations here")
     if cfg.model.num_layers < 3:
         return skipped("the network has fewer than two hidden layers")
     from socjax import data, model

@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import itertools
 import math
+import re
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -86,15 +87,27 @@ def _choose(what: str, value, choices) -> None:
         raise ConfigError(f"unknown {what} {value!r}; choose {' or '.join(choices)}")
 
 
+MODEL_ZOO = ("mlp", "flax-mlp", "cnn")  # --model: these, or MODULE:FUNCTION (socjax.flaxnet)
+ACTIVATIONS = ("relu", "tanh")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """The MLP and its loss.
+    """The network and its loss.
 
-    sizes: layer widths from input to output; the paper's is (784, 700, 476, 10).
+    arch: "mlp" is the paper's MLP as pure functions (socjax.model; DEFAULT); "flax-mlp" the same
+        network as a flax Module, "cnn" a LeNet-like flax CNN, "MODULE:FUNCTION" a user's function
+        returning a flax Module (socjax.flaxnet). The native step trains only "mlp".
+    sizes: layer widths from input to output; the paper's is (784, 700, 476, 10). For the cnn the
+        inner widths are its dense head's; a user's module reads only the last (the classes).
+    input_shape: one example's shape (H, W, C), whose product is sizes[0]; the MLPs flatten it.
+    activation: of the flax zoo's hidden layers, "relu" (DEFAULT, the paper's) or "tanh"; the
+        pure MLP is ReLU.
     loss: "mse" is the boundary loss of eq. (10), 1/2 sum_k (out_k - onehot_k)^2;
         "xent" is softmax cross-entropy (an option, not the paper's).
     init: "torch" is PyTorch's nn.Linear default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and
-        biases (DEFAULT); "glorot" is Glorot-uniform weights and zero biases.
+        biases (DEFAULT); "glorot" is Glorot-uniform weights and zero biases. A user's module
+        initialises itself.
     decay_biases: L2 acts on biases too (DEFAULT True, as PyTorch's SGD weight_decay does).
     """
 
@@ -102,21 +115,43 @@ class ModelConfig:
     loss: LossName = "mse"
     init: InitName = "torch"
     decay_biases: bool = True
+    arch: str = "mlp"
+    activation: str = "relu"
+    input_shape: tuple[int, ...] = (28, 28, 1)
 
     def __post_init__(self):
         if len(self.sizes) < 2 or any((not isinstance(s, int)) or s <= 0 for s in self.sizes):
             raise ConfigError(f"layer sizes must be positive integers, got {self.sizes}")
-        if self.sizes[0] != INPUT_SIZE or self.sizes[-1] != NUM_CLASSES:
+        if self.sizes[0] != math.prod(self.input_shape) or self.sizes[-1] != NUM_CLASSES:
             raise ConfigError(
-                f"layer sizes must start at {INPUT_SIZE} (MNIST pixels) and end at {NUM_CLASSES} "
-                f"(classes), got {self.sizes}"
+                f"layer sizes must start at {math.prod(self.input_shape)} (pixels of {self.input_shape}) and end "
+                f"at {NUM_CLASSES} (classes), got {self.sizes}"
             )
         _choose("loss", self.loss, LOSSES)
         _choose("init", self.init, INITS)
+        _choose("activation", self.activation, ACTIVATIONS)
+        if self.arch not in MODEL_ZOO and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.arch):
+            raise ConfigError(f"unknown model {self.arch!r}; choose {' or '.join(MODEL_ZOO)}, or MODULE:FUNCTION "
+                              "(a function returning a flax.linen.Module)")
+        if self.arch == "mlp" and self.activation != "relu":
+            raise ConfigError(f"the paper's MLP (--model mlp) is ReLU; --activation {self.activation} needs --model "
+                              "flax-mlp or cnn")
 
     @property
     def num_layers(self) -> int:
         return len(self.sizes) - 1
+
+    def describe(self) -> str:
+        """One line: the network and its loss, e.g. "mlp 784-700-476-10 (mse loss)"."""
+        sizes = "-".join(map(str, self.sizes))
+        net = {"mlp": f"mlp {sizes}", "flax-mlp": f"flax-mlp {sizes}, {self.activation}",
+               "cnn": f"cnn (conv 8, 16 channels; dense {'-'.join(map(str, self.sizes[1:]))}), {self.activation}"}
+        return f"{net.get(self.arch, f'{self.arch} (a user module)')}, {self.loss} loss"
+
+    @property
+    def is_flax(self) -> bool:
+        """Whether the network is a flax Module (socjax.flaxnet) rather than the pure MLP."""
+        return self.arch != "mlp"
 
 
 # Which OptimizerConfig fields each optimizer reads; the CLI refuses a setting its optimizer ignores.
@@ -168,13 +203,49 @@ class OptimizerConfig:
 SGD = OptimizerConfig()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=False)
 class TrackedWeight:
-    """One recorded weight: w{layer}[row, col], layer 1-based, w of shape (fan_in, fan_out)."""
+    """One recorded weight: element `index` of the parameter named `path`, written PATH:I,J,...
 
-    layer: int
-    row: int
-    col: int
+    Paths are the run directory's parameter names: "w1", "w2", ... for the paper's MLP (w of shape
+    (fan_in, fan_out), so w1:130,420 is w1[130, 420]); "Dense_0/kernel", "Conv_1/kernel", ... for a
+    flax model (socjax.flaxnet). `mlp(layer, row, col)` is the old LAYER:ROW:COL form."""
+
+    path: str
+    index: tuple[int, ...]
+
+    @staticmethod
+    def mlp(layer: int, row: int, col: int) -> "TrackedWeight":
+        return TrackedWeight(f"w{layer}", (row, col))
+
+    @property
+    def layer(self) -> int:
+        """The 1-based layer of a weight of the paper's MLP (w{layer}); ValueError for another path."""
+        m = re.fullmatch(r"w(\d+)", self.path)
+        if m is None or len(self.index) != 2:
+            raise ValueError(f"{self} is not a weight of the paper's MLP")
+        return int(m.group(1))
+
+    @property
+    def row(self) -> int:
+        return self.index[0]
+
+    @property
+    def col(self) -> int:
+        return self.index[-1]
+
+    def __str__(self) -> str:
+        return f"{self.path}:{','.join(map(str, self.index))}"
+
+    def to_json(self) -> dict:
+        return dict(path=self.path, index=list(self.index))
+
+    @staticmethod
+    def from_json(d: dict) -> "TrackedWeight":
+        """Either form: {"path", "index"}, or {"layer", "row", "col"} of runs made before paths."""
+        if "path" in d:
+            return TrackedWeight(str(d["path"]), tuple(int(i) for i in d["index"]))
+        return TrackedWeight.mlp(int(d["layer"]), int(d["row"]), int(d["col"]))
 
 
 @dataclass(frozen=True)
@@ -245,10 +316,12 @@ class RunConfig:
     @staticmethod
     def from_json(d: dict) -> "RunConfig":
         d = {k: v for k, v in d.items() if k != "runs"}
-        d["model"] = ModelConfig(**{**d["model"], "sizes": tuple(d["model"]["sizes"])})
+        d["model"] = ModelConfig(**{**d["model"], "sizes": tuple(d["model"]["sizes"]),
+                                    **({"input_shape": tuple(d["model"]["input_shape"])}
+                                       if "input_shape" in d["model"] else {})})
         if "optimizer" in d:  # absent from runs made before optimizers were added: plain SGD
             d["optimizer"] = OptimizerConfig(**d["optimizer"])
-        d["track_weights"] = tuple(TrackedWeight(**t) for t in d["track_weights"])
+        d["track_weights"] = tuple(TrackedWeight.from_json(t) for t in d["track_weights"])
         for k in ("seeds", "lr", "l2", "record_windows"):
             if k in d:
                 d[k] = tuple(d[k])
@@ -285,35 +358,48 @@ def _validate(cfg: RunConfig) -> None:
     if cfg.chunk_epochs < 1:
         raise ConfigError(f"chunk_epochs must be >= 1, got {cfg.chunk_epochs}")
     _validate_windows(cfg)
+    if cfg.weight_stats and m.is_flax:
+        raise ConfigError(f"--weight-stats covers the paper's pure-function MLP (--model mlp), not --model {m.arch}")
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise ConfigError(f"train_limit must be >= 1, got {cfg.train_limit}")
     if not (cfg.pixel_scale > 0 and math.isfinite(cfg.pixel_scale)):
         raise ConfigError(f"pixel_scale must be positive and finite, got {cfg.pixel_scale}")
     if cfg.epochs > MAX_EPOCHS:
         raise ConfigError(f"at most {MAX_EPOCHS:,} epochs (the epoch counter is int32), got {cfg.epochs:,}")
+    if not m.is_flax:  # a flax model's parameters are known once it is built (socjax.model.check)
+        check_tracking(cfg, mlp_kernels(m))
+
+
+def mlp_kernels(m: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """(path, shape) of the pure MLP's weight matrices, w1 ... wL."""
+    return [(f"w{l}", (m.sizes[l - 1], m.sizes[l])) for l in range(1, m.num_layers + 1)]
+
+
+def check_tracking(cfg: RunConfig, kernels: list[tuple[str, tuple[int, ...]]]) -> None:
+    """--track-weights name existing elements, once each; --track draws (half from each of the first
+    two kernels, `socjax.train.select_tracked`) fit in them. kernels: (path, shape) in model order."""
     if cfg.track_weights:
         if len(set(cfg.track_weights)) != len(cfg.track_weights):
             dup = next(t for t in cfg.track_weights if cfg.track_weights.count(t) > 1)
-            raise ConfigError(f"tracked weight {dup.layer}:{dup.row}:{dup.col} is given twice")
+            raise ConfigError(f"tracked weight {dup} is given twice")
+        shapes = dict(kernels)
         for t in cfg.track_weights:
-            if not 1 <= t.layer <= m.num_layers:
-                raise ConfigError(f"tracked weight {t}: layer must be in 1..{m.num_layers}")
-            fan_in, fan_out = m.sizes[t.layer - 1], m.sizes[t.layer]
-            if not (0 <= t.row < fan_in and 0 <= t.col < fan_out):
-                raise ConfigError(
-                    f"tracked weight {t}: w{t.layer} has shape ({fan_in}, {fan_out})"
-                )
+            if t.path not in shapes:
+                raise ConfigError(f"tracked weight {t}: the model has no weight {t.path!r}; its weights are "
+                                  f"{', '.join(shapes)}")
+            shape = shapes[t.path]
+            if len(t.index) != len(shape) or not all(0 <= i < n for i, n in zip(t.index, shape)):
+                raise ConfigError(f"tracked weight {t}: {t.path} has shape {shape}")
     elif cfg.track < 0:
         raise ConfigError(f"track must be >= 0, got {cfg.track}")
-    elif cfg.track > 0 and m.num_layers < 2:
-        raise ConfigError("random tracking draws from layers 1 and 2; the model has one layer")
+    elif cfg.track > 0 and len(kernels) < 2:
+        raise ConfigError("random tracking draws from the first two weight layers; the model has one")
     elif cfg.track > 0:
-        # select_tracked: track // 2 distinct weights from w1, the rest from w2
-        for layer, count in ((1, cfg.track // 2), (2, cfg.track - cfg.track // 2)):
-            size = m.sizes[layer - 1] * m.sizes[layer]
+        sizes = [math.prod(shape) for _, shape in kernels[:2]]
+        for (path, _), size, count in zip(kernels, sizes, (cfg.track // 2, cfg.track - cfg.track // 2)):
             if count > size:
-                raise ConfigError(f"--track {cfg.track} draws {count} weights from w{layer}, which has {size}; "
-                                  f"at most {2 * min(m.sizes[0] * m.sizes[1], m.sizes[1] * m.sizes[2])}")
+                raise ConfigError(f"--track {cfg.track} draws {count} weights from {path}, which has {size}; "
+                                  f"at most {2 * min(sizes)}")
 
 
 def _validate_windows(cfg: RunConfig) -> None:
@@ -443,12 +529,17 @@ def ages(text: str) -> tuple[int, ...]:
 
 
 def tracked_weight(text: str) -> TrackedWeight:
-    """LAYER:ROW:COL (argparse type)."""
-    try:
-        layer, row, col = (int(v) for v in text.split(":"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LAYER:ROW:COL, got {text!r}") from None
-    return TrackedWeight(layer, row, col)
+    """PATH:I,J,... (e.g. w1:130,420 or Dense_0/kernel:130,420), or the paper MLP's LAYER:ROW:COL
+    (argparse type)."""
+    if re.fullmatch(r"\d+:\d+:\d+", text):
+        return TrackedWeight.mlp(*(int(v) for v in text.split(":")))
+    path, _, index = text.rpartition(":")
+    if path:
+        try:
+            return TrackedWeight(path, tuple(int(i) for i in index.split(",")))
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"expected PATH:I,J,... or LAYER:ROW:COL, got {text!r}")
 
 
 @dataclass(frozen=True)
@@ -478,9 +569,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("seed", "first seed; seeds are SEED..SEED+N-1, each in 0..2**32-1 (default 0)", arg=dict(type=seed_int)),
     Flag("lr", "learning rate(s); several values sweep (default 2e-3)", "lr", dict(type=float, nargs="+")),
     Flag("l2", "L2 coefficient(s); several values sweep (default 5e-4)", "l2", dict(type=float, nargs="+")),
-    Flag("track", "number of weights to record, half from w1, half from w2 (default 16)", "track", dict(type=int)),
-    Flag("track_weights", "record these weights instead: layer (1-based), row, column of w (fan_in, fan_out)",
-         "track_weights", dict(type=tracked_weight, nargs="+", metavar="L:R:C")),
+    Flag("track", "number of weights to record, drawn uniformly: half from the first weight layer (w1, or a flax "
+         "model's first kernel), half from the second (default 16)", "track", dict(type=int)),
+    Flag("track_weights", "record these weights instead: parameter path and index, e.g. w1:130,420 or "
+         "Conv_1/kernel:2,2,0,5; the paper MLP's LAYER:ROW:COL (1:130:420) too", "track_weights",
+         dict(type=tracked_weight, nargs="+", metavar="PATH:I,J")),
     Flag("track_seed", "seed of the random choice of tracked weights, the same for every run (default 0)",
          "track_seed", dict(type=seed_int)),
     Flag("stride", "record every K-th step; must divide the steps per epoch (default 1)", "stride",
@@ -503,7 +596,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("train_limit", "use only the first N training examples", "train_limit", dict(type=positive_int)),
     Flag("pixel_scale", "pixels are divided by this (default 255: blank pixels stay exactly 0)", "pixel_scale",
          dict(type=finite_positive)),
-    Flag("hidden", "hidden layer widths (default 700 476)", arg=dict(type=positive_int, nargs="+")),
+    Flag("model", "the network: mlp (the paper's, as pure functions; default), flax-mlp (the same as a flax Module), "
+         "cnn (LeNet-like flax CNN), or MODULE:FUNCTION, a function returning a flax.linen.Module", "model.arch",
+         dict(metavar="MODEL")),
+    Flag("activation", "hidden activation of flax-mlp and cnn: relu (default) or tanh", "model.activation",
+         dict(choices=ACTIVATIONS)),
+    Flag("hidden", "hidden layer widths (default 700 476; the cnn's dense head)", arg=dict(type=positive_int, nargs="+")),
     Flag("loss", "mse: eq. (10), the default; xent: cross-entropy", "model.loss", dict(choices=LOSSES)),
     Flag("init", "parameter init (default torch: PyTorch's nn.Linear)", "model.init", dict(choices=INITS)),
     Flag("decay_biases", "L2 on biases too (default: yes, as PyTorch's weight_decay)", "model.decay_biases",

@@ -139,13 +139,13 @@ def apply_mask(params: model.Params, mask: model.Params) -> model.Params:
 
 
 @jax.jit(static_argnums=4)
-def _evaluate(params, mask, x, y, loss):
-    return train.evaluate(apply_mask(params, mask), x, y, loss)
+def _evaluate(params, mask, x, y, cfg):
+    return train.evaluate(apply_mask(params, mask), x, y, cfg)
 
 
-def evaluate(params: model.Params, mask: model.Params, x, y, loss: str) -> tuple[float, float]:
+def evaluate(params: model.Params, mask: model.Params, x, y, cfg: ModelConfig) -> tuple[float, float]:
     """(mean data loss, accuracy) of the masked network on x (M, 784), y (M,): train.evaluate."""
-    masked_loss, acc = _evaluate(params, mask, x, y, loss)
+    masked_loss, acc = _evaluate(params, mask, x, y, cfg)
     return float(masked_loss), float(acc)
 
 
@@ -380,7 +380,7 @@ def _prune(run: Path, out: Path, sparsities, draws, scope, finetune_epochs, step
             for c, d, ranks in ranked:
                 for si, s in enumerate(sparsities):
                     mask = full_mask(cfg.model, dict(zip(layers, keep_masks(ranks, s, scope))))
-                    loss_, acc = evaluate(params, mask, ds.test_x, ds.test_y, cfg.model.loss)
+                    loss_, acc = evaluate(params, mask, ds.test_x, ds.test_y, cfg.model)
                     curves[c]["none"]["test_loss"][r, d, si], curves[c]["none"]["test_acc"][r, d, si] = loss_, acc
                     if finetune_epochs:
                         (pending if s > 0 else dense).append((c, d, si, mask))

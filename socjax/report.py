@@ -188,7 +188,7 @@ def _header(run: Path, result: dict) -> list[str]:
     lines = []
     if cfg is not None:
         lines += [f"Run `{run.name}`: preset `{cfg.preset}`, dataset `{cfg.dataset}`, model "
-                  f"{'-'.join(map(str, cfg.model.sizes))} ({cfg.model.loss} loss), optimizer "
+                  f"{cfg.model.describe()}, optimizer "
                   f"{cfg.optimizer.describe()}, batch size {cfg.batch_size}, "
                   f"{cfg.epochs_equilibrate} epochs to equilibrate + {cfg.epochs_record} recorded, "
                   f"{len(cfg.runs())} run(s) (seed, lr, l2: "

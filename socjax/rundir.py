@@ -3,7 +3,9 @@
     config.json         resolved RunConfig (+ "runs": seed/lr/l2 of each run), the recording layout
                         ("trajectory": first_step, stride, steps, ...), data source, socjax/jax
                         versions, backend, device
-    tracked.json        [{"layer": 1-based, "row": r, "col": c}, ...]: column k of trajectory.npy
+    tracked.json        [{"path": "w1", "index": [r, c]}, ...]: column k of trajectory.npy is element
+                        index of the parameter at path (config.TrackedWeight; runs made before
+                        paths wrote {"layer": 1-based, "row": r, "col": c}, read as w{layer})
     params_init.npz     w1, b1, w2, b2, w3, b3, each with a leading run axis: w1 (R, 784, 700)
     params_final.npz    same, after the last epoch (written once training ends)
     params_age{A}.npz   same, at the end of the recording window at age A (--record-windows)
@@ -456,7 +458,7 @@ def _write_config(out: Path, cfg: RunConfig, layout: dict, source: str) -> None:
 
 
 def _tracked_json(tracked) -> list[dict]:
-    return [dict(layer=t.layer, row=t.row, col=t.col) for t in tracked]
+    return [t.to_json() for t in tracked]
 
 
 def _new_metrics() -> dict:
@@ -648,8 +650,12 @@ def check_binding(out: Path, cfg: RunConfig) -> None:
     if "config" not in user or "tracked" not in user:
         raise RunDirError(f"{path}: records no configuration to check config.json against (written by an "
                           "earlier socjax); resume it with that version")
-    # both as JSON has them; a field added since the checkpoint was written takes its default there
-    bound = {**_flat(_as_json(RunConfig())), **_flat(user["config"])}
+    # both as JSON has them, the bound one read as a RunConfig first: a field added since the
+    # checkpoint was written takes its default, and an older spelling (tracked weights) the new one
+    try:
+        bound = _flat(_as_json(RunConfig.from_json(user["config"])))
+    except (ConfigError, TypeError, KeyError):
+        bound = _flat(user["config"])
     now = _flat(_as_json(cfg))
     changes = [f"{k}: {bound.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(bound) | set(now))
                if bound.get(k) != now.get(k) and k not in MOVABLE
@@ -657,7 +663,9 @@ def check_binding(out: Path, cfg: RunConfig) -> None:
     if changes:
         raise RunDirError(f"{out / CONFIG}: differs from the configuration its checkpoint was written with "
                           f"({'; '.join(changes)}); undo the edit, or start a new run with the values you want")
-    bound_tracked, now_tracked = user["tracked"], _tracked_json(load_tracked(out))
+    # both parsed: a checkpoint from before paths records {"layer", "row", "col"}
+    bound_tracked = [str(TrackedWeight.from_json(t)) for t in user["tracked"]]
+    now_tracked = [str(t) for t in load_tracked(out)]
     if bound_tracked != now_tracked:
         if len(bound_tracked) != len(now_tracked):
             what = f"{len(bound_tracked)} weights -> {len(now_tracked)}"
@@ -782,7 +790,7 @@ def read_info(run: str | Path) -> RunInfo:
 
 
 def load_tracked(run: str | Path) -> tuple[TrackedWeight, ...]:
-    return tuple(TrackedWeight(**t) for t in json.loads(_require(Path(run) / TRACKED).read_text()))
+    return tuple(TrackedWeight.from_json(t) for t in json.loads(_require(Path(run) / TRACKED).read_text()))
 
 
 def load_trajectory(run: str | Path) -> np.ndarray:
@@ -935,6 +943,8 @@ def not_final(run: str | Path) -> str | None:
     its end."""
     run = Path(run)
     cfg = read_info(run).config
+    if cfg is not None and cfg.model.is_flax:
+        return f"{run} trains --model {cfg.model.arch}; pruning ranks the weights of the paper's pure-function MLP"
     if cfg is not None and not cfg.weight_stats:
         return f"{run} was trained without --weight-stats: train it again with --weight-stats to prune by amplitude"
     done = (read_progress(run) or {}).get("epochs_done")

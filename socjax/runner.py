@@ -118,6 +118,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
         lock = bar = None
         try:
             stop.check()
+            model.check(cfg)  # a flax model: builds, maps an example to the classes, has the tracked weights
             cfg, note = step.choose(cfg)  # "auto" -> native or xla; may build the kernel (seconds, once)
             stop.check()
             lock = rundir.RunLock(out, create=not resume)
@@ -176,7 +177,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
             raise rundir.RunDirError(f"{out}: the run is complete ({epoch} of {cfg.epochs} epochs); to extend it, "
                                      "give a longer --epochs")
     else:
-        tracked = cfg.track_weights or train.select_tracked(cfg.model.sizes, cfg.track, cfg.track_seed)
+        tracked = cfg.track_weights or train.select_tracked(cfg.model, cfg.track, cfg.track_seed)
         state, epoch = train.init_runs(seeds, cfg.model, cfg.weight_stats, cfg.optimizer), 0
     rundir.check_space(out, cfg, layout, len(tracked))
     stop.check()
@@ -264,7 +265,7 @@ def _hyper(cfg: RunConfig) -> train.Hyper:
 
 
 def _named(params) -> dict[str, np.ndarray]:
-    return model.to_named(jax.device_get(params))
+    return model.named(jax.device_get(params))
 
 
 def _compile(cfg: RunConfig, start: _StartUp, chunk: Chunk):

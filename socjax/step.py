@@ -126,11 +126,13 @@ def xla_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig, opt: O
     """The reference step: autodiff of eq. (10) on one example (x of one dimension) or of its mean
     over a minibatch (x of two), then `make_optimizer`'s update."""
 
+    apply = model.forward(cfg)
+
     def objective(p):
         if x.ndim == 1:
-            out = model.apply(p, x)
+            out = apply(p, x)
             return model.data_loss(out, label, cfg.loss), jnp.argmax(out) == label
-        out = jax.vmap(model.apply, in_axes=(None, 0))(p, x)
+        out = jax.vmap(apply, in_axes=(None, 0))(p, x)
         losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, label, cfg.loss)
         return jnp.mean(losses), jnp.mean(jnp.argmax(out, axis=-1) == label)
 
@@ -194,6 +196,8 @@ def native_unavailable(cfg: RunConfig) -> str | None:
     backend = jax.default_backend()
     if backend != "cpu":
         return f"the backend is {backend}; the native step runs on the CPU"
+    if cfg.model.is_flax:
+        return f"the native step trains the paper's pure-function MLP; --model {cfg.model.arch} runs on xla"
     if cfg.optimizer.name != "sgd":
         return f"the native step is the paper's plain SGD; --optimizer {cfg.optimizer.name} runs on xla"
     if cfg.batch_size != 1:

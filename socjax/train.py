@@ -121,10 +121,10 @@ def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
     return jax.random.permutation(jax.random.fold_in(key, epoch), n).astype(jnp.int32)
 
 
-def evaluate(params: model.Params, x: jax.Array, y: jax.Array, loss: str):
+def evaluate(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelConfig):
     """Mean data loss and accuracy over a set: x (M, 784), y (M,). Returns two () float32."""
-    out = jax.vmap(model.apply, in_axes=(None, 0))(params, x)
-    losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, y, loss)
+    out = jax.vmap(model.forward(cfg), in_axes=(None, 0))(params, x)
+    losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, y, cfg.loss)
     return jnp.mean(losses), jnp.mean(jnp.argmax(out, axis=-1) == y)
 
 
@@ -154,7 +154,7 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
         blocks = order.reshape(steps // spec.stride, spec.stride, *((b,) if b > 1 else ()))
         carry, ((loss, correct), tracked) = jax.lax.scan(block, carry, blocks)
         params, opt_state, stats = stepper.leave(carry)
-        test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg.loss)
+        test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg)
         metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
         state = TrainState(params, opt_state, state.key, state.epoch + 1, stats)
         return state, (metrics, tracked, order if spec.save_order else None)
@@ -181,13 +181,15 @@ def make_train_chunk(spec: TrainSpec, num_epochs: int):
     return jax.jit(jax.vmap(chunk, in_axes=(0, 0, None)), donate_argnums=0)
 
 
-def select_tracked(sizes: tuple[int, ...], count: int, seed: int) -> tuple[TrackedWeight, ...]:
-    """`count` distinct weights drawn uniformly at random: count // 2 from w1, the rest from w2
-    (DEFAULT: an even split, so both layers are represented). Sorted by (layer, row, col)."""
-    key1, key2 = jax.random.split(jax.random.key(seed))
+def select_tracked(cfg: ModelConfig, count: int, seed: int) -> tuple[TrackedWeight, ...]:
+    """`count` distinct weights drawn uniformly at random: count // 2 from the model's first kernel
+    (w1 of the paper's MLP), the rest from its second (w2) (DEFAULT: an even split, so both layers
+    are represented). Sorted by kernel, then index."""
+    first_two = model.kernels(cfg)[:2]
+    keys = jax.random.split(jax.random.key(seed))
     out = []
-    for layer, k, c in ((1, key1, count // 2), (2, key2, count - count // 2)):
-        fan_in, fan_out = sizes[layer - 1], sizes[layer]
-        flat = np.asarray(jax.random.choice(k, fan_in * fan_out, (c,), replace=False))
-        out += [TrackedWeight(layer, int(f // fan_out), int(f % fan_out)) for f in flat]
-    return tuple(sorted(out, key=lambda t: (t.layer, t.row, t.col)))
+    for (path, shape), k, c in zip(first_two, keys, (count // 2, count - count // 2)):
+        flat = np.asarray(jax.random.choice(k, int(np.prod(shape)), (c,), replace=False))
+        out += [TrackedWeight(path, tuple(int(i) for i in idx)) for idx in zip(*np.unravel_index(flat, shape))]
+    order = {path: i for i, (path, _) in enumerate(first_two)}
+    return tuple(sorted(out, key=lambda t: (order[t.path], t.index)))

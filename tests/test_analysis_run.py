@@ -26,8 +26,8 @@ def recorded(mini):
     """A small network trained step by step in Python: the tracked weights after every step and
     the exact gradient of each at every step (the ground truth for pure weight decay)."""
     cfg = ModelConfig(sizes=(784, 32, 16, 10))
-    tracked = tuple(TrackedWeight(1, r, c) for r, c in ((150, 3), (400, 7), (10, 0), (600, 31))) + (
-        TrackedWeight(2, 5, 5), TrackedWeight(2, 20, 9))
+    tracked = tuple(TrackedWeight.mlp(1, r, c) for r, c in ((150, 3), (400, 7), (10, 0), (600, 31))) + (
+        TrackedWeight.mlp(2, 5, 5), TrackedWeight.mlp(2, 20, 9))
     state = train.init_state(jax.random.key(0), cfg)
     hyper = train.Hyper(jnp.float32(LR), jnp.float32(L2))
     step = jax.jit(lambda p, o, x, y: xla_step(p, o, x, y, hyper, cfg)[:4])

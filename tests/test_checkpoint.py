@@ -34,7 +34,7 @@ def test_train_state_with_statistics_round_trips(mini, tmp_path):
     restores bitwise, and training on from it equals training on from the original."""
     ds = jax.device_put(data.Dataset(mini.train_x[:50], mini.train_y[:50], mini.test_x[:20], mini.test_y[:20]))
     hyper = train.Hyper(jnp.full((2,), 2e-3), jnp.full((2,), 5e-4))
-    spec = train.TrainSpec(CFG, (TrackedWeight(1, 150, 3),), 1, True, weight_stats=True)
+    spec = train.TrainSpec(CFG, (TrackedWeight.mlp(1, 150, 3),), 1, True, weight_stats=True)
     chunk = train.make_train_chunk(spec, 1)
     state, _ = chunk(train.init_runs([0, 1], CFG, with_stats=True), hyper, ds)
     rundir.save_checkpoint(tmp_path, state, {"epochs_done": 1, "metrics": {"epoch": [1]}})

@@ -34,7 +34,7 @@ def test_smoke_run_writes_the_documented_files(smoke_run):
     n, runs = layout["steps_per_epoch"], 2
     assert cfg.seeds == (0, 1) and cfg.preset == "smoke" and n == 2000
     assert cfg_json["environment"]["backend"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
-    assert layout == dict(first_step=n + 1, stride=1, steps=2 * n, steps_per_epoch=n, num_train=n, num_test=2000, num_runs=runs,
+    assert layout == dict(first_step=n + 1, stride=1, steps=2 * n, steps_per_epoch=n, batch_size=1, num_train=n, num_test=2000, num_runs=runs,
                           row=0, rows=2 * n, windows=[])
 
     tracked = rundir.load_tracked(smoke_run)
@@ -151,7 +151,7 @@ def no_compile(monkeypatch):
     (["--epochs", "40", "--record-epochs", "10", "--record-windows", "29"],
      "the window at age 29 (2 epochs) straddles the start of the final recording (epoch 30)"),
     (["--record-windows", "3,4"], "the windows at ages 3 and 4 overlap (2 epochs each)"),
-    (["--track-weights", "1:3:4", "2:0:0", "1:3:4"], "tracked weight 1:3:4 is given twice"),
+    (["--track-weights", "1:3:4", "2:0:0", "1:3:4"], "tracked weight w1:3,4 is given twice"),
     (["--train-limit", "20000"], "train_limit 20000 exceeds the 10,000 training examples of mnist-mini"),
     (["--checkpoint-minutes", "nan"], "argument --checkpoint-minutes: must be a finite number > 0, got nan"),
     (["--checkpoint-minutes", "inf"], "argument --checkpoint-minutes: must be a finite number > 0, got inf"),

@@ -209,8 +209,8 @@ def chunk(step_name: str, ds, seeds, lrs, stride: int, tracked):
     return train.make_train_chunk(spec, 1)(train.init_runs(seeds, ModelConfig()), hyper, ds)
 
 
-TRACKED = (TrackedWeight(1, 350, 5), TrackedWeight(1, 0, 0), TrackedWeight(1, 406, 699), TrackedWeight(2, 10, 400),
-           TrackedWeight(2, 699, 475), TrackedWeight(3, 7, 3), TrackedWeight(3, 475, 9))
+TRACKED = (TrackedWeight.mlp(1, 350, 5), TrackedWeight.mlp(1, 0, 0), TrackedWeight.mlp(1, 406, 699), TrackedWeight.mlp(2, 10, 400),
+           TrackedWeight.mlp(2, 699, 475), TrackedWeight.mlp(3, 7, 3), TrackedWeight.mlp(3, 475, 9))
 
 
 @pytest.mark.parametrize("stride", [1, 5])
@@ -281,7 +281,7 @@ def stats_after(step_name: str, cfg: ModelConfig, ds, l2: float):
     """weight_stats.to_arrays after two one-epoch chunks (the statistics carry across chunks)."""
     hyper = train.Hyper(jnp.full((1,), 2e-3, jnp.float32), jnp.full((1,), l2, jnp.float32))
     state = train.init_runs([0], cfg, True)
-    spec = train.TrainSpec(cfg, (TrackedWeight(1, 0, 0),), 1, True, weight_stats=True, step=step_name)
+    spec = train.TrainSpec(cfg, (TrackedWeight.mlp(1, 0, 0),), 1, True, weight_stats=True, step=step_name)
     fn = train.make_train_chunk(spec, 1)
     for _ in range(2):
         state, _ = fn(state, hyper, ds)

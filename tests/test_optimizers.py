@@ -78,7 +78,7 @@ def test_50_minibatch_steps_follow_a_float64_replay_of_the_optimizer(mini, opt):
     ds = jax.device_put(data.Dataset(mini.train_x[:200], mini.train_y[:200], mini.test_x[:50], mini.test_y[:50]))
     state = train.init_runs([3], SMALL, False, opt)
     start = jax.device_get(state.params)
-    spec = train.TrainSpec(SMALL, (TrackedWeight(1, 300, 5),), 1, True, save_order=True, optimizer=opt, batch_size=b)
+    spec = train.TrainSpec(SMALL, (TrackedWeight.mlp(1, 300, 5),), 1, True, save_order=True, optimizer=opt, batch_size=b)
     state, out = train.make_train_chunk(spec, 1)(state, train.Hyper(jnp.full((1,), lr), jnp.full((1,), l2)), ds)
     order = np.asarray(out.order[0, 0])
     assert sorted(order) == list(range(200))  # one shuffled pass, nothing left over at 200 = 50 * 4
@@ -102,7 +102,7 @@ def test_the_remainder_of_an_epoch_sits_out_and_steps_count_as_steps(mini):
     ds = jax.device_put(data.Dataset(mini.train_x[:200], mini.train_y[:200], mini.test_x[:50], mini.test_y[:50]))
     state = train.init_runs([0], SMALL)
     full = [np.asarray(train.epoch_order(state.key[0], jnp.int32(e), 200)) for e in range(2)]
-    spec = train.TrainSpec(SMALL, (TrackedWeight(2, 1, 1),), 2, True, save_order=True, batch_size=3)
+    spec = train.TrainSpec(SMALL, (TrackedWeight.mlp(2, 1, 1),), 2, True, save_order=True, batch_size=3)
     _, out = train.make_train_chunk(spec, 2)(state, train.Hyper(jnp.full((1,), 1e-2), jnp.full((1,), 0.0)), ds)
     assert out.order.shape == (1, 2, 198) and out.trajectory.shape == (1, 66, 1)
     for e in range(2):

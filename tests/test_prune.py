@@ -45,7 +45,7 @@ def test_evaluation_equals_a_numpy_forward_pass_of_the_masked_network(mini, crit
           for l in prune.hidden_layers(SMALL)]
     masks = prune.full_mask(SMALL, dict(zip(prune.hidden_layers(SMALL), prune.keep_masks(prune.prune_ranks(pr, scope),
                                                                                   sparsity, scope))))
-    got = prune.evaluate(params, masks, jnp.asarray(mini.test_x), jnp.asarray(mini.test_y), "mse")
+    got = prune.evaluate(params, masks, jnp.asarray(mini.test_x), jnp.asarray(mini.test_y), SMALL)
     want = numpy_forward(params, masks, mini.test_x, mini.test_y)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
     assert abs(got[1] - want[1]) <= 1 / len(mini.test_y)  # at most one argmax tie decided otherwise
@@ -110,7 +110,7 @@ def test_finetuning_keeps_pruned_weights_at_zero_and_equals_the_trainer_without_
         p, m, p0 = np.asarray(p), np.asarray(m), np.asarray(p0)
         assert np.all(p[m == 0] == 0) and np.all(p[m == 1] != p0[m == 1])
     for v in range(2):
-        got = prune.evaluate(jax.tree.map(lambda a: a[v], res.params), ones, ds.test_x, ds.test_y, "mse")
+        got = prune.evaluate(jax.tree.map(lambda a: a[v], res.params), ones, ds.test_x, ds.test_y, SMALL)
         np.testing.assert_allclose(got, (res.test_loss[v], res.test_acc[v]), rtol=1e-6)
     plain = train.make_train_chunk(train.TrainSpec(SMALL, step=step_name), 1)
     hyper = train.Hyper(jnp.full((1,), 2e-3, jnp.float32), jnp.full((1,), 5e-4, jnp.float32))

@@ -73,7 +73,7 @@ def test_a_masked_step_fits_the_seam(mini, monkeypatch):
                                                jnp.float32), state.params)
     state = state._replace(params=jax.tree.map(jnp.multiply, state.params, masks))
     hyper = MaskedHyper(jnp.full((2,), 2e-3), jnp.full((2,), 5e-4), masks)
-    spec = train.TrainSpec(cfg, (TrackedWeight(1, 150, 3),), 1, True, step="masked")
+    spec = train.TrainSpec(cfg, (TrackedWeight.mlp(1, 150, 3),), 1, True, step="masked")
     start = jax.device_get(state)
     out_state, _ = train.make_train_chunk(spec, 1)(state, hyper, ds)
     one_step = jax.jit(masked_step, static_argnums=5)

@@ -13,7 +13,7 @@ from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
 
 CFG = ModelConfig()
-TRACKED = (TrackedWeight(1, 300, 5), TrackedWeight(2, 10, 400), TrackedWeight(1, 0, 0), TrackedWeight(3, 7, 3))
+TRACKED = (TrackedWeight.mlp(1, 300, 5), TrackedWeight.mlp(2, 10, 400), TrackedWeight.mlp(1, 0, 0), TrackedWeight.mlp(3, 7, 3))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_scan_equals_python_loop_of_single_steps(small):
         assert_same(a[0], b)
     assert_same(out.trajectory[0], np.array(trajectory, np.float32))
     np.testing.assert_allclose(out.metrics.train_loss[0], np.array(losses).reshape(epochs, n).mean(1), rtol=1e-5)
-    test_loss, test_acc = train.evaluate(params, small.test_x, small.test_y, "mse")
+    test_loss, test_acc = train.evaluate(params, small.test_x, small.test_y, CFG)
     np.testing.assert_allclose(out.metrics.test_loss[0, -1], test_loss, rtol=1e-5)
     np.testing.assert_allclose(out.metrics.test_acc[0, -1], test_acc)
     assert int(state.epoch[0]) == epochs
@@ -121,13 +121,13 @@ def test_tracked_values_index_the_right_weights():
 
 
 def test_select_tracked_draws_half_from_each_layer():
-    tracked = train.select_tracked(CFG.sizes, 16, seed=0)
+    tracked = train.select_tracked(CFG, 16, seed=0)
     assert len(set(tracked)) == 16
     assert sum(t.layer == 1 for t in tracked) == 8 and sum(t.layer == 2 for t in tracked) == 8
     for t in tracked:
         assert 0 <= t.row < CFG.sizes[t.layer - 1] and 0 <= t.col < CFG.sizes[t.layer]
-    assert train.select_tracked(CFG.sizes, 16, seed=0) == tracked
-    assert train.select_tracked(CFG.sizes, 16, seed=1) != tracked
+    assert train.select_tracked(CFG, 16, seed=0) == tracked
+    assert train.select_tracked(CFG, 16, seed=1) != tracked
 
 
 def test_training_reduces_test_loss(small):

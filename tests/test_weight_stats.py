@@ -14,9 +14,9 @@ from socjax.step import xla_step
 
 CFG = ModelConfig(sizes=(784, 32, 16, 10))
 # every weight of layer 3 (so its whole histogram can be recomputed), and some of layers 1 and 2
-TRACKED = tuple(TrackedWeight(3, r, c) for r in range(16) for c in range(10)) + tuple(
-    TrackedWeight(1, r, c) for r, c in ((150, 3), (400, 7), (10, 0), (600, 31), (300, 12))) + (
-    TrackedWeight(2, 5, 5), TrackedWeight(2, 20, 9))
+TRACKED = tuple(TrackedWeight.mlp(3, r, c) for r in range(16) for c in range(10)) + tuple(
+    TrackedWeight.mlp(1, r, c) for r, c in ((150, 3), (400, 7), (10, 0), (600, 31), (300, 12))) + (
+    TrackedWeight.mlp(2, 5, 5), TrackedWeight.mlp(2, 20, 9))
 
 
 @pytest.mark.parametrize("step", ["xla", pytest.param("native", marks=pytest.mark.skipif(
