@@ -529,7 +529,7 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
     data_cache = {} if data_cache is None else data_cache
     try:
         if "test" not in data_cache:
-            raw, source = data.load_raw(cfg.dataset, data_dir or cfg.data_dir)
+            raw, source = data.load_raw(cfg.dataset, data_dir or cfg.data_dir, cfg.teacher)
             data_cache["test"] = data.decode(raw, cfg.pixel_scale).test_x, source
         test_x, source = data_cache["test"]
     except ConfigError as e:

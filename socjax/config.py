@@ -30,7 +30,9 @@ NUM_CLASSES = 10
 
 LossName = Literal["mse", "xent"]
 InitName = Literal["torch", "glorot"]
-DatasetName = Literal["mnist", "mnist-mini"]
+# The data sets socjax reads itself; any other name is a tensorflow-datasets image-classification set
+# (fashion_mnist, kmnist, emnist/digits, cifar10, ...; socjax.data.tfds).
+DatasetName = Literal["mnist", "mnist-mini", "digits", "teacher"]
 OptimizerName = Literal["sgd", "momentum", "nesterov", "adam", "adamw"]
 LOSSES: tuple[str, ...] = typing.get_args(LossName)
 OPTIMIZERS: tuple[str, ...] = typing.get_args(OptimizerName)
@@ -122,10 +124,10 @@ class ModelConfig:
     def __post_init__(self):
         if len(self.sizes) < 2 or any((not isinstance(s, int)) or s <= 0 for s in self.sizes):
             raise ConfigError(f"layer sizes must be positive integers, got {self.sizes}")
-        if self.sizes[0] != math.prod(self.input_shape) or self.sizes[-1] != NUM_CLASSES:
+        if self.sizes[0] != math.prod(self.input_shape) or self.sizes[-1] < 2:
             raise ConfigError(
                 f"layer sizes must start at {math.prod(self.input_shape)} (pixels of {self.input_shape}) and end "
-                f"at {NUM_CLASSES} (classes), got {self.sizes}"
+                f"at the number of classes (at least 2), got {self.sizes}"
             )
         _choose("loss", self.loss, LOSSES)
         _choose("init", self.init, INITS)
@@ -152,6 +154,32 @@ class ModelConfig:
     def is_flax(self) -> bool:
         """Whether the network is a flax Module (socjax.flaxnet) rather than the pure MLP."""
         return self.arch != "mlp"
+
+
+TFDS_NAME = r"[a-z][a-z0-9_]*(/[a-z0-9_]+)?(:[0-9.]+)?"  # a tfds name: name[/config][:version]
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The synthetic teacher-student data set (--dataset teacher; socjax.data.teacher): Gaussian
+    inputs of `dim` values labelled by a random teacher MLP dim -> hidden (tanh) -> classes drawn
+    from `seed`; `train` and `test` examples. DEFAULTs: 100 -> 100 -> 10, 10,000 / 2,000, seed 0."""
+
+    dim: int = 100
+    hidden: int = 100
+    classes: int = 10
+    train: int = 10_000
+    test: int = 2_000
+    seed: int = 0
+
+    def __post_init__(self):
+        for k in ("dim", "hidden", "train", "test"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"teacher {k} must be an integer >= 1, got {v!r}")
+        if not 2 <= self.classes <= 256:
+            raise ConfigError(f"teacher classes must be in 2..256, got {self.classes}")
+        check_seed("teacher seed", self.seed)
 
 
 # Which OptimizerConfig fields each optimizer reads; the CLI refuses a setting its optimizer ignores.
@@ -258,7 +286,8 @@ class RunConfig:
     """
 
     model: ModelConfig = ModelConfig()
-    dataset: DatasetName = "mnist-mini"
+    dataset: str = "mnist-mini"  # DATASETS or a tensorflow-datasets name
+    teacher: TeacherConfig = TeacherConfig()  # read only with dataset "teacher"
     data_dir: str | None = None
     train_limit: int | None = None  # use only the first N training examples (smoke tests)
     pixel_scale: float = 255.0  # DEFAULT: pixels / 255, so blank pixels stay exactly 0
@@ -321,6 +350,8 @@ class RunConfig:
                                        if "input_shape" in d["model"] else {})})
         if "optimizer" in d:  # absent from runs made before optimizers were added: plain SGD
             d["optimizer"] = OptimizerConfig(**d["optimizer"])
+        if "teacher" in d:
+            d["teacher"] = TeacherConfig(**d["teacher"])
         d["track_weights"] = tuple(TrackedWeight.from_json(t) for t in d["track_weights"])
         for k in ("seeds", "lr", "l2", "record_windows"):
             if k in d:
@@ -331,7 +362,7 @@ class RunConfig:
 def _validate(cfg: RunConfig) -> None:
     """Raise ConfigError (one line) for anything that would fail later. The model checks itself."""
     m = cfg.model
-    _choose("dataset", cfg.dataset, DATASETS)
+    _check_dataset(cfg.dataset)
     _choose("step", cfg.step, tuple(STEP_CHOICES))
     if not cfg.seeds or not cfg.lr or not cfg.l2:
         raise ConfigError("seeds, lr and l2 each need at least one value")
@@ -400,6 +431,12 @@ def check_tracking(cfg: RunConfig, kernels: list[tuple[str, tuple[int, ...]]]) -
             if count > size:
                 raise ConfigError(f"--track {cfg.track} draws {count} weights from {path}, which has {size}; "
                                   f"at most {2 * min(sizes)}")
+
+
+def _check_dataset(name: str) -> None:
+    if name not in DATASETS and not (isinstance(name, str) and re.fullmatch(TFDS_NAME, name)):
+        raise ConfigError(f"unknown dataset {name!r}; choose {' or '.join(DATASETS)}, or the name of a "
+                          "tensorflow-datasets image-classification set (e.g. fashion_mnist, cifar10)")
 
 
 def _validate_windows(cfg: RunConfig) -> None:
@@ -592,7 +629,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("data_dir", "directory with the four MNIST IDX .gz files (checked by SHA-256); implies --dataset mnist",
          "data_dir"),
     Flag("dataset", "mnist: full MNIST via tensorflow-datasets (downloads once); mnist-mini: the embedded "
-         "10,000/2,000 subset (default from the preset)", "dataset", dict(choices=DATASETS)),
+         "10,000/2,000 subset (default from the preset); digits: scikit-learn's 1,797 8x8 digits (no download); "
+         "teacher: Gaussian inputs labelled by a random teacher MLP; or any tensorflow-datasets image-classification "
+         "set by name (fashion_mnist, kmnist, emnist/digits, cifar10, ...)", "dataset", dict(metavar="NAME")),
+    Flag("teacher_dim", "--dataset teacher: input dimension (default 100)", "teacher.dim", dict(type=positive_int)),
+    Flag("teacher_seed", "--dataset teacher: seed of the teacher and its inputs (default 0)", "teacher.seed",
+         dict(type=seed_int)),
     Flag("train_limit", "use only the first N training examples", "train_limit", dict(type=positive_int)),
     Flag("pixel_scale", "pixels are divided by this (default 255: blank pixels stay exactly 0)", "pixel_scale",
          dict(type=finite_positive)),
@@ -651,8 +693,8 @@ def build(preset: str | None = None, **given) -> RunConfig:
                                seeds=tuple(range(first, first + count)))
     model: dict[str, Any] = {}
     optimizer: dict[str, Any] = {}
-    if "hidden" in given:
-        model["sizes"] = (base.model.sizes[0], *given.pop("hidden"), base.model.sizes[-1])
+    teacher: dict[str, Any] = {}
+    hidden = given.pop("hidden", base.model.sizes[1:-1])
     if "data_dir" in given:
         if "dataset" in given:
             raise ConfigError("--data-dir reads full MNIST from IDX files; give it or --dataset, not both")
@@ -660,9 +702,18 @@ def build(preset: str | None = None, **given) -> RunConfig:
     fields = {f.dest: f.field for f in FLAGS}
     for dest, value in given.items():
         section, _, name = fields[dest].rpartition(".")
-        {"model": model, "optimizer": optimizer}.get(section, top)[name] = value
-    if model:
-        top["model"] = dataclasses.replace(base.model, **model)
+        {"model": model, "optimizer": optimizer, "teacher": teacher}.get(section, top)[name] = value
+    if teacher:
+        if top.get("dataset", base.dataset) != "teacher":
+            raise ConfigError(f"{', '.join('--teacher-' + k for k in teacher)} applies to --dataset teacher")
+        top["teacher"] = dataclasses.replace(base.teacher, **teacher)
+    # the model's input and classes are the data's (a tensorflow-datasets name is looked up: seconds)
+    from socjax.data import shape_of
+
+    _check_dataset(top.get("dataset", base.dataset))
+    shape, classes = shape_of(top.get("dataset", base.dataset), top.get("teacher", base.teacher))
+    model.update(input_shape=shape, sizes=(math.prod(shape), *hidden, classes))
+    top["model"] = dataclasses.replace(base.model, **model)
     if optimizer:
         top["optimizer"] = dataclasses.replace(base.optimizer, **optimizer)
         name = top["optimizer"].name
@@ -691,7 +742,7 @@ def extend(cfg: RunConfig, epochs: int | None) -> RunConfig:
 
 
 __all__ = [
-    "DATASETS", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "OPTIMIZERS", "OptimizerConfig", "SGD", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag",
+    "DATASETS", "TeacherConfig", "FLAGS", "INITS", "LOSSES", "MASKED_STEPS", "OPTIMIZERS", "OptimizerConfig", "SGD", "PRESETS", "STEPS", "STEP_CHOICES", "ConfigError", "Flag",
     "ModelConfig", "RunConfig", "ToyParams", "TrackedWeight", "build", "check_data", "extend", "resume_conflicts",
     "steps_per_epoch",
 ]

@@ -361,7 +361,7 @@ def _prune(run: Path, out: Path, sparsities, draws, scope, finetune_epochs, step
     amps = {l: amplitude(stats, l) for l in layers}
     step_name = choose_step(step, cfg) if finetune_epochs else None
     analysis, no_fits = _analysis_for_correlation(run)
-    raw, source = load_raw(cfg.dataset, data_dir or cfg.data_dir)
+    raw, source = load_raw(cfg.dataset, data_dir or cfg.data_dir, cfg.teacher)
     ds = jax.device_put(decode(raw, cfg.pixel_scale, cfg.train_limit))
     settings = list(cfg.runs())  # (seed, lr, l2) of each run, in the order of the run axis
     keys = train.init_runs([seed for seed, _, _ in settings], cfg.model).key  # each run's example-order key

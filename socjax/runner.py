@@ -252,7 +252,12 @@ def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, sn
 
 
 def _load_data(cfg: RunConfig):
-    raw, source = data.load_raw(cfg.dataset, cfg.data_dir)
+    raw, source = data.load_raw(cfg.dataset, cfg.data_dir, cfg.teacher)
+    m = cfg.model
+    if (tuple(raw.image_shape), raw.num_classes) != (tuple(m.input_shape), m.sizes[-1]):
+        raise config.ConfigError(f"{source}: {'x'.join(map(str, raw.image_shape))} images of {raw.num_classes} "
+                                 f"classes, but the model takes {'x'.join(map(str, m.input_shape))} inputs and "
+                                 f"{m.sizes[-1]} classes (config.json edited?)")
     dataset = data.decode(raw, cfg.pixel_scale, cfg.train_limit)
     config.check_data(cfg, dataset.train_x.shape[0])
     return dataset, source

@@ -22,5 +22,5 @@ def asset_path():
 def load_embedded() -> RawMNIST:
     """The subset shipped in the package: first 10,000 train and first 2,000 test images of MNIST."""
     with asset_path().open("rb") as f, np.load(f) as z:
-        raw = RawMNIST(**{k: z[k] for k in RawMNIST._fields})
+        raw = RawMNIST(*(z[k] for k in RawMNIST._fields[:4]))
     return check_raw(raw, EMBEDDED_FILE)

@@ -154,3 +154,68 @@ def load(tfds_dir: str | None = None, manual_dir: str | None = None) -> RawMNIST
         out[f"{split}_images"] = np.stack([r["image"].reshape(-1) for r in records]).astype(np.uint8)
         out[f"{split}_labels"] = np.array([r["label"] for r in records], np.uint8)
     return RawMNIST(**out)
+
+
+# --- any tensorflow-datasets image-classification set, by name --------------------------------------
+
+
+def _builder(name: str, tfds_dir: str | None = None):
+    """tfds's builder for `name` (no download); DataError, one line, for a name tfds does not know or
+    a set that is not image classification (an "image" and a "label" feature)."""
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # "Variant folder ... has no dataset_info.json": not prepared yet, handled below
+    try:
+        builder = tfds.builder(name, data_dir=tfds_dir)
+    except Exception as e:  # DatasetNotFoundError and friends: say which, in one line
+        raise DataError(f"--dataset {name}: tensorflow-datasets has no such data set "
+                        f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    finally:
+        absl.setLevel(level)
+    features = builder.info.features
+    if not {"image", "label"} <= set(getattr(features, "keys", lambda: ())()):
+        raise DataError(f"--dataset {name}: not an image-classification set (its features are "
+                        f"{', '.join(features.keys())}; socjax needs 'image' and 'label')")
+    return builder
+
+
+def shape_of(name: str) -> tuple[tuple[int, ...], int]:
+    """(image shape (H, W, C), classes) from the builder's info, with nothing downloaded."""
+    features = _builder(name).info.features
+    shape = tuple(features["image"].shape)
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise DataError(f"--dataset {name}: images of shape {shape}; socjax needs a fixed (H, W, C)")
+    return shape, int(features["label"].num_classes)
+
+
+def load_named(name: str, tfds_dir: str | None = None) -> RawMNIST:
+    """Prepare (once) and read the set's "train" and "test" splits as flattened uint8 images and labels,
+    in the prepared files' order (deterministic once prepared). tfds's own builder prepares it: for
+    sets whose builder needs TensorFlow this fails, in one line, saying so."""
+    from socjax.interrupt import Interrupted
+
+    builder = _builder(name, tfds_dir)
+    shape, classes = shape_of(name)
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare(file_format=FILE_FORMAT)
+        except (Interrupted, KeyboardInterrupt):
+            _remove_partial(builder)
+            raise
+        except Exception as e:
+            _remove_partial(builder)
+            raise DataError(f"tensorflow-datasets could not prepare {name}: {type(e).__name__}: {e}".splitlines()[0])
+    out = {}
+    for split in ("train", "test"):
+        try:
+            source = builder.as_data_source(split=split)
+        except Exception as e:  # tfds: no such split, or files it cannot read
+            raise DataError(f"--dataset {name}: cannot read its {split!r} split ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        try:
+            records = source.__getitems__(range(len(source)))  # one batched read
+        except TypeError:  # a source without batched reads (tfds.testing.mock_data's)
+            records = [source[i] for i in range(len(source))]
+        out[f"{split}_images"] = np.stack([np.asarray(r["image"]).reshape(-1) for r in records]).astype(np.uint8)
+        out[f"{split}_labels"] = np.array([r["label"] for r in records], np.int64)
+    return RawMNIST(**out, image_shape=shape, num_classes=classes)
