@@ -12,6 +12,9 @@ hit all methods alike), reporting the median over rounds of SGD steps per second
   torch-eager   PyTorch eager, same model, loss, SGD(lr, weight_decay) and per-example loop
                 (only when torch is installed; the table says when it is not)
   xla S=k, native S=k   k seeds vmapped; steps/s counts seed-steps (k per step)
+  flax-mlp xla  the paper's network as a flax Module (--model flax-mlp) on the XLA step
+  xla B=64      minibatches of 64 (--batch-size 64); a step takes 64 examples (examples/s column)
+  cnn xla       the LeNet-like flax CNN (--model cnn, dense head 128) on the XLA step, batch 1
 
     python benchmarks/throughput.py [--steps 5000] [--rounds 5] [--out benchmarks/results/NAME.json]
 
@@ -43,6 +46,8 @@ from socjax.native import build
 from socjax.step import xla_step
 
 CFG = ModelConfig()
+FLAX_MLP = ModelConfig(arch="flax-mlp")
+CNN = ModelConfig(arch="cnn", sizes=(784, 128, 10))
 LR, L2 = 2e-3, 5e-4
 
 
@@ -54,19 +59,20 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
-def make_scan(ds, seeds: int, step: str = "xla", weight_stats: bool = False):
-    tracked = train.select_tracked(CFG, 16, 0)
-    spec = train.TrainSpec(CFG, tracked, 1, record=True, weight_stats=weight_stats, step=step)
+def make_scan(ds, seeds: int, step: str = "xla", weight_stats: bool = False, cfg: ModelConfig = CFG,
+              batch: int = 1):
+    tracked = train.select_tracked(cfg, 16, 0)
+    spec = train.TrainSpec(cfg, tracked, 1, record=True, weight_stats=weight_stats, step=step, batch_size=batch)
     fn = train.make_train_chunk(spec, 1)
     hyper = train.Hyper(jnp.full((seeds,), LR, jnp.float32), jnp.full((seeds,), L2, jnp.float32))
-    box = {"state": train.init_runs(list(range(seeds)), CFG, weight_stats)}
-    steps = ds.train_x.shape[0] * seeds
+    box = {"state": train.init_runs(list(range(seeds)), cfg, weight_stats)}
+    steps = ds.train_x.shape[0] // batch * seeds
 
     def run():
         box["state"], out = fn(box["state"], hyper, ds)
         jax.block_until_ready((box["state"], out))
 
-    return run, steps
+    return run, steps, batch
 
 
 def make_jit_loop(ds, steps: int):
@@ -83,14 +89,14 @@ def make_jit_loop(ds, steps: int):
         jax.block_until_ready(p)
         box["p"], box["o"] = p, o
 
-    return run, steps
+    return run, steps, 1
 
 
 def make_torch(ds, steps: int):
     try:
         import torch
     except ImportError:
-        return None, 0
+        return None, 0, 1
     torch.manual_seed(0)
     net = torch.nn.Sequential(
         torch.nn.Linear(784, 700), torch.nn.ReLU(), torch.nn.Linear(700, 476), torch.nn.ReLU(), torch.nn.Linear(476, 10)
@@ -106,7 +112,7 @@ def make_torch(ds, steps: int):
             loss.backward()
             opt.step()
 
-    return run, steps
+    return run, steps, 1
 
 
 def versions() -> dict:
@@ -149,22 +155,26 @@ def main() -> None:
         methods[f"xla S={s}"] = make_scan(ds, s)
         if native:
             methods[f"native S={s}"] = make_scan(ds, s, "native")
+    methods["flax-mlp xla"] = make_scan(ds, 1, cfg=FLAX_MLP)
+    batch = min(64, args.steps)  # 64 unless a smoke test asks for fewer steps
+    methods[f"xla B={batch}"] = make_scan(ds, 1, batch=batch)
+    methods["cnn xla"] = make_scan(ds, 1, cfg=CNN)
 
-    for name, (run, _) in methods.items():  # compile and warm up
+    for name, (run, *_) in methods.items():  # compile and warm up
         run()
     times: dict[str, list[float]] = {name: [] for name in methods}
     for r in range(args.rounds):
-        for name, (run, steps) in methods.items():
+        for name, (run, *_) in methods.items():
             t = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - t)
         print(f"round {r + 1}/{args.rounds} done", flush=True)
 
     rows = []
-    for name, (_, steps) in methods.items():
+    for name, (_, steps, batch) in methods.items():
         med = statistics.median(times[name])
-        rows.append(dict(method=name, steps=steps, seconds=times[name], median_s=med,
-                         steps_per_s=steps / med, us_per_step=1e6 * med / steps))
+        rows.append(dict(method=name, steps=steps, batch_size=batch, seconds=times[name], median_s=med,
+                         steps_per_s=steps / med, examples_per_s=steps * batch / med, us_per_step=1e6 * med / steps))
     base = {r["method"]: r["steps_per_s"] for r in rows}
     device = jax.devices()[0]
     result = dict(
@@ -180,11 +190,11 @@ def main() -> None:
 
     print(f"\nbackend {result['backend']} ({result['device']}), {result['machine']['cpu']}, "
           f"{result['machine']['cores']} cores; median of {args.rounds} interleaved rounds")
-    print(f"{'method':<15}{'steps/s':>12}{'us/step':>10}{'x xla':>8}{'x torch':>9}")
+    print(f"{'method':<15}{'steps/s':>12}{'examples/s':>12}{'us/step':>10}{'x xla':>8}{'x torch':>9}")
     for r in rows:
         rel = f"{r['steps_per_s'] / base['torch-eager']:.1f}" if "torch-eager" in base else "-"
-        print(f"{r['method']:<15}{r['steps_per_s']:>12,.0f}{r['us_per_step']:>10.1f}"
-              f"{r['steps_per_s'] / base['xla']:>8.1f}{rel:>9}")
+        print(f"{r['method']:<15}{r['steps_per_s']:>12,.0f}{r['examples_per_s']:>12,.0f}{r['us_per_step']:>10.1f}"
+              f"{r['steps_per_s'] / base['xla']:>8.2f}{rel:>9}")
     if "torch-eager" not in base:
         print("torch-eager: not measured, torch is not installed (pip install torch)")
     if not native:

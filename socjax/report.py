@@ -50,7 +50,12 @@ def claims(entry: dict, steps: int) -> list[dict]:
     else:
         add("bimodal", "Fig. 1: layer-2 neurons are bimodal (frustrated states)",
             f"not measured ({neu.get('skipped', 'no parameters')})", None, "params_final.npz and the run's data")
-    if inc.get("fluctuating", 1) == 0:  # a constant trajectory is all "decay": it tests nothing
+    if inc.get("decay_identified") is False:  # momentum, Adam: zero-gradient steps do not show in the trajectory
+        add("decay", "Fig. 2: a peak of very small fluctuations",
+            "not testable: pure weight-decay steps cannot be identified from this run's trajectory (see the "
+            "warnings: an optimizer with momentum, or no lr/l2 in config.json)", None,
+            "plain SGD with lr and l2 in config.json")
+    elif inc.get("fluctuating", 1) == 0:  # a constant trajectory is all "decay": it tests nothing
         add("decay", "Fig. 2: a peak of very small fluctuations",
             f"not testable: no increment fluctuates ({inc['decay_fraction']:.1%} pure decay, "
             f"{inc['zero_fraction']:.1%} exactly zero)", None, "a trajectory whose weights move")

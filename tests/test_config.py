@@ -29,7 +29,8 @@ def test_every_flag_of_the_table_is_on_the_command_line_and_refused_on_resume():
         assert config.resume_conflicts({flag.dest: 1}) == want
     # choices come from the one declaration of each list
     assert tuple(train["loss"].choices) == config.LOSSES == ("mse", "xent")
-    assert tuple(train["dataset"].choices) == config.DATASETS
+    assert train["dataset"].choices is None  # DATASETS or any tensorflow-datasets name: checked by RunConfig
+    assert tuple(train["optimizer"].choices) == config.OPTIMIZERS
     assert list(train["step"].choices) == ["auto", *config.STEPS]
     assert tuple(train["preset"].choices) == tuple(config.PRESETS)
 
@@ -61,9 +62,10 @@ def test_new_flags_reach_the_config():
     (lambda: RunConfig(l2=(-1.0,)), "l2 must be non-negative"),
     (lambda: RunConfig(seeds=(1, 1)), "seeds must be distinct"),
     (lambda: RunConfig(step="nonesuch"), "unknown step 'nonesuch'"),
-    (lambda: RunConfig(dataset="cifar"), "unknown dataset 'cifar'"),
+    (lambda: RunConfig(dataset="CIFAR 10"), "unknown dataset 'CIFAR 10'"),
     (lambda: RunConfig(track_weights=(TrackedWeight.mlp(2, 700, 0),)), "w2 has shape (700, 476)"),
-    (lambda: ModelConfig(sizes=(784, 10, 9)), "must start at 784 (pixels of (28, 28, 1)) and end at 10"),
+    (lambda: ModelConfig(sizes=(700, 10, 9)), "must start at 784 (pixels of (28, 28, 1)) and end at the number of classes"),
+    (lambda: ModelConfig(sizes=(784, 10, 1)), "end at the number of classes (at least 2), got (784, 10, 1)"),
     (lambda: ModelConfig(loss="hinge"), "unknown loss 'hinge'"),
     (lambda: config.build("huge"), "unknown preset 'huge'"),
     (lambda: config.build("smoke", dataset="mnist", data_dir="/d"), "give it or --dataset, not both"),
