@@ -318,9 +318,13 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     stride = info.stride
     num_runs, steps, k = traj.shape
     warnings: list[str] = []
-    if undetectable_decay(info):
+    # recorded flags decide which increments had a zero gradient; without them (the native step,
+    # runs made before them) plain SGD's are inferred from the trajectory, others' cannot be
+    zero = rundir.open_zero_grad(run, k, steps, rec.row) if info.config is not None else None
+    identified = zero is not None or lr is not None
+    if zero is None and undetectable_decay(info):
         warnings.append(undetectable_decay(info))
-    elif lr is None:
+    elif zero is None and lr is None:
         warnings.append("config.json has no runs with lr/l2: pure weight-decay steps are not identified")
     if part is not None:
         warnings.append(f"partial run: {part['recorded_epochs']} of {part['record_epochs']} recorded epochs written "
@@ -334,7 +338,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     # Welch segments cover (the bar counts both)
     total = (steps - 1) + spectrum.rows_covered(steps, segment)
     with tqdm(total=total, unit="step", desc=what, disable=not progress, dynamic_ncols=True) as bar:
-        st = increments.stream(traj, lr, l2, stride, progress=_polling(bar.update))
+        st = increments.stream(traj, lr, l2, stride, progress=_polling(bar.update), zero_grad=zero)
         sp = spectra_pass(traj, stride, segment, window, warnings, _polling(bar.update))
     increment_warnings(st, series, warnings)
 
@@ -352,7 +356,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     per_run, run_pools = [], []
     for r in range(num_runs):
         inc, pool = increments.pooled_summary(st, _series_of([r], k))
-        inc["decay_identified"] = lr is not None
+        inc["decay_identified"] = identified
         spec, _ = spectrum_summary(sp, _series_of([r], k))
         entry = dict(run=r, seed=series[r * k]["seed"], **group_of[r].settings, group=group_of[r].index,
                      increments=inc, spectrum=spec, neurons=neuron_runs[r], test=tests[r])
@@ -366,7 +370,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
             inc, pool = per_run[g.runs[0]]["increments"], run_pools[g.runs[0]]
         else:
             inc, pool = increments.pooled_summary(st, _series_of(g.runs, k))
-            inc["decay_identified"] = lr is not None
+            inc["decay_identified"] = identified
         spec, rows = spectrum_summary(sp, _series_of(g.runs, k))
         entry = group_entry(g, inc, spec, per_run, neuron_runs, _group_test(g, tests, test_loss), steps, warnings)
         group_entries.append(entry)

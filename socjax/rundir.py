@@ -16,6 +16,10 @@
                         with np.load(..., mmap_mode="r")
     metrics.json        {"epoch": [...], "train_loss": [[R] per epoch], ..., "timing": {...}},
                         rewritten after every chunk, so a crash keeps every finished epoch
+    zero_grad.npy       uint8 (R, T, ceil(K / 8)), beside trajectory.npy row by row in runs on the XLA
+                        step (layout "zero_grad"): np.packbits of K flags, flag k of row t set when
+                        weight k's data-loss gradient was exactly 0 at every step of the increment
+                        ending at row t (`open_zero_grad` unpacks them)
     order.npy           (with --save-order) int32 (R, steps * batch_size): the examples of every SGD
                         step, in the order they were taken
     weight_stats.npz    (with --weight-stats) running statistics of every weight's increments
@@ -69,8 +73,10 @@ from socjax.config import ConfigError, RunConfig, TrackedWeight, steps_per_epoch
 
 CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL = "config.json", "tracked.json", "params_init.npz", "params_final.npz"
 TRAJECTORY, METRICS, ORDER = "trajectory.npy", "metrics.json", "order.npy"
+ZERO_GRAD = "zero_grad.npy"
 WEIGHT_STATS, CHECKPOINT, PROGRESS, LOCK = "weight_stats.npz", "checkpoint.npz", "progress.json", ".lock"
-RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, METRICS, ORDER, WEIGHT_STATS, CHECKPOINT, PROGRESS)
+RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, ZERO_GRAD, METRICS, ORDER, WEIGHT_STATS, CHECKPOINT,
+             PROGRESS)
 # what `socjax analyze` derives from a run: removed when the run is resumed, as they no longer describe it
 ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE = "analysis.json", "analysis.npz", "report.md", "sweep.png"
 FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
@@ -81,7 +87,7 @@ INCOMPLETE = ".analysis-incomplete"  # exists while `socjax analyze` replaces th
 PRUNE_DIR, PRUNE_JSON, PRUNE_FIGURE = "prune", "prune.json", "prune.png"
 # what a published copy of a run leaves out (`publish`): the bulk, which no figure is drawn from;
 # params_age{A}.npz (`window_params`) too. Everything else is small and goes with it.
-BULK = (TRAJECTORY, ORDER, CHECKPOINT, WEIGHT_STATS, PARAMS_INIT, PARAMS_FINAL, LOCK)
+BULK = (TRAJECTORY, ZERO_GRAD, ORDER, CHECKPOINT, WEIGHT_STATS, PARAMS_INIT, PARAMS_FINAL, LOCK)
 NOTES = "README.md"  # a published directory's own notes (how it was made): kept when it is published again
 
 
@@ -301,10 +307,12 @@ def layout(cfg: RunConfig, num_train: int, num_test: int) -> dict:
     first_step, steps, row: the final recording's first step (global, from 1), recorded steps and
     first row of trajectory.npy; rows: the file's rows (every window and the final recording);
     windows: one entry per recording window (`window_layout`); steps_per_epoch and batch_size;
+    zero_grad: whether zero_grad.npy records each row's zero-gradient flags (the XLA step does);
     num_train: the training examples (train_limit applied)."""
     n = steps_per_epoch(cfg, num_train)
     return dict(first_step=cfg.epochs_equilibrate * n + cfg.stride, stride=cfg.stride,
                 steps=cfg.epochs_record * n // cfg.stride, steps_per_epoch=n, batch_size=cfg.batch_size,
+                zero_grad=cfg.step == "xla",
                 num_train=num_train,
                 num_test=num_test, num_runs=len(cfg.runs()),
                 row=cfg.recorded_before(cfg.epochs_equilibrate) * n // cfg.stride,
@@ -369,6 +377,8 @@ def recordings(run: str | Path, info: "RunInfo") -> list[Recording]:
 def _array_shapes(cfg: RunConfig, layout: dict, num_tracked: int) -> dict[str, tuple[int, ...]]:
     """The preallocated arrays of a run and their shapes: trajectory (R, rows, K), order (R, steps)."""
     shapes = {TRAJECTORY: (layout["num_runs"], layout.get("rows", layout["steps"]), num_tracked)}
+    if layout.get("zero_grad") and num_tracked:
+        shapes[ZERO_GRAD] = (*shapes[TRAJECTORY][:2], -(-num_tracked // 8))
     if cfg.save_order:
         shapes[ORDER] = (layout["num_runs"], cfg.epochs * _order_per_epoch(layout))
     return shapes
@@ -488,6 +498,7 @@ class RunWriter:
                  metrics: dict, epoch: int, checkpointed: int | None):
         self.out, self.cfg, self.layout, self.tracked = out, cfg, layout, tracked
         self.trajectory, self.order, self.metrics = trajectory, order, metrics
+        self.zero_grad = None
         self.epoch, self.checkpointed = epoch, checkpointed
 
     # The one place where an OSError becomes a one-line error.
@@ -514,6 +525,8 @@ class RunWriter:
             write_json(out / TRACKED, w.tracked)
             write_npz(out / PARAMS_INIT, params_init)
             w.trajectory = open_array(out / TRAJECTORY, np.float32, shapes[TRAJECTORY])
+            if ZERO_GRAD in shapes:
+                w.zero_grad = open_array(out / ZERO_GRAD, np.uint8, shapes[ZERO_GRAD])
             if ORDER in shapes:
                 w.order = open_array(out / ORDER, np.int32, shapes[ORDER])
             write_json(out / METRICS, w.metrics)
@@ -541,6 +554,8 @@ class RunWriter:
                 (out / name).unlink(missing_ok=True)
             shapes = _array_shapes(cfg, layout, len(w.tracked))
             w.trajectory = _grow(out / TRAJECTORY, shapes[TRAJECTORY])
+            if ZERO_GRAD in shapes:
+                w.zero_grad = _grow(out / ZERO_GRAD, shapes[ZERO_GRAD])
             if ORDER in shapes:
                 w.order = _grow(out / ORDER, shapes[ORDER])
             _write_config(out, cfg, layout, source)  # a longer run changes the layout
@@ -560,7 +575,7 @@ class RunWriter:
         self.metrics["timing"]["compile_seconds"].append(seconds)
 
     def append(self, metrics: Mapping[str, np.ndarray], trajectory: np.ndarray | None, order: np.ndarray | None,
-               seconds: float) -> None:
+               seconds: float, zero_grad: np.ndarray | None = None) -> None:
         """Write a chunk's outputs, following `self.epoch`: metrics {name: (R, E)}, trajectory rows
         (R, T, K) of recorded epochs, order (R, E, N); flush and fsync them, then metrics.json, then
         progress.json, which counts them as written (a checkpoint written after this can refer to
@@ -580,10 +595,12 @@ class RunWriter:
             if trajectory is not None and trajectory.shape[-1]:
                 row = self.cfg.recorded_before(first) * n // self.cfg.stride
                 self.trajectory[:, row : row + trajectory.shape[1]] = trajectory
+                if self.zero_grad is not None and zero_grad is not None:
+                    self.zero_grad[:, row : row + zero_grad.shape[1]] = zero_grad
             if order is not None:
                 per = _order_per_epoch(self.layout)
                 self.order[:, first * per : (first + num_epochs) * per] = order.reshape(order.shape[0], -1)
-            for arr in (self.trajectory, self.order):
+            for arr in (self.trajectory, self.zero_grad, self.order):
                 if arr is not None:
                     arr.flush()
                     with open(arr.filename, "rb+") as f:
@@ -889,6 +906,29 @@ def open_trajectory(run: str | Path, rows: int | None = None, start: int = 0) ->
     """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis) of `rows`
     rows from row `start` (default all)."""
     return TrajectoryReader(_require(Path(run) / TRAJECTORY), rows, start)
+
+
+class ZeroGradReader:
+    """zero_grad.npy's rows `start`..`start + rows - 1` unpacked: reader[:, t0:t1, :] is bool
+    (R, t1 - t0, K), flag k of row t set when weight k's data-loss gradient was exactly 0 at every
+    step of the increment ending at row t."""
+
+    def __init__(self, path: Path, rows: int | None, start: int, num_tracked: int):
+        self.packed, self.k = TrajectoryReader(path, rows, start), num_tracked
+        self.shape = (*self.packed.shape[:2], num_tracked)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.unpackbits(self.packed[key], axis=-1, count=self.k).astype(bool)
+
+
+def open_zero_grad(run: str | Path, num_tracked: int, rows: int | None = None, start: int = 0) -> ZeroGradReader | None:
+    """zero_grad.npy as a ZeroGradReader of `rows` rows from `start`, or None for a run without it
+    (the native step, or a run made before the flags were recorded)."""
+    path = Path(run) / ZERO_GRAD
+    info = read_info(run)
+    if not path.exists() or not info.layout.get("zero_grad"):
+        return None
+    return ZeroGradReader(path, rows, start, num_tracked)
 
 
 def load_params(run: str | Path, which: str = "final") -> dict[str, np.ndarray]:

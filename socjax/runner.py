@@ -158,6 +158,7 @@ class _StartUp(NamedTuple):
     epoch: int  # epochs already done (a resume's checkpoint)
     plan: list[tuple[Chunk, int]]
     steps_per_epoch: int  # over all runs, for the progress bar
+    zero_grad: bool  # record the zero-gradient flags (rundir.layout's "zero_grad")
     open_writer: Callable[[], rundir.RunWriter]  # creates, or reopens, the run directory
 
 
@@ -167,6 +168,8 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
     with stop.at_once():  # NumPy only: safe to interrupt anywhere (a long tfds download, say)
         dataset, source = _load_data(cfg)
     layout = rundir.layout(cfg, dataset.train_x.shape[0], int(dataset.test_x.shape[0]))
+    if resume:  # the flags are recorded from a run's start or not at all (runs made before them)
+        layout["zero_grad"] = bool(rundir.read_info(out).layout.get("zero_grad"))
     seeds = [s for s, _, _ in cfg.runs()]
     if resume:
         tracked = rundir.load_tracked(out)
@@ -187,7 +190,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
     else:
         open_writer = lambda: rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params), state)
     return _StartUp(state, hyper, device_data, tuple(tracked), epoch, chunk_plan(cfg, epoch),
-                    len(seeds) * layout["steps_per_epoch"],
+                    len(seeds) * layout["steps_per_epoch"], layout["zero_grad"],
                     open_writer)
 
 
@@ -234,7 +237,8 @@ def _write(writer: rundir.RunWriter, chunk: Chunk, result: train.ChunkOutput, sn
     result = jax.device_get(result)  # waits for the chunk: its wall time ends here
     seconds = bar.chunk_done()
     first = writer.epoch
-    writer.append(result.metrics._asdict(), result.trajectory if chunk.record else None, result.order, seconds)
+    writer.append(result.metrics._asdict(), result.trajectory if chunk.record else None, result.order, seconds,
+                  result.zero_grad if chunk.record else None)
     bad = np.flatnonzero(~np.asarray(result.finite))
     if bad.size:
         runs = writer.cfg.runs()
@@ -276,7 +280,8 @@ def _named(params) -> dict[str, np.ndarray]:
 def _compile(cfg: RunConfig, start: _StartUp, chunk: Chunk):
     """The chunk's program, compiled ahead of time for these exact inputs (shapes and shardings)."""
     spec = train.TrainSpec(cfg.model, start.tracked, cfg.stride, chunk.record, cfg.save_order,
-                           weight_stats=chunk.stats, step=cfg.step, optimizer=cfg.optimizer, batch_size=cfg.batch_size)
+                           weight_stats=chunk.stats, step=cfg.step, optimizer=cfg.optimizer, batch_size=cfg.batch_size,
+                           zero_grad=bool(start.zero_grad and start.tracked))
     return train.make_train_chunk(spec, chunk.epochs).lower(start.state, start.hyper, start.dataset).compile()
 
 

@@ -25,7 +25,8 @@ weights from it, and move it back to ordinary parameters at the end of the epoch
 contract above is a Stepper whose form is the parameters themselves (`params_stepper`); the native
 CPU step (socjax.native) keeps its own. It selects the Stepper by name, `TrainSpec.step`, from the
 registry `socjax.config.STEPS` (name -> "module:function" of a factory
-`(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig) -> Stepper`, imported on first use): "xla" is `xla_step`
+`(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig) -> Stepper`, imported on first use;
+one that also takes `zero_of=tracked` records the zero-gradient flags, see `Stepper.zero`): "xla" is `xla_step`
 below, the reference every other implementation is tested against and the path for GPU/TPU.
 """
 
@@ -80,23 +81,42 @@ class Stepper(NamedTuple):
     step: Callable
     tracked: Callable
     leave: Callable
+    zero: Callable | None = None  # zero(carry) -> (carry, (K,) bool), see below; None: not recorded
+
+    # zero, where a Stepper has it (params_stepper given `zero_of`): whether each tracked weight's
+    # data-loss gradient was exactly 0 at every step since the last call (or the epoch's start), and
+    # the carry with that record reset. The trainer calls it right after `tracked`, so the flag of a
+    # trajectory row says whether the increment ending there had a zero gradient throughout.
 
 
-def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD) -> Stepper:
+def params_stepper(step: Step, cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD,
+                   zero_of: tuple[TrackedWeight, ...] | None = None) -> Stepper:
     """The Stepper of a `step` with the contract above: the carry is (params, opt_state, stats), and
-    with `accumulate` every step updates `stats` (socjax.weight_stats)."""
+    with `accumulate` every step updates `stats` (socjax.weight_stats). With `zero_of` (the tracked
+    weights) the carry also holds their zero-gradient record, and the Stepper has `zero`."""
+
+    def enter(params, opt_state, stats, hyper):
+        if zero_of is None:
+            return params, opt_state, stats
+        return params, opt_state, stats, jnp.ones((len(zero_of),), bool)
 
     def one(carry, x, label, hyper):
-        params, opt_state, stats = carry
+        params, opt_state, stats = carry[:3]
         out = step(params, opt_state, x, label, hyper, cfg, opt)
         if accumulate:
             stats = weight_stats.update(stats, params, out.params, out.grads)
-        return (out.params, out.opt_state, stats), out.loss, out.correct
+        if zero_of is None:
+            return (out.params, out.opt_state, stats), out.loss, out.correct
+        zero = carry[3] & (model.tracked_values(out.grads, zero_of) == 0)
+        return (out.params, out.opt_state, stats, zero), out.loss, out.correct
 
     def tracked(carry, weights: tuple[TrackedWeight, ...]):
         return model.tracked_values(carry[0], weights)
 
-    return Stepper(lambda params, opt_state, stats, hyper: (params, opt_state, stats), one, tracked, lambda carry: carry)
+    def zero(carry):
+        return (*carry[:3], jnp.ones_like(carry[3])), carry[3]
+
+    return Stepper(enter, one, tracked, lambda carry: carry[:3], None if zero_of is None else zero)
 
 
 def make_optimizer(hyper: Hyper, cfg: ModelConfig, opt: OptimizerConfig = SGD) -> optax.GradientTransformation:
@@ -142,9 +162,10 @@ def xla_step(params, opt_state, x, label, hyper: Hyper, cfg: ModelConfig, opt: O
     return StepOutput(new, opt_state, loss, correct, grads)
 
 
-def xla_stepper(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD) -> Stepper:
-    """The registry's "xla": `xla_step` as a Stepper."""
-    return params_stepper(xla_step, cfg, accumulate, opt)
+def xla_stepper(cfg: ModelConfig, accumulate: bool, opt: OptimizerConfig = SGD,
+                zero_of: tuple[TrackedWeight, ...] | None = None) -> Stepper:
+    """The registry's "xla": `xla_step` as a Stepper (with `zero`, given the tracked weights)."""
+    return params_stepper(xla_step, cfg, accumulate, opt, zero_of)
 
 
 class MaskedHyper(NamedTuple):

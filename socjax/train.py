@@ -75,12 +75,16 @@ class ChunkOutput(NamedTuple):
     """metrics: EpochMetrics of (E,); trajectory: (E * S // stride, K) float32 for S steps per epoch,
     or None when not recording; order: (E, S * batch_size) int32, the examples of every step in
     the order they were taken, or None unless save_order;
-    finite: () bool, every parameter and every step's loss in the chunk is finite."""
+    finite: () bool, every parameter and every step's loss in the chunk is finite; zero_grad:
+    (E * S // stride, ceil(K / 8)) uint8, with spec.zero_grad, row t's flags packed (np.packbits):
+    tracked weight k's data-loss gradient was exactly 0 at every step of the increment ending at
+    trajectory row t; else None."""
 
     metrics: EpochMetrics
     trajectory: jax.Array | None
     order: jax.Array | None
     finite: jax.Array
+    zero_grad: jax.Array | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class TrainSpec:
     step: str = "xla"  # the step implementation: a key of config.STEPS (see socjax.step.Stepper)
     optimizer: OptimizerConfig = SGD
     batch_size: int = 1
+    zero_grad: bool = False  # with record: each row's zero-gradient flags (the step must support it)
 
 
 def init_state(key: jax.Array, cfg: ModelConfig, with_stats: bool = False, opt: OptimizerConfig = SGD) -> TrainState:
@@ -135,7 +140,9 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
     if steps < 1 or steps % spec.stride:
         raise ValueError(f"stride {spec.stride} must divide the steps per epoch {steps} ({n} examples, batch {b})")
     cfg = spec.model
-    stepper = resolve_step(spec.step)(cfg, spec.weight_stats and spec.record, spec.optimizer)
+    flags = spec.record and spec.zero_grad
+    stepper = resolve_step(spec.step)(cfg, spec.weight_stats and spec.record, spec.optimizer,
+                                      **({"zero_of": spec.tracked} if flags else {}))
 
     def step(carry, i):
         carry, loss, correct = stepper.step(carry, data.train_x[i], data.train_y[i], hyper)
@@ -144,7 +151,11 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
     def block(carry, idx):  # idx: (stride,) or (stride, b) example indices; records after the last step
         carry, stats = jax.lax.scan(step, carry, idx)
         tracked = stepper.tracked(carry, spec.tracked) if spec.record else None
-        return carry, (stats, tracked)
+        zero = None
+        if flags:
+            carry, zero = stepper.zero(carry)
+            zero = jnp.packbits(zero)  # ceil(K / 8) bytes, weight k at bit 7 - k % 8 of byte k // 8
+        return carry, (stats, (tracked, zero))
 
     def epoch(state: TrainState, _):
         order = epoch_order(state.key, state.epoch, n)
@@ -152,21 +163,23 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
             order = order[: steps * b]
         carry = stepper.enter(state.params, state.opt_state, state.stats, hyper)
         blocks = order.reshape(steps // spec.stride, spec.stride, *((b,) if b > 1 else ()))
-        carry, ((loss, correct), tracked) = jax.lax.scan(block, carry, blocks)
+        carry, ((loss, correct), (tracked, zero)) = jax.lax.scan(block, carry, blocks)
         params, opt_state, stats = stepper.leave(carry)
         test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg)
         metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
         state = TrainState(params, opt_state, state.key, state.epoch + 1, stats)
-        return state, (metrics, tracked, order if spec.save_order else None)
+        return state, (metrics, tracked, zero, order if spec.save_order else None)
 
-    state, (metrics, tracked, order) = jax.lax.scan(epoch, state, None, length=num_epochs)
+    state, (metrics, tracked, zero, order) = jax.lax.scan(epoch, state, None, length=num_epochs)
     if tracked is not None:
         tracked = tracked.reshape(num_epochs * (steps // spec.stride), -1)
+    if zero is not None:
+        zero = zero.reshape(num_epochs * (steps // spec.stride), -1)
     # the mean train loss is NaN/inf if any step's loss was; one pass over the parameters per chunk
     finite = jnp.all(jnp.isfinite(metrics.train_loss)) & jnp.all(
         jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(state.params)])
     )
-    return state, ChunkOutput(metrics, tracked, order, finite)
+    return state, ChunkOutput(metrics, tracked, order, finite, zero)
 
 
 def make_train_chunk(spec: TrainSpec, num_epochs: int):

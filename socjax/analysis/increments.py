@@ -48,15 +48,19 @@ class IncrementStats:
 
 
 @partial(jax.jit, static_argnames=("grid", "stride"))
-def _chunk(w, q, *, grid: Grid, stride: int):
+def _chunk(w, q, zero, *, grid: Grid, stride: int):
     """Statistics of the increments of one chunk. w: (Tc + 1, S) float32 consecutive rows;
-    q: (S,) float64 decay factor per recorded interval."""
+    q: (S,) float64 decay factor per recorded interval; zero: (Tc, S) bool recorded zero-gradient
+    flags of the increments, or None (then decay is inferred from q)."""
     prev, nxt = w[:-1], w[1:]
     dw = nxt - prev
     finite = jnp.isfinite(dw)
-    ulp = jnp.spacing(jnp.abs(prev)).astype(jnp.float64)
-    resid = nxt.astype(jnp.float64) - prev.astype(jnp.float64) * q[None, :]
-    decay = finite & (jnp.abs(resid) <= (stride + 1) * ulp)
+    if zero is None:
+        ulp = jnp.spacing(jnp.abs(prev)).astype(jnp.float64)
+        resid = nxt.astype(jnp.float64) - prev.astype(jnp.float64) * q[None, :]
+        decay = finite & (jnp.abs(resid) <= (stride + 1) * ulp)
+    else:
+        decay = finite & zero
     valid = finite & ~decay & (dw != 0)
     s = w.shape[1]
     series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape)
@@ -73,10 +77,13 @@ ELEMENTS_PER_CHUNK = 1 << 22  # values per compiled call: float64 temporaries of
 
 
 def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8,
-           chunk_rows: int | None = None, progress=None) -> IncrementStats:
+           chunk_rows: int | None = None, progress=None, zero_grad=None) -> IncrementStats:
     """Statistics of the increments of trajectory (R, T, K) (an array or np.memmap).
 
     lr, l2: (R,) per run (None: no decay identification); series s = r * K + k.
+    zero_grad: (R, T, K) bool, the recorded zero-gradient flags (rundir.open_zero_grad): where
+    given, an increment t -> t + 1 is "decay" exactly when flag t + 1 is set, whatever lr and l2;
+    else decay is inferred from the trajectory (the module docstring).
     chunk_rows: rows per compiled call (default: ELEMENTS_PER_CHUNK values for all series), so
     memory is bounded whatever the length. `progress(rows)` is called after each chunk, if given.
     """
@@ -102,7 +109,10 @@ def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8
                 t1 = min(t0 + chunk_rows, bounds[b + 1])
                 rows = np.asarray(trajectory[:, t0 : t1 + 1, :], np.float32)  # (R, Tc+1, K)
                 rows = rows.transpose(1, 0, 2).reshape(t1 + 1 - t0, s)
-                c, o, u, v, nd, nz, nf, m = jax.device_get(_chunk(rows, qj, grid=grid, stride=stride))
+                zero = None
+                if zero_grad is not None:
+                    zero = np.asarray(zero_grad[:, t0 + 1 : t1 + 1, :], bool).transpose(1, 0, 2).reshape(t1 - t0, s)
+                c, o, u, v, nd, nz, nf, m = jax.device_get(_chunk(rows, qj, zero, grid=grid, stride=stride))
                 counts[:, b] += c
                 offsets[:, b] += o
                 under[:, b] += u
