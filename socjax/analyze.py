@@ -209,9 +209,11 @@ class Recorded(NamedTuple):
 
 
 def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = None,
-            window: str = "hann", progress: bool = True, figures: bool = True) -> dict:
+            window: str = "hann", progress: bool = True, figures: bool = True,
+            neuron_layer: str | None = None) -> dict:
     """Analyse a run directory; writes analysis.json, analysis.npz, report.md (and the figures) into
-    it; returns the analysis.json dict (see the README's table of its keys).
+    it; returns the analysis.json dict (see the README's table of its keys). neuron_layer: the
+hidden layer of Fig. 1 (analysis.neurons.layers; default its default_layer).
 
     A run with recording windows gets each complete window analysed the same way, on its own,
     into windows/age{A}/ (with its report.md), and the age table (`socjax.analysis.ages`) in
@@ -237,7 +239,7 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
             if part is not None or rec.steps < 2:  # a window is analysed once it is complete
                 continue
             done.append(analyze_recording(run, info, tracked, rec, traj, None, data_dir, segment, window, progress,
-                                          data_cache))
+                                          data_cache, neuron_layer))
         final = recs[-1]
         traj, part = open_recording(run, final, written)
         if traj.shape[1] < 2 and not done:
@@ -247,7 +249,7 @@ def analyze(run: str | Path, data_dir: str | None = None, segment: int | None = 
         last = None
         if traj.shape[1] >= 2:
             last = analyze_recording(run, info, tracked, final, traj, part, data_dir, segment, window, progress,
-                                     data_cache)
+                                     data_cache, neuron_layer)
         table = None
         if done:
             from socjax.analysis import ages
@@ -309,7 +311,7 @@ def commit(run: Path, windows: list[Recorded], final: Recorded | None, table: di
 
 
 def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Recording, traj, part: dict | None,
-                      data_dir, segment, window, progress, data_cache) -> Recorded:
+                      data_dir, segment, window, progress, data_cache, neuron_layer=None) -> Recorded:
     """Analyse one recording of a run (a window, or the final recording) from its rows `traj`;
     writes nothing (`commit` does)."""
     from tqdm.auto import tqdm
@@ -351,7 +353,8 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
             per_weight[s]["spectrum"] = {name: a[name][pos] for name in ("a_low", "a_high")}
 
     tests, test_loss = test_metrics(run, num_runs, warnings, None if rec.final else end_epoch)
-    neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs, rec.params, data_cache)
+    neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs, rec.params, data_cache,
+                                            neuron_layer)
     group_of = {r: g for g in groups for r in g.runs}
     per_run, run_pools = [], []
     for r in range(num_runs):
@@ -506,9 +509,10 @@ def _group_test(g: grouping.Group, per_run: list[dict | None], loss: np.ndarray 
 
 def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings: list[str],
                  num_runs: int, params: str = rundir.PARAMS_FINAL,
-                 data_cache: dict | None = None) -> tuple[list[dict], dict[int, dict]]:
-    """Fig. 1: bimodality of the layer-2 neurons of every run over the run's test images, with the
-    parameters in the run's file `params` (params_final.npz, or a window's).
+                 data_cache: dict | None = None, neuron_layer: str | None = None) -> tuple[list[dict], dict[int, dict]]:
+    """Fig. 1: bimodality of the neurons of a hidden layer (`neuron_layer`, default
+    neurons.default_layer: the second hidden layer, the paper's) of every run over the run's test
+    images, with the parameters in the run's file `params` (params_final.npz, or a window's).
 
     Returns (one summary per run, or {"skipped": why}; {run: Fig. 1's arrays} for every run with
     a summary: FIG1_NEURONS live neurons picked at random (seeded), their pre-activations z
@@ -525,12 +529,17 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
     cfg = info.config
     if cfg is None:
         return skipped("config.json has no model configuration")
-    if cfg.model.is_flax:
-        return skipped(f"Fig. 1's neurons are read from the paper's pure-function MLP; --model {cfg.model.arch} "
-                       "has no layer-2 pre-activations here")
-    if cfg.model.num_layers < 3:
-        return skipped("the network has fewer than two hidden layers")
     from socjax import data, model
+
+    try:
+        hidden = neurons.layers(cfg.model)
+    except ConfigError as e:  # a user's module that no longer imports
+        return skipped(str(e))
+    layer = neuron_layer or neurons.default_layer(cfg.model)
+    if layer is None:
+        return skipped("the network has no hidden layer")
+    if layer not in hidden:
+        raise AnalysisError(f"--neuron-layer {layer}: not a hidden layer of this model; choose {', '.join(hidden)}")
 
     data_cache = {} if data_cache is None else data_cache
     try:
@@ -543,13 +552,14 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
         return skipped(str(e))
     named = rundir.load_params(run, params)
     per_run, figure = [], {}
-    for r in range(named["w1"].shape[0]):
+    for r in range(next(iter(named.values())).shape[0]):
         one = {k: v[r] for k, v in named.items()}
         if not all(np.all(np.isfinite(v)) for v in one.values()):
             per_run.append(dict(skipped="the run diverged: its final parameters are not finite"))
             continue
-        net = model.from_named(one, cfg.model.num_layers)
-        summary, z, (modes, grid, dens, b) = neurons.analyze(net, test_x, layer=2)
+        net = model.unnamed(one, cfg.model)
+        depth = int(layer[1:]) if not cfg.model.is_flax else layer
+        summary, z, (modes, grid, dens, b) = neurons.analyze(net, test_x, depth, cfg.model)
         per_run.append(dict(summary, data_source=source))
         rng = np.random.default_rng(0)
         alive = np.flatnonzero(z.max(0) > 0)

@@ -146,6 +146,10 @@ def _add_analysis_args(a: argparse.ArgumentParser, data_dir: bool = True) -> Non
     a.add_argument("--segment", type=positive_int,
                    help="Welch segment length in recorded steps (default: largest power of 2 <= steps/4, at most 2**18)")
     a.add_argument("--window", choices=["hann", "boxcar"], default="hann", help="Welch window (default hann)")
+    a.add_argument("--neuron-layer", metavar="LAYER",
+                   help="the hidden layer of Fig. 1, named by its weight: w1, w2, ... for the paper's MLP, a flax "
+                        "module's path (Dense_1, Conv_0) for a flax model; a convolution's neurons are its channels "
+                        "(default: the second hidden layer, else the first)")
     if data_dir:
         a.add_argument("--data-dir", help="MNIST IDX files for Fig. 1, if not the run's own data source")
     if not any(o.dest == "no_progress" for o in a._actions):
@@ -254,7 +258,7 @@ def _analyze(run, args, data_dir):
     from socjax import analyze, rundir
 
     result = analyze.analyze(run, data_dir=data_dir, segment=args.segment, window=args.window,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, neuron_layer=args.neuron_layer)
     path = Path(run) / rundir.REPORT
     if "groups" in result:
         print(f"wrote {Path(run) / analyze.ANALYSIS}, {analyze.ARRAYS}, the figures and {path}")

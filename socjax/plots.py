@@ -75,6 +75,12 @@ def _title(run, g: int) -> str:
     return "" if len(run.groups) == 1 else f"[{run.group(g)['label']}] "
 
 
+def _layer_name(summary: dict) -> str:
+    """The neuron layer of a Fig. 1 summary: "layer 2" (the paper's MLP, an int) or a flax path."""
+    layer = summary.get("layer", 2)
+    return f"layer {layer}" if isinstance(layer, int) else str(layer)
+
+
 def fig1_neurons(run, group: int = 0, path=None):
     """Histograms of the pre-activation of a few random live layer-2 neurons of the group's first
     run over the test images, with their KDE; NotDrawn when the analysis has no neuron data."""
@@ -88,12 +94,12 @@ def fig1_neurons(run, group: int = 0, path=None):
         ax.plot(grid[i], dens[i], "C0", lw=1.2, label="KDE")
         ax.axvline(0, color="C3", lw=0.8, ls="--", label="ReLU: output = 0 left of here")
         ax.set_title(f"neuron {n}: {modes[i]} mode{'s' if modes[i] != 1 else ''}\nSarle b = {sarle[i]:.2f}", fontsize=9)
-        ax.set_xlabel("z (layer-2 pre-activation)")
+        ax.set_xlabel(f"z ({_layer_name(summary)} pre-activation)")
         ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("density over test images")
     axes[0, 0].legend(fontsize=6, loc="upper right")
     over = f"mean over {len(summary['runs'])} runs" if len(summary.get("runs", [])) > 1 else "this run"
-    fig.suptitle(f"{_title(run, group)}Fig. 1: p(x|q), layer 2 of run {summary.get('figure_run', 0)} — bimodal (KDE): "
+    fig.suptitle(f"{_title(run, group)}Fig. 1: p(x|q), {_layer_name(summary)} of run {summary.get('figure_run', 0)} — bimodal (KDE): "
                  f"{summary['fraction_bimodal_kde']:.0%} of {summary['neurons']} neurons, Sarle b > 5/9: "
                  f"{summary['fraction_bimodal_sarle']:.0%} ({over})", fontsize=10)
     fig.tight_layout()

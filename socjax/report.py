@@ -44,7 +44,8 @@ def claims(entry: dict, steps: int) -> list[dict]:
 
     if "fraction_bimodal_kde" in neu:
         add("bimodal", "Fig. 1: layer-2 neurons are bimodal (frustrated states)",
-            f"{neu['fraction_bimodal_kde']:.0%} bimodal by KDE, {neu['fraction_bimodal_sarle']:.0%} by Sarle's b",
+            f"{neu['fraction_bimodal_kde']:.0%} bimodal by KDE, {neu['fraction_bimodal_sarle']:.0%} by Sarle's b"
+            + ("" if neu.get("layer", 2) == 2 else f" (neurons of {neu['layer']})"),
             neu["fraction_bimodal_kde"] >= 0.5,
             "more training: a pilot on full MNIST found 42% bimodal at epoch 7, 66% at 32, 90% at 142")
     else:

@@ -165,3 +165,35 @@ def test_a_bad_model_is_one_line_error_with_nothing_written(args, message, tmp_p
     monkeypatch.chdir(tmp_path)
     refused(["train", "--preset", "smoke", "--no-progress", "--out", "r", *args], message, capsys)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "__pycache__") == ["my_net.py"]
+
+
+def test_fig1_reads_any_models_hidden_layer(mini):
+    """The flax MLP's Dense_1 pre-activations are the pure MLP's layer 2 on the same parameters
+    (same bimodality summary); a convolution's neurons are its channels at every position, equal
+    to the Conv module applied alone to each image."""
+    from socjax.analysis import neurons
+
+    params = model.init(jax.random.key(2), PURE)
+    x = mini.test_x[:300]
+    a, za, _ = neurons.analyze(params, x, 2)
+    b, zb, _ = neurons.analyze(as_flax(params), x, "Dense_1", FLAX)
+    np.testing.assert_array_equal(za, zb)
+    assert {k: v for k, v in a.items() if k != "layer"} == {k: v for k, v in b.items() if k != "layer"}
+    assert neurons.layers(FLAX) == ["Dense_0", "Dense_1"] and neurons.default_layer(FLAX) == "Dense_1"
+    assert neurons.layers(PURE) == ["w1", "w2"] and neurons.default_layer(PURE) == "w2"
+
+    import flax.linen as nn
+
+    cnn = ModelConfig(arch="cnn", sizes=(784, 24, 10))
+    p = model.init(jax.random.key(3), cnn)
+    z = np.asarray(neurons.preactivations(p, jnp.asarray(x[:5]), "Conv_0", cnn))
+    conv = nn.Conv(8, (5, 5), padding="SAME")
+    want = np.concatenate([np.asarray(conv.apply({"params": p["Conv_0"]}, xi.reshape(28, 28, 1))).reshape(-1, 8)
+                           for xi in x[:5]])
+    np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)
+    assert neurons.default_layer(cnn) == "Conv_1"
+
+
+def test_a_bad_neuron_layer_is_one_line(cnn_run, capsys):
+    refused(["analyze", str(cnn_run), "--no-progress", "--neuron-layer", "Dense_9"],
+            "--neuron-layer Dense_9: not a hidden layer of this model; choose Conv_0, Conv_1, Dense_0", capsys)

@@ -1,7 +1,12 @@
 """Neuron-state distributions p(x|q) of a frozen network (the paper's Fig. 1).
 
-For hidden layer `layer` (1-based; the paper's Fig. 1 uses layer 2), the pre-activation z and the
-output relu(z) of every neuron over a set of images. With ReLU the output piles up at exactly 0
+For a hidden layer (the paper's Fig. 1 uses layer 2), the pre-activation z and the output relu(z)
+of every neuron over a set of images. A layer is named by its weight: "w2" for the paper's MLP
+(its hidden layer 2), a flax module's path ("Dense_1", "Conv_0") for a flax model, whose
+pre-activation is that module's output, read through flax's intermediates. A convolution's
+neurons are its channels, each sampled at every position of every image (at most MAX_SAMPLES
+rows, drawn at random with a fixed seed). `layers(cfg)` lists the hidden layers (every weight
+layer but the output's) and `default_layer(cfg)` picks the second, else the first. With ReLU the output piles up at exactly 0
 for every negative z, so bimodality is judged on the pre-activation z (the report says so).
 
 Two bimodality measures per neuron, both on z:
@@ -21,14 +26,46 @@ import numpy as np
 
 from socjax import model
 
+MAX_SAMPLES = 20_000  # rows of z per neuron (a convolution's positions x images are subsampled to it)
 SARLE_THRESHOLD = 5.0 / 9.0
 GRID_POINTS = 512
 MODE_FLOOR = 0.1
 
 
-def preactivations(params: model.Params, x: jax.Array, layer: int) -> jax.Array:
-    """z of hidden layer `layer` (1-based) for images x: (M, 784) -> (M, width)."""
-    return jax.vmap(model.hidden, in_axes=(None, 0, None))(params, x, layer)
+def layers(cfg) -> list[str]:
+    """The hidden layers of `cfg`'s model by name: every weight layer but the last (the output)."""
+    names = [path.removesuffix("/kernel") for path, _ in model.kernels(cfg)]
+    return names[:-1]
+
+
+def default_layer(cfg) -> str | None:
+    """The second hidden layer where there is one (the paper's), else the first; None for none."""
+    hidden = layers(cfg)
+    return hidden[1] if len(hidden) >= 2 else (hidden[0] if hidden else None)
+
+
+def preactivations(params, x: jax.Array, layer, cfg=None) -> jax.Array:
+    """z of a hidden layer for images x: (M, D) -> (M, neurons), or (M * positions, channels) for a
+    convolution. layer: 1-based (or "wL") for the paper's MLP; a module path for a flax model (cfg)."""
+    if cfg is None or not cfg.is_flax:
+        depth = int(str(layer).removeprefix("w"))
+        return jax.vmap(model.hidden, in_axes=(None, 0, None))(params, x, depth)
+    from socjax import flaxnet
+
+    net = flaxnet.module(cfg)
+
+    def one(xi):
+        keep = lambda m, name: name == "__call__" and "/".join(m.path) == layer
+        _, state = net.apply({"params": params}, xi.reshape(cfg.input_shape), capture_intermediates=keep,
+                             mutable=["intermediates"])
+        node = state["intermediates"]
+        for part in layer.split("/"):
+            node = node[part]
+        z = node["__call__"][0]
+        return z.reshape(-1, z.shape[-1])
+
+    z = jax.vmap(one)(x)
+    return z.reshape(-1, z.shape[-1])
 
 
 @jax.jit
@@ -65,17 +102,20 @@ def sarle(z: np.ndarray) -> np.ndarray:
         return (g**2 + 1) / (k + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
 
 
-def analyze(params: model.Params, x: np.ndarray, layer: int = 2) -> tuple[dict, np.ndarray, tuple]:
-    """Bimodality of every neuron of hidden `layer` over images x (M, 784).
+def analyze(params, x: np.ndarray, layer=2, cfg=None) -> tuple[dict, np.ndarray, tuple]:
+    """Bimodality of every neuron of a hidden `layer` (see `preactivations`) over images x (M, D).
 
     Returns (summary dict for analysis.json, z (M, N), (modes, kde grid, kde density))."""
-    z = jax.jit(partial(preactivations, layer=layer))(params, jnp.asarray(x))
+    z = np.asarray(jax.jit(partial(preactivations, layer=layer, cfg=cfg))(params, jnp.asarray(x)))
+    if z.shape[0] > MAX_SAMPLES:  # a convolution: positions x images
+        z = z[np.sort(np.random.default_rng(0).choice(z.shape[0], MAX_SAMPLES, replace=False))]
     modes, grid, dens = (np.asarray(a) for a in kde_modes(z))
     b = sarle(np.asarray(z))
     dead = np.asarray(z).max(0) <= 0
     summary = dict(
-        layer=layer,
+        layer=layer if isinstance(layer, int) else str(layer),
         images=int(x.shape[0]),
+        samples=int(z.shape[0]),
         neurons=int(z.shape[1]),
         plotted_quantity="pre-activation z (output = relu(z))",
         fraction_bimodal_kde=float(np.mean(modes >= 2)),
