@@ -1,5 +1,5 @@
 import sys
 
-from socjax.cli import main
+from socjax.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -287,6 +288,16 @@ def _toy(args) -> None:
 # what an interruption leaves, per command (train and reproduce say it themselves)
 KEPT = {"analyze": "the previous analysis is unchanged", "prune": "the previous prune output is unchanged",
         "plot": "the figures drawn so far are complete, the others unchanged", "toy": "nothing was written"}
+
+
+def entry() -> int:
+    """The console script and `python -m socjax`: `main` with SIGINT and SIGTERM ignored outside it.
+    main's StopSignal takes them over once the arguments are parsed (milliseconds) and restores
+    "ignored" when it returns, so a signal after the work is complete and said cannot kill the
+    interpreter mid-exit with a status that says otherwise (it would, with the default handlers)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    return main()
 
 
 def main(argv: list[str] | None = None) -> int:

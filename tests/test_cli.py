@@ -34,7 +34,7 @@ def test_smoke_run_writes_the_documented_files(smoke_run):
     n, runs = layout["steps_per_epoch"], 2
     assert cfg.seeds == (0, 1) and cfg.preset == "smoke" and n == 2000
     assert cfg_json["environment"]["backend"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
-    assert layout == dict(first_step=n + 1, stride=1, steps=2 * n, steps_per_epoch=n, batch_size=1, num_train=n, num_test=2000, num_runs=runs,
+    assert layout == dict(first_step=n + 1, stride=1, steps=2 * n, steps_per_epoch=n, batch_size=1, zero_grad=cfg.step == "xla", num_train=n, num_test=2000, num_runs=runs,
                           row=0, rows=2 * n, windows=[])
 
     tracked = rundir.load_tracked(smoke_run)

@@ -263,7 +263,7 @@ def foreign_npz(run):
      "config.json: differs from the configuration its checkpoint was written with (lr: [0.002] -> [0.003])"),
     (edit_json(rundir.CONFIG, lambda d: d["config"]["model"].update(loss="xent")), "(model.loss: 'mse' -> 'xent')"),
     (edit_json(rundir.CONFIG, lambda d: d["config"].update(epochs_record=2)), "(epochs_record: 3 -> 2)"),
-    (edit_json(rundir.TRACKED, lambda d: d[3].update(col=d[3]["col"] + 1)),
+    (edit_json(rundir.TRACKED, lambda d: d[3]["index"].__setitem__(1, d[3]["index"][1] + 1)),
      "tracked.json: differs from the weights its checkpoint was written with (entry 3:"),
     (edit_json(rundir.TRACKED, lambda d: d.pop()), "(16 weights -> 15)"),
 ])
