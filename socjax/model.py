@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import re
 from typing import Callable
 
 import jax
@@ -182,11 +183,16 @@ def unnamed(arrays: dict, cfg: ModelConfig):
 
 def kernels(cfg: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
     """(path, shape) of the model's weights in model order: w1 ... wL of the paper's MLP, every
-    leaf named "kernel" of a flax model (flax's flattening order: module names sorted)."""
+    leaf named "kernel" of a flax model, its module names in natural order (Dense_2 before
+    Dense_10), so the last is the output layer of a model built in order."""
     if not cfg.is_flax:
         return mlp_kernels(cfg)
     shapes = named(jax.eval_shape(lambda: init(jax.random.key(0), cfg)))
-    return [(k, tuple(v.shape)) for k, v in shapes.items() if k.rsplit("/", 1)[-1] == "kernel"]
+    found = [(k, tuple(v.shape)) for k, v in shapes.items() if k.rsplit("/", 1)[-1] == "kernel"]
+    # flax names a module's layers Dense_0, Dense_1, ...; jax orders dict keys as strings, which
+    # puts Dense_10 before Dense_2: order by the numbers in the names instead (natural order)
+    natural = lambda path: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+    return sorted(found, key=lambda kv: natural(kv[0]))
 
 
 def check(cfg: RunConfig) -> None:

@@ -197,3 +197,14 @@ def test_fig1_reads_any_models_hidden_layer(mini):
 def test_a_bad_neuron_layer_is_one_line(cnn_run, capsys):
     refused(["analyze", str(cnn_run), "--no-progress", "--neuron-layer", "Dense_9"],
             "--neuron-layer Dense_9: not a hidden layer of this model; choose Conv_0, Conv_1, Dense_0", capsys)
+
+
+def test_the_weights_of_a_deep_flax_model_are_in_layer_order():
+    """Twelve Dense layers: Dense_2 comes before Dense_10 and the output layer, Dense_11, is last
+    (jax's own order of the names would put Dense_10 and Dense_11 before Dense_2)."""
+    from socjax.analysis import neurons
+
+    deep = ModelConfig(arch="flax-mlp", sizes=(784, *[8] * 11, 10))
+    names = [path.removesuffix("/kernel") for path, _ in model.kernels(deep)]
+    assert names == [f"Dense_{i}" for i in range(12)]
+    assert model.kernels(deep)[-1][1] == (8, 10) and neurons.layers(deep)[-1] == "Dense_10"
