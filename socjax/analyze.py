@@ -359,7 +359,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     per_run, run_pools = [], []
     for r in range(num_runs):
         inc, pool = increments.pooled_summary(st, _series_of([r], k))
-        inc["decay_identified"] = identified
+        inc["decay_identified"], inc["decay_from"] = identified, "flags" if zero is not None else "trajectory"
         spec, _ = spectrum_summary(sp, _series_of([r], k))
         entry = dict(run=r, seed=series[r * k]["seed"], **group_of[r].settings, group=group_of[r].index,
                      increments=inc, spectrum=spec, neurons=neuron_runs[r], test=tests[r])
@@ -373,7 +373,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
             inc, pool = per_run[g.runs[0]]["increments"], run_pools[g.runs[0]]
         else:
             inc, pool = increments.pooled_summary(st, _series_of(g.runs, k))
-            inc["decay_identified"] = identified
+            inc["decay_identified"], inc["decay_from"] = identified, "flags" if zero is not None else "trajectory"
         spec, rows = spectrum_summary(sp, _series_of(g.runs, k))
         entry = group_entry(g, inc, spec, per_run, neuron_runs, _group_test(g, tests, test_loss), steps, warnings)
         group_entries.append(entry)

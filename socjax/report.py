@@ -62,7 +62,9 @@ def claims(entry: dict, steps: int) -> list[dict]:
             f"{inc['zero_fraction']:.1%} exactly zero)", None, "a trajectory whose weights move")
     else:
         add("decay", "Fig. 2: a peak of very small fluctuations",
-            f"{inc['decay_fraction']:.1%} of increments are pure weight decay", inc["decay_fraction"] >= 0.1,
+            f"{inc['decay_fraction']:.1%} of increments " + ("had an exactly zero data gradient (recorded flags)"
+                                                             if inc.get("decay_from") == "flags" else
+                                                             "are pure weight decay"), inc["decay_fraction"] >= 0.1,
             "-")
     model = inc.get("model")
     if model:
