@@ -155,15 +155,21 @@ def test_sweep_runs_equal_their_settings_run_alone(adam_runs, tmp_path):
     assert not np.allclose(sweep["w1"][0], one["w1"][0], rtol=0, atol=1e-6)  # the other l2 differs
 
 
-def test_an_adam_run_is_analysed_with_every_increment_counted(adam_runs, capsys):
-    """Under Adam no increment is pure decay: analyze says why and counts none as decay."""
+def test_an_adam_run_is_analysed_with_its_zero_gradient_flags(adam_runs, capsys):
+    """Under Adam a zero-gradient step still moves the weight: the analysis takes decay from the
+    XLA step's recorded flags (tests/test_zero_grad.py has the run without them)."""
     run = adam_runs / "straight"
     assert main(["analyze", str(run), "--no-progress"]) == 0
     result = json.loads((run / "analysis.json").read_text())
-    assert any("--optimizer adam carries earlier gradients" in w for w in result["warnings"])
-    assert all(w["decay_fraction"] == 0 for w in result["per_weight"])
+    assert not any("carries earlier gradients" in w for w in result["warnings"])
+    inc = result["groups"][0]["increments"]
+    assert inc["decay_identified"] and inc["decay_from"] == "flags"
+    flags = rundir.open_zero_grad(run, 6)
+    zero = flags[:, 1:, :]  # the flag of increment t -> t + 1 sits on row t + 1
+    assert [w["decay_fraction"] for w in result["per_weight"][:6]] == pytest.approx(list(zero[0].mean(0)))
     header = (run / "report.md").read_text()
     assert "optimizer adam (b1 0.8, b2 0.999, eps 1e-08), batch size 4" in header
+    assert "had an exactly zero data gradient (recorded flags)" in header
 
 
 def test_an_edited_optimizer_setting_is_refused_on_resume(adam_runs, capsys):
