@@ -30,7 +30,8 @@ import numpy as np
 import socjax
 from socjax import report, results, rundir
 from socjax.analysis import groups as grouping
-from socjax.analysis import increments, neurons, spectrum
+from socjax.analysis import increments, neurons, sensitivity, spectrum, verdicts
+from socjax.analysis.loghist import LogHist
 from socjax.config import ConfigError, TrackedWeight
 
 ANALYSIS, ARRAYS, FIGURES = rundir.ANALYSIS, rundir.ARRAYS, rundir.FIGURES
@@ -338,9 +339,12 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
 
     # two passes over the data, shared by every grouping: every increment, then every row the
     # Welch segments cover (the bar counts both)
-    total = (steps - 1) + spectrum.rows_covered(steps, segment)
+    # the bar counts all three passes: increments, their linear bins (the sensitivity table), spectra
+    total = 2 * (steps - 1) + spectrum.rows_covered(steps, segment)
     with tqdm(total=total, unit="step", desc=what, disable=not progress, dynamic_ncols=True) as bar:
         st = increments.stream(traj, lr, l2, stride, progress=_polling(bar.update), zero_grad=zero)
+        widths = sensitivity.linear_widths(st, [_series_of(g.runs, k) for g in groups])
+        linear = increments.linear_stream(traj, lr, l2, stride, widths, progress=_polling(bar.update), zero_grad=zero)
         sp = spectra_pass(traj, stride, segment, window, warnings, _polling(bar.update))
     increment_warnings(st, series, warnings)
 
@@ -360,6 +364,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     for r in range(num_runs):
         inc, pool = increments.pooled_summary(st, _series_of([r], k))
         inc["decay_identified"], inc["decay_from"] = identified, "flags" if zero is not None else "trajectory"
+        inc["per_weight"] = _weight_verdicts(per_weight, _series_of([r], k))
         spec, _ = spectrum_summary(sp, _series_of([r], k))
         entry = dict(run=r, seed=series[r * k]["seed"], **group_of[r].settings, group=group_of[r].index,
                      increments=inc, spectrum=spec, neurons=neuron_runs[r], test=tests[r])
@@ -374,11 +379,19 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
         else:
             inc, pool = increments.pooled_summary(st, _series_of(g.runs, k))
             inc["decay_identified"], inc["decay_from"] = identified, "flags" if zero is not None else "trajectory"
+            inc["per_weight"] = _weight_verdicts(per_weight, _series_of(g.runs, k))
+        with tqdm(total=len(g.runs) * k, unit="weight", desc=f"representations {g.label}", disable=not progress,
+                  dynamic_ncols=True) as bar:
+            inc["sensitivity"] = sensitivity.table(st, linear, widths, _series_of(g.runs, k), per_weight,
+                                                   inc.get("model"), progress=_polling(bar.update))
         spec, rows = spectrum_summary(sp, _series_of(g.runs, k))
         entry = group_entry(g, inc, spec, per_run, neuron_runs, _group_test(g, tests, test_loss), steps, warnings)
+        picks = paper_weights(tracked, g.runs[0], k)
+        entry["paper_weights"] = picks
         group_entries.append(entry)
         drawn = entry["neurons"].get("figure_run")
         arrays.update(figure_arrays(g.index, pool, sp, rows, None if drawn is None else neuron_data[drawn]))
+        arrays.update(paper_arrays(g.index, st, linear, widths, picks))
 
     result = _clean(dict(
         schema_version=results.SCHEMA_VERSION,
@@ -407,6 +420,17 @@ def _polling(update):
         interrupt.poll("analyze")
 
     return tick
+
+
+def _weight_verdicts(per_weight: list[dict], series: list[int]) -> dict | None:
+    """Per |dw| claim, the tally of the weights' own verdicts (a weight too short to fit counts as
+    not resolved), which the |dw| claims of an entry of several weights rest on (report.WEIGHT_RULE);
+    None for a single weight."""
+    if len(series) < 2:
+        return None
+    models = [per_weight[s].get("model") for s in series]
+    return {claim: verdicts.tally(m["verdicts"][claim] if m else verdicts.UNRESOLVED for m in models)
+            for claim in ("power_law", "gaussian")}
 
 
 def _series_of(runs, k: int) -> list[int]:
@@ -455,6 +479,43 @@ def figure_arrays(g: int, pool, sp: Spectra, rows, neuron_figure) -> dict[str, n
     if neuron_figure is not None:
         out.update({f"g{g}/neurons_{name}": v for name, v in neuron_figure.items()})
     return out
+
+
+PAPER_WEIGHTS_PER_KERNEL = 2  # "a few randomly selected weights" of each of the first two weight matrices
+
+
+def paper_weights(tracked, run: int, k: int) -> list[int]:
+    """The series drawn in fig2_paper.png and fig3_paper.png: PAPER_WEIGHTS_PER_KERNEL tracked
+    weights of each of the first two parameters tracked (the paper's layers 1 and 2), picked at
+    random (seeded) in one run, as the paper draws a few weights of one network."""
+    rng = np.random.default_rng(0)
+    paths = list(dict.fromkeys(t.path for t in tracked))[:2]
+    picks = []
+    for path in paths:
+        mine = [j for j, t in enumerate(tracked) if t.path == path]
+        picks += sorted(rng.choice(mine, min(PAPER_WEIGHTS_PER_KERNEL, len(mine)), replace=False).tolist())
+    return [run * k + j for j in picks]
+
+
+def paper_arrays(g: int, st: increments.IncrementStats, linear: np.ndarray, widths: np.ndarray,
+                 picks: list[int]) -> dict[str, np.ndarray]:
+    """What the paper-style figures of group g draw, for the series `picks` in raw units: the log
+    histograms (20 bins per decade, summed over time blocks) of all increments and of the
+    non-decay ones, and the linear one of the non-decay |dw| with its bin width."""
+    from socjax.plots import DISPLAY_BINS_PER_DECADE
+
+    if not picks:
+        return {}
+    every = st.hist + st.hist_decay
+    factor = st.hist.grid.bins_per_decade // DISPLAY_BINS_PER_DECADE
+    coarse = lambda h: LogHist(h.grid, h.counts[picks].sum(1), h.offsets[picks].sum(1), h.under[picks].sum(1),
+                               h.over[picks].sum(1)).rebinned(factor)
+    nondecay, all_ = coarse(st.hist), coarse(every)
+    grid = nondecay.grid
+    return {f"g{g}/paper_series": np.asarray(picks, np.int64),
+            f"g{g}/paper_log_grid": np.array([grid.lo, grid.hi, grid.bins_per_decade], np.float64),
+            f"g{g}/paper_log_all": all_.counts, f"g{g}/paper_log_nondecay": nondecay.counts,
+            f"g{g}/paper_linear": linear[0, picks].sum(1), f"g{g}/paper_linear_width": widths[0, picks]}
 
 
 def _group_neurons(per_run: list[dict], g: grouping.Group) -> dict:

@@ -209,7 +209,8 @@ def fig3_regimes(run, group: int = 0, path=None):
             extra = f", beta {m[name]['beta']:.2f}" if name == "stretched_cutoff" else ""
             b.semilogy(xs**2, cutoff.density(model, name, xs) * xs**g, style,
                        label=f"{label}{extra}: log-likelihood {m[name]['loglik'] - m['power_law']['loglik']:+.4g} vs pure PL")
-        b.set_title(f"Fig. 3b: |dw| beyond {start:.3g}; Gaussian cutoff: {'yes' if model['is_gaussian'] else 'no'}",
+        b.set_title(f"Fig. 3b: |dw| beyond {start:.3g}; Gaussian cutoff (pooled): "
+                    f"{(model.get('verdicts') or {}).get('gaussian', 'yes' if model['is_gaussian'] else 'no')}",
                     fontsize=10)
         b.legend(fontsize=7)
         if sel.any():
@@ -412,8 +413,140 @@ def prune_figure(result: dict, group: dict, path=None):
     return _out(fig, path)
 
 
+MIN_GUIDE_COUNT = 10  # bins the eye's guides are fitted to hold at least this many increments
+MIN_TAIL_GUIDE_COUNT = 3  # ... on the linear bins of Fig. 3b, whose tail bins hold few
+
+
+def _legend(ax):
+    """A legend where something is labelled (a weight may have nothing to draw)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
+
+
+def _paper_data(run, group: int, figure: str) -> tuple[dict, list[dict]]:
+    """The paper-style figures' arrays of a group and the analysis' per-weight entries of its
+    drawn weights; NotDrawn for an analysis made before these figures existed."""
+    g = run.group(group)
+    no_data = None if g.get("paper_weights") else (
+        "this analysis predates the paper-style figures (`socjax analyze` draws them from the trajectory)"
+        if "paper_weights" not in g else "no tracked weights to draw")
+    got = _need(run.paper_weights(group), run, group, figure, no_data)
+    return got, [run.analysis["per_weight"][int(s)] for s in got["series"]]
+
+
+def _log_density(counts: np.ndarray, grid_row: np.ndarray, total: float):
+    """(x, p, counts) of one coarse log histogram's populated bins: centres and densities over `total`."""
+    from socjax.analysis.loghist import Grid
+
+    grid = Grid(float(grid_row[0]), float(grid_row[1]), int(grid_row[2]))
+    keep = counts > 0
+    return grid.centers()[keep], (counts / (np.diff(grid.edges()) * max(total, 1)))[keep], counts[keep]
+
+
+def _verdict(entry: dict, claim: str) -> str:
+    m = entry.get("model")
+    return m["verdicts"][claim] if m and "verdicts" in m else "not tested"
+
+
+def _decade_guide(ax, x, p, c, entry):
+    """The straightest decade of a log-log density (bins with >= MIN_GUIDE_COUNT increments), drawn
+    with its slope, the local slope's spread over it and the model's verdict."""
+    from socjax.analysis import guides
+
+    ok = c >= MIN_GUIDE_COUNT
+    guide = guides.straightest(np.log10(x[ok]), np.log10(p[ok]), 1.0)
+    m = entry.get("model")
+    model = (f"model: power law {_verdict(entry, 'power_law')}, gamma {m['gamma']:.2f} "
+             f"[{m['gamma_ci95'][0]:.2f}, {m['gamma_ci95'][1]:.2f}]") if m else "model: too few increments to fit"
+    if guide is None:
+        ax.text(0.02, 0.02, f"no decade with >= {MIN_GUIDE_COUNT} per bin\n{model}", transform=ax.transAxes, fontsize=7)
+        return None
+    u = np.linspace(guide["lo"], guide["hi"], 20)
+    ax.loglog(10**u, 10 ** (guide["slope"] * u + guide["intercept"]), "C3", lw=2,
+              label=f"straightest decade: slope {guide['slope']:.2f}")
+    ax.text(0.02, 0.02, f"local slope over it: {guide['local_min']:.2f} to {guide['local_max']:.2f}\n{model}",
+            transform=ax.transAxes, fontsize=7)
+    return guide
+
+
+def fig2_paper(run, group: int = 0, path=None):
+    """Fig. 2 the paper's way: for a few randomly selected weights of the first two layers, the
+    histogram of their increments on log-log axes in raw units (all increments, the pure-decay
+    steps included, and the non-decay ones), with the straight line the eye would draw (the
+    straightest decade) and, beside it, the local slope's spread there and the model's verdict."""
+    got, entries = _paper_data(run, group, "Fig. 2 (paper's way)")
+    n = len(entries)
+    cols = min(n, 2)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 4 * rows), squeeze=False)
+    for ax, e, c_all, c_nd in zip(axes.flat, entries, got["log_all"], got["log_nondecay"]):
+        total = float(c_all.sum())
+        x, p, _ = _log_density(c_all, got["log_grid"], total)
+        ax.loglog(x, p, ".", ms=3, color="0.6", label="all increments (pure decay included)")
+        x, p, c = _log_density(c_nd, got["log_grid"], total)
+        ax.loglog(x, p, ".", ms=3, color="k", label="non-decay increments")
+        _decade_guide(ax, x, p, c, e)
+        ax.set_title(f"{_title(run, group)}weight {e['weight']} (run {e['run']})", fontsize=9)
+        ax.set_xlabel("|dw|")
+        ax.set_ylabel("p(|dw|)")
+        _legend(ax)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    fig.suptitle("Fig. 2, drawn as the paper draws it: a few weights, log-log, a line where the eye puts it",
+                 fontsize=10)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
+def fig3_paper(run, group: int = 0, path=None):
+    """Fig. 3 the paper's way, per drawn weight: (a) the non-decay |dw| around its straightest
+    decade on log-log axes; (b) ln p against dw^2 from linear bins (straight line = Gaussian),
+    with the straightest stretch spanning a third of the populated dw^2 axis, the local slope's
+    spread over it and the model's verdict on the Gaussian tail."""
+    from socjax.analysis import guides
+
+    got, entries = _paper_data(run, group, "Fig. 3 (paper's way)")
+    n = len(entries)
+    fig, axes = plt.subplots(2, n, figsize=(4.2 * n, 7.5), squeeze=False)
+    for col, (e, c_nd, lin, width) in enumerate(zip(entries, got["log_nondecay"], got["linear"], got["linear_width"])):
+        a, b = axes[0, col], axes[1, col]
+        x, p, c = _log_density(c_nd, got["log_grid"], float(c_nd.sum()))
+        guide = _decade_guide(a, x, p, c, e) if x.size else None
+        if guide is not None:
+            near = (np.log10(x) >= guide["lo"] - 0.5) & (np.log10(x) <= guide["hi"] + 0.5)
+            a.loglog(x[near], p[near], ".", ms=3, color="k", label="non-decay increments", zorder=0)
+        a.set_title(f"{_title(run, group)}3a: weight {e['weight']}", fontsize=9)
+        a.set_xlabel("|dw|")
+        a.set_ylabel("p(|dw|)")
+        _legend(a)
+        centres = (np.arange(lin.size) + 0.5) * width
+        ok = lin >= MIN_TAIL_GUIDE_COUNT
+        dens = lin / (width * max(lin.sum(), 1))
+        b.plot(centres[lin > 0] ** 2, np.log(dens[lin > 0]), ".", ms=4, color="k", label=f"{lin.size} linear bins")
+        m = e.get("model")
+        beta = "" if not m or m["beta"] is None else f", beta {m['beta']:.2f} [{m['beta_ci95'][0]:.2f}, {m['beta_ci95'][1]:.2f}]"
+        model = f"model: Gaussian {_verdict(e, 'gaussian')}{beta}"
+        u2 = centres[ok] ** 2
+        guide = guides.straightest(u2, np.log(dens[ok]), (u2.max() - u2.min()) / 3) if ok.sum() >= 5 else None
+        if guide is not None:
+            u = np.linspace(guide["lo"], guide["hi"], 20)
+            b.plot(u, guide["slope"] * u + guide["intercept"], "C3", lw=2,
+                   label=f"straightest third of the dw^2 axis: slope {guide['slope']:.3g}")
+            b.text(0.02, 0.02, f"local slope over it: {guide['local_min']:.3g} to {guide['local_max']:.3g}\n{model}",
+                   transform=b.transAxes, fontsize=7)
+        else:
+            b.text(0.02, 0.02, model, transform=b.transAxes, fontsize=7)
+        b.set_title("3b: ln p against dw^2 (straight line = Gaussian)", fontsize=9)
+        b.set_xlabel("dw^2")
+        b.set_ylabel("ln p(|dw|)")
+        _legend(b)
+    fig.tight_layout()
+    return _out(fig, path)
+
+
 FIGURE_FUNCTIONS = (("fig1_neurons.png", fig1_neurons), ("fig2_increments.png", fig2_increments),
-                    ("fig3_regimes.png", fig3_regimes), ("fig4_spectrum.png", fig4_spectrum))
+                    ("fig3_regimes.png", fig3_regimes), ("fig4_spectrum.png", fig4_spectrum),
+                    ("fig2_paper.png", fig2_paper), ("fig3_paper.png", fig3_paper))
 
 
 @dataclass

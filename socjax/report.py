@@ -11,85 +11,136 @@ from pathlib import Path
 import numpy as np
 
 from socjax import rundir
+from socjax.analysis import verdicts
 
-# The rules, in one place, also printed in the report.
+# The rules, in one place, also printed in the report. Each verdict is "yes", "no" or "not resolved"
+# (socjax.analysis.verdicts); "not resolved" means the data cannot tell at this size.
 RULES = {
-    "bimodal": "at least half of the layer-2 neurons have >= 2 KDE modes of their pre-activation",
-    "decay": "pure weight-decay steps are at least 10% of all increments",
+    "bimodal": "at least half of the layer-2 neurons have >= 2 KDE modes of their pre-activation: yes when the 95% "
+               "Wilson interval of that fraction (over the neurons) lies above 1/2, no when below",
+    "decay": "pure weight-decay steps are at least 10% of all increments: yes when the 95% t interval of the "
+             "per-weight fraction (over the weights) lies at or above 10%, no when below",
     "powerlaw": "in the model p ~ |dw|^-gamma exp(-(|dw|/tau)^beta) fitted above xmin, the 95% interval of gamma "
-                "lies above 0.1 (a flat density is no power law), the model's local slope stays within +-0.1 of -gamma over >= 1 decade, and a "
-                "lognormal does not fit significantly better (Vuong p < 0.05)",
-    "gaussian": "in the same model, a cutoff is detected (likelihood ratio against the pure power law, p < 0.05), "
-                "beta = 2 lies in the 95% interval of beta, and beta = 2 fits better than beta = 1",
-    "a_high": "the 95% interval of a_high overlaps [1.9, 2.1]",
-    "a_low": "the 95% interval of a_low lies below 2",
-    "overfit": "the last test loss is within 5% of the lowest",
+                "lies above 0.1 (a flat density is no power law), the 95% interval of the decades over which the "
+                "model's local slope stays within +-0.1 of -gamma lies at or above 1, and the model beats a "
+                "lognormal (Vuong, variance from the time blocks, p < 0.05); no when any of the three is "
+                "contradicted (interval at or below 0.1, below 1 decade, the lognormal significantly better)",
+    "gaussian": "in the same model a cutoff is detected (likelihood ratio against the pure power law, p < 0.05; "
+                "without one, not resolved), beta = 2 lies in the 95% interval of beta (no when outside), and "
+                "beta = 2 is significantly preferred over beta = 1 (Vuong, variance from the time blocks, "
+                "p < 0.05; no when beta = 1 is)",
+    "a_high": "yes when the 95% interval of a_high lies inside [1.9, 2.1], no when it misses [1.9, 2.1]",
+    "a_low": "yes when the 95% interval of a_low lies below 2, no when it lies at or above 2",
+    "overfit": "the last test loss is within 5% of the lowest (a comparison within one curve: yes or no)",
 }
+WEIGHT_RULE = ("the |dw| claims of a run or group rest on its weights' own fits: " + verdicts.MAJORITY_RULE
+               + "; the pooled fit (in median units) is shown beside it, because pooling weights whose cutoffs "
+               "sit at different multiples of their medians mixes shapes and biases beta low (README, \"Pooling "
+               "and heterogeneity\")")
+
+MARK = {verdicts.YES: "yes", verdicts.NO: "**no**", verdicts.UNRESOLVED: "not resolved", verdicts.UNTESTED: "not tested"}
+
+
+def mark(verdict) -> str:
+    """A verdict for a report table (an older analysis's True/False/None too)."""
+    return MARK[{True: verdicts.YES, False: verdicts.NO, None: verdicts.UNTESTED}.get(verdict, verdict)]
 
 
 def _fmt(x, digits=3):
     return "n/a" if x is None else f"{x:.{digits}g}"
 
 
+def wilson(k: int, n: int, z: float = 1.959964) -> list[float]:
+    """The 95% Wilson score interval of a proportion seen k times in n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [float(centre - half), float(centre + half)]
+
+
+def _weights_text(t: dict) -> str:
+    return (f"weights: {t[verdicts.YES]} yes, {t[verdicts.NO]} no, {t[verdicts.UNRESOLVED]} not resolved"
+            f" of {t['weights']}")
+
+
 def claims(entry: dict, steps: int) -> list[dict]:
     """The paper's claims, each tested by its RULES entry on one analysis entry (a group's pooled
     numbers or one run's: its "increments", "spectrum", "neurons", "test") of `steps` recorded
-    steps. holds: True, False, or None (not tested)."""
+    steps. verdict: yes / no / not resolved / not tested; holds: True (yes), False (no) or None.
+    The |dw| claims of an entry with several weights rest on their per-weight verdicts
+    (`increments.per_weight`, WEIGHT_RULE)."""
     inc, spec, neu = entry["increments"], entry["spectrum"], entry.get("neurons") or {}
     out = []
 
-    def add(key, claim, measured, holds, needed):
-        out.append(dict(key=key, claim=claim, rule=RULES[key], measured=measured,
-                        holds=holds, needed=None if holds else needed))
+    def add(key, claim, measured, verdict, needed, **extra):
+        out.append(dict(key=key, claim=claim, rule=RULES[key], measured=measured, verdict=verdict,
+                        holds=verdicts.holds(verdict), needed=None if verdict == verdicts.YES else needed, **extra))
 
     if "fraction_bimodal_kde" in neu:
+        n = neu.get("neurons")
+        ci = wilson(round(neu["fraction_bimodal_kde"] * n), n) if n else None
         add("bimodal", "Fig. 1: layer-2 neurons are bimodal (frustrated states)",
-            f"{neu['fraction_bimodal_kde']:.0%} bimodal by KDE, {neu['fraction_bimodal_sarle']:.0%} by Sarle's b"
+            f"{neu['fraction_bimodal_kde']:.0%} bimodal by KDE"
+            + (f" [{ci[0]:.0%}, {ci[1]:.0%}] of {n} neurons" if ci else "")
+            + f", {neu['fraction_bimodal_sarle']:.0%} by Sarle's b"
             + ("" if neu.get("layer", 2) == 2 else f" (neurons of {neu['layer']})"),
-            neu["fraction_bimodal_kde"] >= 0.5,
+            verdicts.above(ci, 0.5) if ci else verdicts.from_bool(neu["fraction_bimodal_kde"] >= 0.5),
             "more training: a pilot on full MNIST found 42% bimodal at epoch 7, 66% at 32, 90% at 142")
     else:
         add("bimodal", "Fig. 1: layer-2 neurons are bimodal (frustrated states)",
-            f"not measured ({neu.get('skipped', 'no parameters')})", None, "params_final.npz and the run's data")
+            f"not measured ({neu.get('skipped', 'no parameters')})", verdicts.UNTESTED,
+            "params_final.npz and the run's data")
     if inc.get("decay_identified") is False:  # momentum, Adam: zero-gradient steps do not show in the trajectory
         add("decay", "Fig. 2: a peak of very small fluctuations",
             "not testable: pure weight-decay steps cannot be identified from this run's trajectory (see the "
-            "warnings: an optimizer with momentum, or no lr/l2 in config.json)", None,
+            "warnings: an optimizer with momentum, or no lr/l2 in config.json)", verdicts.UNTESTED,
             "plain SGD with lr and l2 in config.json")
     elif inc.get("fluctuating", 1) == 0:  # a constant trajectory is all "decay": it tests nothing
         add("decay", "Fig. 2: a peak of very small fluctuations",
             f"not testable: no increment fluctuates ({inc['decay_fraction']:.1%} pure decay, "
-            f"{inc['zero_fraction']:.1%} exactly zero)", None, "a trajectory whose weights move")
+            f"{inc['zero_fraction']:.1%} exactly zero)", verdicts.UNTESTED, "a trajectory whose weights move")
     else:
+        ci = inc.get("decay_fraction_ci95")
         add("decay", "Fig. 2: a peak of very small fluctuations",
             f"{inc['decay_fraction']:.1%} of increments " + ("had an exactly zero data gradient (recorded flags)"
                                                              if inc.get("decay_from") == "flags" else
-                                                             "are pure weight decay"), inc["decay_fraction"] >= 0.1,
-            "-")
+                                                             "are pure weight decay")
+            + (f" (per weight [{ci[0]:.1%}, {ci[1]:.1%}])" if ci else ""),
+            verdicts.at_least(ci, 0.1) if ci else verdicts.from_bool(inc["decay_fraction"] >= 0.1), "-")
     model = inc.get("model")
+    weights = inc.get("per_weight")
     if model:
         si, ln = model["scale_invariant"], model["tests"]["lognormal"]
-        add("powerlaw", "Figs. 2-3: a power law at intermediate |dw|",
-            f"gamma {model['gamma']:.3f} [{model['gamma_ci95'][0]:.3f}, {model['gamma_ci95'][1]:.3f}] from "
-            f"{_fmt(model['xmin'])} ({model['selected'].replace('_', ' ')}); model slope within "
-            f"{si['slope_tolerance']} of -gamma over {si['decades']:.2f} decades; vs lognormal R {ln['loglik_ratio']:.3g} "
-            f"(p {_fmt(ln['p'], 2)})",
-            model["is_power_law"], _powerlaw_needed(model))
+        dec_ci = si.get("decades_ci95") or [si["decades"]] * 2
+        pooled = model.get("verdicts") or {}
+
+        def add_dw(key, claim, name, numbers, needed):
+            """A |dw| claim: the pooled numbers, and with several weights their tally, which decides."""
+            add(key, claim, ("pooled: " if weights else "") + numbers
+                + (f"; pooled verdict {mark(pooled.get(name))}; {_weights_text(weights[name])}" if weights else ""),
+                verdicts.majority(weights[name]) if weights else pooled.get(name, verdicts.UNTESTED), needed)
+
+        add_dw("powerlaw", "Figs. 2-3: a power law at intermediate |dw|", "power_law",
+               f"gamma {model['gamma']:.3f} [{model['gamma_ci95'][0]:.3f}, {model['gamma_ci95'][1]:.3f}] from "
+               f"{_fmt(model['xmin'])} ({model['selected'].replace('_', ' ')}); model slope within "
+               f"{si['slope_tolerance']} of -gamma over {si['decades']:.2f} [{dec_ci[0]:.2f}, {dec_ci[1]:.2f}] decades; "
+               f"vs lognormal R {ln['loglik_ratio']:.3g} (p {_fmt(ln['p'], 2)})", _powerlaw_needed(model, weights))
         cut, m = model["tests"]["cutoff"], model["models"]
         beta = (f"beta {model['beta']:.2f} [{model['beta_ci95'][0]:.2f}, {model['beta_ci95'][1]:.2f}]"
+                + (" (pooled weights: biased low by their differing cutoffs)" if weights else "")
                 if model["beta"] is not None else "no cutoff to measure beta on")
-        add("gaussian", "Fig. 3b: Gaussian decay at large |dw|",
-            f"cutoff vs pure power law p {_fmt(cut['p'], 2)}; {beta}; log-likelihood beta = 2 minus beta = 1: "
-            f"{m['gaussian_cutoff']['loglik'] - m['exponential_cutoff']['loglik']:.3g}",
-            model["is_gaussian"], _gaussian_needed(model))
+        add_dw("gaussian", "Fig. 3b: Gaussian decay at large |dw|", "gaussian",
+               f"cutoff vs pure power law p {_fmt(cut['p'], 2)}; {beta}; log-likelihood beta = 2 minus beta = 1: "
+               f"{m['gaussian_cutoff']['loglik'] - m['exponential_cutoff']['loglik']:.3g} "
+               f"(p {_fmt(model['tests']['beta2_vs_beta1']['p'], 2)})", _gaussian_needed(model, weights))
     else:
         for key, claim in (("powerlaw", "Figs. 2-3: a power law at intermediate |dw|"),
                            ("gaussian", "Fig. 3b: Gaussian decay at large |dw|")):
-            add(key, claim, f"not testable: {inc.get('note', 'no fit')}", None,
+            add(key, claim, f"not testable: {inc.get('note', 'no fit')}", verdicts.UNTESTED,
                 "more non-decay increments (longer recording)")
     for key, claim, test in (
-        ("a_high", "Fig. 4: 1/f^2 (uncorrelated jumps) at high f", lambda ci: ci[0] <= 2.1 and ci[1] >= 1.9),
-        ("a_low", "Fig. 4: 1/f^a with a < 2 at low f (hopping between minima)", lambda ci: ci[1] < 2.0),
+        ("a_high", "Fig. 4: 1/f^2 (uncorrelated jumps) at high f", lambda ci: verdicts.within(ci, 1.9, 2.1)),
+        ("a_low", "Fig. 4: 1/f^a with a < 2 at low f (hopping between minima)", lambda ci: verdicts.below(ci, 2.0)),
     ):
         fit = spec.get(key)
         if fit:
@@ -99,57 +150,106 @@ def claims(entry: dict, steps: int) -> list[dict]:
                 f"lower frequencies: this run's lowest fitted frequency is {fit['band'][0]:.2g} cycles/step "
                 f"({steps:,} recorded steps); the paper records 1.2e7 steps per weight (--preset paper)")
         else:
-            add(key, claim, spec.get("error", "not measured"), None, "a longer recorded trajectory")
+            add(key, claim, spec.get("error", "not measured"), verdicts.UNTESTED, "a longer recorded trajectory")
     tl = entry.get("test")
     if tl:
         add("overfit", "Sec. 5: test loss shows no overfitting",
             f"test loss {tl['loss_first']:.4f} (epoch 1) -> min {tl['loss_min']:.4f} (epoch {tl['loss_min_epoch']}) "
             f"-> last {tl['loss_last']:.4f}",
-            tl["loss_last"] <= 1.05 * tl["loss_min"], "-")
+            verdicts.from_bool(tl["loss_last"] <= 1.05 * tl["loss_min"]), "-")
     return out
 
 
-GROUP_RULE = ("a claim holds for a group of several seeds when it holds on the group's pooled data and, "
-              "by the same rule, in more than half of its seeds")
+GROUP_RULE = ("a group of several seeds takes the verdict of its pooled data when more than half of its seeds "
+              "reach the same verdict by the same rule; otherwise it is not resolved (the seeds disagree)")
 
 
 def group_claims(pooled: list[dict], per_seed: list[list[dict]]) -> list[dict]:
     """A group's claims: `pooled` (claims of its pooled entry), each combined with the same claim
-    in each seed (`per_seed`: claims of each run) by GROUP_RULE. Adds "holds_pooled",
-    "seeds_holding", "seeds"; with one seed the pooled verdict stands."""
+    in each seed (`per_seed`: claims of each run) by GROUP_RULE. Adds "verdict_pooled",
+    "holds_pooled", "seeds_holding" (seeds saying yes), "seeds_agreeing", "seeds"; with one seed
+    the pooled verdict stands."""
     out = []
     for c in pooled:
-        verdicts = [next(x["holds"] for x in seed if x["key"] == c["key"]) for seed in per_seed]
-        holding = sum(v is True for v in verdicts)
-        row = dict(c, holds_pooled=c["holds"], seeds_holding=holding, seeds=len(verdicts))
-        if len(verdicts) >= 2 and c["holds"] is True and holding * 2 <= len(verdicts):
-            row.update(holds=False, needed=f"it holds on the pooled data but only in {holding} of {len(verdicts)} seeds")
+        seeds = [next(verdicts.of_claim(x) for x in seed if x["key"] == c["key"]) for seed in per_seed]
+        mine = verdicts.of_claim(c)
+        verdict = verdicts.agreeing(mine, seeds)
+        row = dict(c, verdict=verdict, holds=verdicts.holds(verdict), verdict_pooled=mine,
+                   holds_pooled=c["holds"], seeds_holding=sum(v == verdicts.YES for v in seeds),
+                   seeds_agreeing=sum(v == mine for v in seeds), seeds=len(seeds))
+        if verdict != mine:
+            row["needed"] = f"the pooled data say {mine} but only {row['seeds_agreeing']} of {len(seeds)} seeds do"
         out.append(row)
     return out
 
 
-def _powerlaw_needed(model: dict) -> str:
+def _tally_cell(t: dict) -> str:
+    return f"{t[verdicts.YES]} / {t[verdicts.NO]} / {t[verdicts.UNRESOLVED]}"
+
+
+def _sensitivity(rows: list[dict] | None) -> list[str]:
+    """The sensitivity table (`socjax.analysis.sensitivity`): the |dw| verdicts under each representation."""
+    from socjax.analysis.sensitivity import QUESTION
+
+    if not rows:
+        return []
+    lines = ["", f"### {QUESTION}", "",
+             "The two |dw| claims under each representation a reader might choose, by the same model and rules: "
+             "pooled in median units (gamma, beta with their 95% intervals, the verdicts) and weight by weight "
+             "(how many weights say yes / no / not resolved; the verdict is their majority, as above).", "",
+             "| representation | pooled gamma | pooled beta | pooled: power law, Gaussian | weights: power law "
+             "y / n / nr | weights: Gaussian y / n / nr | median gamma, beta over weights | verdict: power law, "
+             "Gaussian |", "| --- " * 8 + "|"]
+    for r in rows:
+        p, w = r["pooled"], r["weights"]
+        if p is None:
+            pooled = ["too few increments", "-", "-"]
+        else:
+            beta = "no cutoff" if p["beta"] is None else f"{p['beta']:.2f} [{p['beta_ci95'][0]:.2f}, {p['beta_ci95'][1]:.2f}]"
+            pooled = [f"{p['gamma']:.2f} [{p['gamma_ci95'][0]:.2f}, {p['gamma_ci95'][1]:.2f}]", beta,
+                      f"{p['verdicts']['power_law']}, {p['verdicts']['gaussian']}"]
+        cells = [r["representation"], *pooled, _tally_cell(w["power_law"]), _tally_cell(w["gaussian"]),
+                 f"{_fmt(w['gamma_median'])}, {_fmt(w['beta_median'])}",
+                 f"{mark(r['verdicts']['power_law'])}, {mark(r['verdicts']['gaussian'])}"]
+        lines.append("| " + " | ".join(table_cell(c) for c in cells) + " |")
+    return lines
+
+
+def _powerlaw_needed(model: dict, weights: dict | None = None) -> str:
+    lead = ""
+    if weights:
+        lead = f"{_weights_text(weights['power_law'])}; pooled: "
     if model["gamma_ci95"][0] <= model["scale_invariant"]["slope_tolerance"]:
-        return (f"gamma is not above {model['scale_invariant']['slope_tolerance']} here: the density does not fall "
-                "as a power law above xmin")
+        return lead + (f"gamma is not above {model['scale_invariant']['slope_tolerance']} here: the density does not "
+                       "fall as a power law above xmin")
     if model["scale_invariant"]["decades"] < 1.0:
-        return (f"the fitted model's slope stays near -gamma over only {model['scale_invariant']['decades']:.2f} decades "
-                "here; whether a straight stretch of a decade appears at equilibrium needs the paper's protocol "
-                "(--preset paper: 3000 epochs, then 200 recorded)")
-    return "a lognormal describes these increments significantly better than the power law with its cutoff"
+        return lead + (f"the fitted model's slope stays near -gamma over only {model['scale_invariant']['decades']:.2f} "
+                       "decades here; whether a straight stretch of a decade appears at equilibrium needs the paper's "
+                       "protocol (--preset paper: 3000 epochs, then 200 recorded)")
+    ln = model["tests"]["lognormal"]
+    if ln["p"] >= 0.05:
+        return lead + "the power law and a lognormal fit these increments equally well at this size"
+    if ln["loglik_ratio"] < 0:
+        return lead + "a lognormal describes these increments significantly better than the power law with its cutoff"
+    return lead + "the intervals of gamma or of the decades straddle their thresholds at this size"
 
 
-def _gaussian_needed(model: dict) -> str:
+def _gaussian_needed(model: dict, weights: dict | None = None) -> str:
+    lead = f"{_weights_text(weights['gaussian'])}; pooled: " if weights else ""
     if model["tests"]["cutoff"]["p"] >= 0.05:
-        return "no cutoff is detected within the recorded increments: a longer recording reaches further into the tail"
+        return lead + "no cutoff is detected within the recorded increments: a longer recording reaches further into the tail"
     lo, hi = model["beta_ci95"]
     if hi < 2.0:
-        return (f"the cutoff is softer than Gaussian here (beta {model['beta']:.2f}, interval below 2): the "
-                "large-|dw| tail is heavier than eq. (21)'s; whether it sharpens at equilibrium needs the paper's "
-                "protocol (--preset paper)")
+        return lead + (f"the cutoff is softer than Gaussian here (beta {model['beta']:.2f}, interval below 2): the "
+                       "large-|dw| tail is heavier than eq. (21)'s; whether it sharpens at equilibrium needs the "
+                       "paper's protocol (--preset paper)")
     if lo > 2.0:
-        return f"the cutoff is sharper than Gaussian here (beta {model['beta']:.2f}, interval above 2)"
-    return "beta = 2 is within the interval but an exponential cutoff (beta = 1) fits better"
+        return lead + f"the cutoff is sharper than Gaussian here (beta {model['beta']:.2f}, interval above 2)"
+    b21 = model["tests"]["beta2_vs_beta1"]
+    if b21["p"] < 0.05 and b21["loglik_ratio"] < 0:
+        return lead + "beta = 2 is within the interval but an exponential cutoff (beta = 1) fits significantly better"
+    return lead + ("beta = 2 is within the interval but not significantly preferred over beta = 1 at this size "
+                   "(a wide interval holding both is not a yes)")
 
 
 def table_cell(text: str) -> str:
@@ -181,7 +281,7 @@ def sweep_rows(result: dict) -> list[dict]:
     for g in result["groups"]:
         members = [result["per_run"][r] for r in g["runs"]]
         summary = g.get("across_seeds") or grouping.summarize(members)
-        held = sum(c["holds"] is True for c in g["claims"])
+        held = sum(verdicts.of_claim(c) == verdicts.YES for c in g["claims"])
         rows.append(dict(label=g["label"], settings=g["settings"], seeds=len(g["runs"]), held=held,
                          claims=len(g["claims"]), numbers={name: summary[name] for _, name, _ in SWEEP_COLUMNS}))
     return rows
@@ -238,16 +338,18 @@ def _group(run: Path, result: dict, g: dict, several: bool) -> list[str]:
     rows = g["claims"]
     seeds = len(g["runs"])
     lines = [f"## Group {g['label']}: runs {g['runs']}, seeds {g['seeds']}" if several else "## Claims", ""]
-    held = sum(r["holds"] is True for r in rows)
-    failed = [r for r in rows if r["holds"] is False]
-    lines += [f"**{held} of {len(rows)} claims hold for this {'group' if several else 'run'}.**"
-              + (" Not holding: " + "; ".join(r["claim"] for r in failed) + "." if failed else ""), ""]
-    mark = {True: "yes", False: "**no**", None: "not tested"}
+    said = {v: [r for r in rows if verdicts.of_claim(r) == v] for v in verdicts.VERDICTS}
+    lines += [f"**{len(said[verdicts.YES])} of {len(rows)} claims hold for this {'group' if several else 'run'}.**"
+              + "".join(f" {what}: " + "; ".join(r["claim"] for r in said[v]) + "."
+                        for v, what in ((verdicts.NO, "Not holding"), (verdicts.UNRESOLVED, "Not resolved at this size"))
+                        if said[v]), ""]
     if seeds >= 2:
-        lines += ["| claim | measured (pooled over the seeds) | seeds holding | holds |", "| --- | --- | --- | --- |"]
+        lines += ["| claim | measured (pooled over the seeds) | seeds: yes / same verdict as pooled | verdict |",
+                  "| --- | --- | --- | --- |"]
         for r in rows:
-            lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {r['seeds_holding']} of "
-                         f"{r['seeds']} | {mark[r['holds']]} |")
+            agree = r.get("seeds_agreeing")
+            lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {r['seeds_holding']} / "
+                         f"{'n/a' if agree is None else agree} of {r['seeds']} | {mark(verdicts.of_claim(r))} |")
         lines += ["", "Across seeds (mean, standard deviation, 95% t interval of the mean):", "",
                   "| number | mean | sd | 95% interval | seeds |", "| --- | --- | --- | --- | --- |"]
         from socjax.analysis.groups import HEADLINE
@@ -263,17 +365,21 @@ def _group(run: Path, result: dict, g: dict, several: bool) -> list[str]:
             lines += ["", "|dw| model selected per seed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in chosen.items())
                       + "."]
     else:
-        lines += ["| claim | measured | holds |", "| --- | --- | --- |"]
+        lines += ["| claim | measured | verdict |", "| --- | --- | --- |"]
         for r in rows:
-            lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {mark[r['holds']]} |")
-    lines += ["", "Where a claim does not hold, or was not tested:", ""]
-    lines += [f"- {r['claim']}: {r['needed']}." for r in rows if r["holds"] is not True] or ["- none"]
+            lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {mark(verdicts.of_claim(r))} |")
+    lines += _sensitivity(g["increments"].get("sensitivity"))
+    lines += ["", "Where a claim does not hold, is not resolved, or was not tested:", ""]
+    lines += [f"- {r['claim']} ({verdicts.of_claim(r)}): {r['needed']}." for r in rows if verdicts.of_claim(r) != verdicts.YES] \
+        or ["- none"]
     lines.append("")
     label = g["label"] if several else None
     for fig, cap in (("fig1_neurons.png", "Fig. 1: layer-2 pre-activations over the test images"),
                      ("fig2_increments.png", "Fig. 2: density and local slope of |dw|"),
                      ("fig3_regimes.png", "Fig. 3: the intermediate range (log-log) and the tail (log p vs dw^2)"),
-                     ("fig4_spectrum.png", "Fig. 4: f^2 P(f)")):
+                     ("fig4_spectrum.png", "Fig. 4: f^2 P(f)"),
+                     ("fig2_paper.png", "Fig. 2 drawn the paper's way: a few weights, log-log, the straightest decade"),
+                     ("fig3_paper.png", "Fig. 3 drawn the paper's way: log-log, and ln p against dw^2 from linear bins")):
         name = rundir.figure_name(fig, label)
         if (run / name).exists():
             lines += [f"![{cap}]({name})", "", f"*{cap}*", ""]
@@ -302,7 +408,6 @@ def _ages(table: dict, several: bool) -> list[str]:
     lines = ["## Age: each claim's measure as the network trains", "",
              "One row per recording (age = epochs trained before it). Numbers are means over the seeds with their "
              "95% t interval; `models` counts the |dw| model each seed selected; `claims` lists those holding.", ""]
-    mark = {True: "yes", False: "**no**", None: "not tested"}
     for g in table["groups"]:
         if several:
             lines += [f"### Group {g['label']}", ""]
@@ -313,7 +418,7 @@ def _ages(table: dict, several: bool) -> list[str]:
                      f"{r['epochs']}{' (partly written)' if r.get('partial') else ''}"]
             cells += [_ci(r["numbers"][name], digits) for _, name, digits in AGE_COLUMNS]
             cells.append(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in r["numbers"]["selected"].items()) or "-")
-            cells.append(", ".join(k for k, v in r["claims"].items() if v) or "none")
+            cells.append(", ".join(k for k, v in r["claims"].items() if v in (True, verdicts.YES)) or "none")
             lines.append("| " + " | ".join(table_cell(c) for c in cells) + " |")
         lines += ["", "| claim | measure | holds at the last age | change over the last two ages | paired t p | "
                       "still moving |", "| --- | --- | --- | --- | --- | --- |"]
@@ -325,7 +430,7 @@ def _ages(table: dict, several: bool) -> list[str]:
                           + ("" if c["comparable"] else ", recordings of different length") + ")")
                 p = _fmt(c["p"], 2)
             moving = {True: "**yes**", False: "no", None: "not tested"}[c["moving"]]
-            lines.append(f"| {table_cell(c['claim'])} | {c['measure']} | {mark[c['holds_last']]} (age "
+            lines.append(f"| {table_cell(c['claim'])} | {c['measure']} | {mark(c['holds_last'])} (age "
                          f"{c['last_age']}) | {table_cell(change)} | {p} | {moving} |")
         lines.append("")
     lines += [f"Still moving: {MOVING_RULE}. With two seeds the test has one degree of freedom, so \"no\" is weak "
@@ -362,6 +467,7 @@ def _body(out: Path, run: Path, result: dict) -> list[str]:
         lines += _discussion(run)
     lines += ["## How each claim is tested", ""]
     lines += [f"- {r['claim']}: {r['rule']}." for r in groups[0]["claims"]]
+    lines += [f"- The |dw| claims of several weights: {WEIGHT_RULE}."]
     if any(len(g["runs"]) >= 2 for g in groups):
         lines += [f"- For a group: {GROUP_RULE}."]
     lines += ["", "A \"no\" for the |dw| claims weighs only as much as the test's power at this sample size: "

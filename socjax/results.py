@@ -26,6 +26,9 @@ per group g:
     g{g}/psd_series                                    those series (s = run * K + k)
     g{g}/neurons_ids, _z, _kde_grid, _kde_density,     Fig. 1's neurons
         _modes, _sarle
+    g{g}/paper_series, _log_grid, _log_all,            the paper-style figures' weights (raw units):
+        _log_nondecay, _linear, _linear_width          log histograms of all and of the non-decay
+                                                       increments, linear bins of the non-decay |dw|
 """
 
 from __future__ import annotations
@@ -128,6 +131,16 @@ class Run:
         if f"g{g}/local_slope" not in self.arrays:
             return None, None
         return self.arrays[f"g{g}/local_slope_x"], self.arrays[f"g{g}/local_slope"]
+
+    def paper_weights(self, g: int = 0) -> dict[str, np.ndarray] | None:
+        """What the paper-style figures (fig2_paper, fig3_paper) of group g draw: "series" (n,),
+        "log_grid" (lo, hi, bins per decade), "log_all" and "log_nondecay" (n, bins) counts of
+        all increments and of the non-decay ones, "linear" (n, 60) non-decay counts in linear bins
+        of "linear_width" (n,), all in raw units; None for an analysis without them."""
+        self.group(g)
+        prefix = f"g{g}/paper_"
+        got = {k[len(prefix):]: v for k, v in self.arrays.items() if k.startswith(prefix)}
+        return got or None
 
     def neurons(self, g: int = 0) -> dict[str, np.ndarray] | None:
         """Fig. 1's arrays of group g (ids, z, kde_grid, kde_density, modes, sarle), or None."""

@@ -79,7 +79,8 @@ RUN_FILES = (CONFIG, TRACKED, PARAMS_INIT, PARAMS_FINAL, TRAJECTORY, ZERO_GRAD, 
              PROGRESS)
 # what `socjax analyze` derives from a run: removed when the run is resumed, as they no longer describe it
 ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE = "analysis.json", "analysis.npz", "report.md", "sweep.png"
-FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png")
+FIGURES = ("fig1_neurons.png", "fig2_increments.png", "fig3_regimes.png", "fig4_spectrum.png", "fig2_paper.png",
+           "fig3_paper.png")
 AGES, AGES_FIGURE, WINDOWS = "ages.json", "ages.png", "windows"  # the age table; windows/age{A}/: a window's analysis
 DERIVED = (ANALYSIS, ARRAYS, REPORT, SWEEP_FIGURE, AGES, AGES_FIGURE, *FIGURES)
 INCOMPLETE = ".analysis-incomplete"  # exists while `socjax analyze` replaces the derived files (a crash leaves it)

@@ -101,8 +101,11 @@ def test_minimal_run_directory(tmp_path):
     assert any("weight-decay" in w for w in res["warnings"])
     assert len(res["per_weight"]) == 6 and group["increments"]["decay_fraction"] == 0
     assert 1.8 < group["spectrum"]["a_high"]["value"] < 2.2  # a random walk
-    for name in analyze.FIGURES[1:]:
+    for name in analyze.FIGURES[1:4]:
         assert png_size(run / name) == (1200, 450)
+    # the paper's way: two weights of the one tracked parameter in a row; 3a above 3b for each
+    assert png_size(run / "fig2_paper.png") == (1100, 400) and png_size(run / "fig3_paper.png") == (840, 750)
+    assert group["paper_weights"] and all(0 <= s < 3 for s in group["paper_weights"])
     assert not (run / "fig1_neurons.png").exists()
     json.loads((run / "analysis.json").read_text())  # strict JSON: no NaN
 
@@ -168,8 +171,10 @@ def test_reproduce_smoke_writes_every_file(reproduced):
     out = reproduced
     for name in ("analysis.json", "report.md", *analyze.FIGURES):
         assert (out / name).stat().st_size > 0, name
-    for name in analyze.FIGURES:
+    for name in analyze.FIGURES[:4]:
         assert png_size(out / name) == (1200, 450)
+    # the paper's way: 2 weights of w1 and 2 of w2 in a 2 x 2 grid; 3a above 3b for each of the 4
+    assert png_size(out / "fig2_paper.png") == (1100, 800) and png_size(out / "fig3_paper.png") == (1680, 750)
     a = json.loads((out / "analysis.json").read_text())
     assert len(a["groups"]) == 1 and sorted(p.name for p in rundir.derived_figures(out)) == sorted(analyze.FIGURES)
     pl = a["groups"][0]["increments"]["powerlaw"]
@@ -186,7 +191,7 @@ def test_reproduce_smoke_writes_every_file(reproduced):
         assert len(a["groups"][0]["spectrum"][band]["ci95"]) == 2 and len(a["groups"][0]["spectrum"][band]["band"]) == 2
     assert len(a["per_weight"]) == 16
     report = (out / "report.md").read_text()
-    assert "| claim | measured | holds |" in report and "fig4_spectrum.png" in report
+    assert "| claim | measured | verdict |" in report and "fig4_spectrum.png" in report
 
 
 def markdown_cells(row: str) -> list[str]:
@@ -196,7 +201,7 @@ def markdown_cells(row: str) -> list[str]:
 
 def test_report_claims_table_has_the_headers_cells_in_every_row(reproduced):
     lines = (reproduced / "report.md").read_text().splitlines()
-    start = lines.index("| claim | measured | holds |")
+    start = lines.index("| claim | measured | verdict |")
     rows = []
     for line in lines[start:]:
         if not line.startswith("|"):
@@ -206,7 +211,7 @@ def test_report_claims_table_has_the_headers_cells_in_every_row(reproduced):
     assert all(len(r) == 3 for r in rows), [r for r in rows if len(r) != 3]
     # the |dw| claims keep their measured values and verdicts in their own cells
     power = next(r for r in rows if "power law" in r[0])
-    assert "gamma" in power[1] and power[2].strip() in ("yes", "**no**", "not tested")
+    assert "gamma" in power[1] and power[2].strip() in ("yes", "**no**", "not resolved", "not tested")
 
 
 def test_trajectory_reader_equals_np_load(tmp_path):

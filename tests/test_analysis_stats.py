@@ -116,12 +116,15 @@ def test_sarle_and_kde_modes():
 
 @pytest.mark.parametrize("steps, segment", [(5000, None), (4097, 1024), (3000, 512), (600, 128)])
 def test_progress_reports_sum_to_the_documented_totals(steps, segment):
-    """analyze's bar total is (steps - 1) + spectrum.rows_covered: what the two passes report."""
+    """analyze's bar total is 2 (steps - 1) + spectrum.rows_covered: what the three passes report."""
     from socjax.analysis import increments
 
     traj = np.cumsum(np.random.default_rng(4).normal(size=(2, steps, 3)), axis=1).astype(np.float32)
     seen = []
     increments.stream(traj, None, None, stride=1, chunk_rows=333, progress=seen.append)
+    assert sum(seen) == steps - 1
+    seen.clear()
+    increments.linear_stream(traj, None, None, 1, np.ones((2, 6)), chunk_rows=333, progress=seen.append)
     assert sum(seen) == steps - 1
     seen.clear()
     spectrum.welch(traj, 1, segment, chunk_segments=3, progress=seen.append)

@@ -67,18 +67,22 @@ def test_seed_exponents_mean_and_t_interval_cover_the_truth():
 
 
 def test_group_claims_need_the_pooled_verdict_and_most_seeds():
+    """GROUP_RULE: the pooled verdict when more than half of the seeds reach it too, else not
+    resolved (an analysis of two-valued `holds` only is read as yes / no / not tested)."""
     def claim(holds):
         return [dict(key="k", claim="c", rule="r", measured="m", holds=holds, needed=None if holds else "x")]
 
     def combined(pooled, seeds):
         return report.group_claims(claim(pooled), [claim(s) for s in seeds])[0]
 
-    assert combined(True, [True, True, False])["holds"] is True
+    assert combined(True, [True, True, False])["verdict"] == "yes"
     c = combined(True, [True, False, False])
-    assert c["holds"] is False and c["holds_pooled"] is True and c["seeds_holding"] == 1 and "1 of 3" in c["needed"]
-    assert combined(True, [True, False])["holds"] is False  # half is not most
-    assert combined(False, [True, True, True])["holds"] is False
-    assert combined(None, [True, True])["holds"] is None
+    assert c["verdict"] == "not resolved" and c["holds"] is None and c["holds_pooled"] is True
+    assert c["seeds_holding"] == 1 and "1 of 3" in c["needed"]
+    assert combined(True, [True, False])["verdict"] == "not resolved"  # half is not most
+    assert combined(False, [True, True, True])["verdict"] == "not resolved"  # the seeds disagree with the pool
+    assert combined(False, [False, True, False])["verdict"] == "no"
+    assert combined(None, [True, True])["verdict"] == "not tested"
     assert combined(True, [False])["holds"] is True  # one seed: the pooled verdict is that seed's
 
 
@@ -183,7 +187,7 @@ def test_seeds_of_a_group_are_summarised_and_judged(sweep):
     assert res["per_run"][3]["test"]["accuracy_last"] == 0.87
     md = report.write(sweep[0], res).read_text()
     assert "## Sweep: the groups side by side" in md and md.count("## Group ") == 2
-    assert "| claim | measured (pooled over the seeds) | seeds holding | holds |" in md
+    assert "| claim | measured (pooled over the seeds) | seeds: yes / same verdict as pooled | verdict |" in md
     assert report.GROUP_RULE in md
 
 
@@ -216,7 +220,8 @@ def test_plot_redraws_the_figures_analyze_wrote(sweep, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     drawn = {p.name: pixels(p) for p in rundir.derived_figures(copy)}
-    assert "sweep.png" in drawn and "fig2_increments_l2=0.0001.png" in drawn and len(drawn) == 1 + 2 * 3
+    # sweep.png, and per group figs. 2-4 and the two paper-style figures (no Fig. 1: no parameters)
+    assert "sweep.png" in drawn and "fig2_paper_l2=0.0001.png" in drawn and len(drawn) == 1 + 2 * 5
     (copy / "trajectory.npy").unlink()  # plot never reads it
     for p in rundir.derived_figures(copy):
         p.unlink()

@@ -35,8 +35,11 @@ def figures():
     pruned = json.loads((RESULTS / "vitality" / "prune" / "prune.json").read_text())  # one group, no "groups"
     yield "prune", plots.prune_figure(pruned, rundir.prune_groups(pruned)[0])
     yield "sweep", plots.sweep_figure(sweep)
-    for name, draw in plots.FIGURE_FUNCTIONS:
+    for name, draw in plots.FIGURE_FUNCTIONS[:4]:
         yield name, draw(sweep, 2)
+    full = socjax.load_run(RESULTS / "full_mnist_300")  # analysed with the paper-style figures
+    for name, draw in plots.FIGURE_FUNCTIONS[4:]:
+        yield name, draw(full, 0)
 
 
 @pytest.mark.parametrize("name, fig", list(figures()))

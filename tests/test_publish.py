@@ -28,8 +28,8 @@ def test_a_published_run_redraws_every_figure_pixel_identical(analysed, tmp_path
                         "weight_stats.npz", "checkpoint.npz", ".lock"}
     assert sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file()) == files
     figures = [f for f in files if f.suffix == ".png"]
-    # 4 of the final recording, 4 of the window, the age figure, two prune figures
-    assert len(figures) == 11 and {f.name for f in figures} >= {"ages.png", "prune.png", "fig1_neurons.png"}
+    # 6 of the final recording (4 and the 2 paper-style), 6 of the window, the age figure, two prune figures
+    assert len(figures) == 15 and {f.name for f in figures} >= {"ages.png", "prune.png", "fig1_neurons.png"}
     for f in figures:
         (dest / f).unlink()
     capsys.readouterr()
@@ -76,7 +76,8 @@ def test_without_analysis_npz_each_figure_says_why_and_plot_fails(analysed, tmp_
     assert main(["plot", str(dest)]) == 1
     out = capsys.readouterr()
     lines = out.err.splitlines()
-    assert len(lines) == 8 and all(line.startswith("socjax: ") and "analysis.npz is missing" in line for line in lines)
+    assert len(lines) == 2 * len(rundir.FIGURES) and all(line.startswith("socjax: ") and "analysis.npz is missing" in line
+                                                        for line in lines)
     assert {line.split()[1] for line in lines} == {str(d / f) for d in (dest, rundir.window_dir(dest, 2))
                                                    for f in rundir.FIGURES}
     assert f"wrote {dest / rundir.AGES_FIGURE}" in out.out  # what can be drawn still is

@@ -100,6 +100,13 @@ def claim_power(tmp, run):
     return [out]
 
 
+def pooling_heterogeneity(tmp, run):
+    out = tmp / "pooling.json"
+    assert run_script(REPO / "experiments" / "pooling_heterogeneity.py", "--weights", "2", "--n", "5000",
+                      "--out", str(out)) == 0
+    return [out]
+
+
 SCRIPTS = {
     "benchmarks/throughput.py": bench("throughput", "--steps", "40", "--loop-steps", "5", "--rounds", "1",
                                       "--seeds", "2"),
@@ -115,6 +122,7 @@ SCRIPTS = {
     "experiments/fig3_regimes.py": figure_script("fig3_regimes"),
     "experiments/fig4_spectrum.py": figure_script("fig4_spectrum"),
     "experiments/paper_scale.py": paper_scale,
+    "experiments/pooling_heterogeneity.py": pooling_heterogeneity,
     "experiments/vitality.py": vitality,
     "experiments/reproduce_paper.py": reproduce_paper,
     "experiments/sweep_l2.py": sweep_l2,

@@ -6,9 +6,9 @@
 of age. The groups (settings) are the same in every recording of a run. Per group, one row per
 recording: its age (epochs trained before it), length, every `groups.HEADLINE` number across the
 group's seeds (mean, sd, 95% t interval, per-seed values), the |dw| models the seeds selected,
-and each claim's verdict. Then per claim (`CLAIM_MEASURE` names the number that decides it):
+and each claim's verdict (`verdicts`). Then per claim (`CLAIM_MEASURE` names the number that decides it):
 
-    holds_last   the verdict at the last age;
+    holds_last   the verdict at the last age (yes / no / not resolved / not tested);
     change       that number's change between the last two rows (mean over the seeds);
     p            a paired t test of that change over the seeds (each seed is one run, the same
                  run at both ages), two-sided;
@@ -29,6 +29,7 @@ import math
 import numpy as np
 from scipy import stats as sps
 
+from socjax.analysis import verdicts
 from socjax.analysis.groups import HEADLINE, lookup, summarize
 
 # the number that decides each claim of report.claims (and whose movement with age is judged)
@@ -75,7 +76,7 @@ def table(recordings: list[tuple[int, int, bool, dict]]) -> dict:
             members = [a["per_run"][r] for r in entry["runs"]]
             rows.append(dict(age=age, epochs=epochs, final=final, steps=a["trajectory"]["steps"],
                              partial=a["trajectory"].get("partial") is not None,
-                             numbers=summarize(members), claims={c["key"]: c["holds"] for c in entry["claims"]},
+                             numbers=summarize(members), claims={c["key"]: verdicts.of_claim(c) for c in entry["claims"]},
                              per_seed={name: [lookup(m, path) for m in members] for name, path, _ in HEADLINE}))
         claims = []
         for c in g["claims"]:

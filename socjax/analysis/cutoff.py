@@ -27,17 +27,24 @@ batch-means error over the histogram's time blocks (one Newton step per block fr
 with a t quantile over blocks, as for the range fit in `powerlaw`.
 
 Claims (`claims`), fixed from the model's parameters and checked on synthetic data only, never
-adjusted to a training run's result:
-- power law at intermediate |dw|: the 95% interval of gamma lies above `slope_tol` (else a
-  flat density, slope 0, is within the tolerance of -gamma: gamma = 0.001 is no power law), the
-  fitted model's local slope -gamma - beta (x/tau)^beta stays within `slope_tol` of -gamma from
-  xmin over at least a decade (to x_c = tau (slope_tol/beta)^(1/beta), or xend when there is no cutoff), and
-  the lognormal does not fit significantly better (Vuong p < 0.05).
-- Gaussian at large |dw|: a cutoff is detected (the stretched cutoff beats the pure power law,
-  likelihood ratio, chi^2 with 2 dof, p < 0.05), beta = 2 lies in the 95% interval of beta, and
-  beta = 2 fits better than beta = 1.
+adjusted to a training run's result. Each is "yes", "no" or "not resolved" (`verdicts`):
+- power law at intermediate |dw|, the conjunction of three conditions (any "no" makes it "no",
+  all "yes" make it "yes"):
+  gamma's 95% interval above `slope_tol` (yes) or at or below it (no: a flat density, slope 0, is
+  within the tolerance of -gamma, so gamma = 0.001 is no power law);
+  the decades from xmin over which the model's local slope -gamma - beta (x/tau)^beta stays
+  within `slope_tol` of -gamma (to x_c = tau (slope_tol/beta)^(1/beta), or xend when there is no
+  cutoff), whose 95% interval lies at or above 1 (yes) or below 1 (no);
+  the model against the lognormal by Vuong's test with the time blocks' variance (autocorrelated
+  increments), p < 0.05: yes when the model is better, no when the lognormal is.
+- Gaussian at large |dw|: not resolved unless a cutoff is detected (the stretched cutoff beats
+  the pure power law, likelihood ratio, chi^2 with 2 dof, p < 0.05); then no when beta's 95%
+  interval excludes 2, and otherwise the blocked Vuong test of beta = 2 against beta = 1 decides:
+  yes when it significantly prefers beta = 2, no when it prefers beta = 1, else not resolved (a
+  wide interval holding both 1 and 2 is not a "yes").
 The model used for gamma and the scale-invariant range is the stretched cutoff when a cutoff is
-detected, the pure power law when not.
+detected, the pure power law when not. The decades' interval, like the parameters', is the larger
+of the delta-method Fisher error and the batch-means error over the time blocks.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize, stats
 
-from socjax.analysis import incgamma
+from socjax.analysis import incgamma, verdicts
 from socjax.analysis.loghist import LogHist
 
 FAMILY = ("power_law", "exponential_cutoff", "gaussian_cutoff", "stretched_cutoff")
@@ -61,6 +68,7 @@ LN_TAU_MARGIN = 5.0  # tau is searched over [xmin e^-5, xend e^+(10 ln 10)]
 LN_TAU_ABOVE = 10 * np.log(10.0)
 LN_FAR = 50.0  # the tail bin ends at xend e^50: beyond it even tau at its upper bound leaves < e^-200
 NEWTON_STEPS = 8
+VUONG_BLOCKS = " (variance from the time blocks too, t with blocks - 1 dof)"
 
 
 def log_bin_mass(theta, lx, cutoff: bool):
@@ -92,6 +100,9 @@ def _nll_grad(theta, counts, lx, support, cutoff):
     return jax.value_and_grad(_nll)(theta, counts, lx, support, cutoff)
 
 
+_log_bin_mass = jax.jit(log_bin_mass, static_argnames="cutoff")  # eager, its loops would compile at every call
+
+
 @partial(jax.jit, static_argnames="cutoff")
 def log_probs(theta, lx, support, cutoff):
     """log probability of each bin under the model normalised over the `support` bins."""
@@ -107,21 +118,27 @@ class _Binned:
     a model is `mask(cutoff)`: the data bins for the pure power law, with the tail bin for the
     cutoff models."""
 
-    def __init__(self, h_blocks: LogHist, i: int, last: int):
-        g = h_blocks.grid
-        b = last - i
+    def __init__(self, block_counts: np.ndarray, lx: np.ndarray):
+        """block_counts (blocks, B): the data bins' counts per time block; lx (B + 1,): their ln edges."""
+        b = block_counts.shape[1]
         size = max(512, 1 << int(np.ceil(np.log2(b + 1))))  # 5 decades and a tail bin: one compile
-        self.block_counts = np.zeros((h_blocks.counts.shape[0], size))
-        self.block_counts[:, :b] = h_blocks.counts[:, i:last]
+        self.block_counts = np.zeros((block_counts.shape[0], size))
+        self.block_counts[:, :b] = block_counts
         self.counts = self.block_counts.sum(0)
         self.n = float(self.counts.sum())
-        step = np.log(10.0) / g.bins_per_decade
-        lx = (g.lo + (i + np.arange(b + 1)) / g.bins_per_decade) * np.log(10.0)
+        step = lx[-1] - lx[-2]
         self.lx = np.concatenate([lx, lx[-1] + LN_FAR + step * np.arange(size - b)])
         self.data = np.arange(size) < b
         self.tail = np.arange(size) == b
         self.edges = np.exp(lx)
         self.bounds = [GAMMA_BOUNDS, (lx[0] - LN_TAU_MARGIN, lx[-1] + LN_TAU_ABOVE), BETA_BOUNDS]
+
+    @classmethod
+    def from_loghist(cls, h_blocks: LogHist, i: int, last: int) -> "_Binned":
+        """The bins [edge i, edge last) of a LogHist (blocks, bins)."""
+        g = h_blocks.grid
+        lx = (g.lo + np.arange(i, last + 1) / g.bins_per_decade) * np.log(10.0)
+        return cls(h_blocks.counts[:, i:last], lx)
 
     def mask(self, cutoff: bool) -> np.ndarray:
         return self.data | self.tail if cutoff else self.data
@@ -203,8 +220,9 @@ def _fit(kind: str, data: _Binned, starts) -> tuple[np.ndarray, float]:
     return _full(kind, p), obj(p)[0]
 
 
-def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int) -> dict:
-    """Fisher and batch-means standard errors of the free parameters, and 95% intervals.
+def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int) -> tuple[dict, "_Spread"]:
+    """Fisher and batch-means standard errors of the free parameters, and 95% intervals; and the
+    `_Spread` that gives the same kind of interval to a function of the parameters.
 
     Batch means over the time blocks use one Newton step per block from the whole fit,
     theta_b = theta - (n / n_b) H^-1 g_b (g_b: the block's NLL gradient, H: the whole Hessian),
@@ -233,7 +251,32 @@ def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int) -> d
             out["ci95"]["tau"] = [float(np.exp(lo)), float(np.exp(hi))]
         else:
             out["ci95"][name] = [float(lo), float(hi)]
-    return out
+    blocks_theta = np.repeat(theta[None], per_block.shape[0], 0)
+    blocks_theta[:, obj.free] = per_block
+    return out, _Spread(theta, obj.free, cov, blocks_theta, tq)
+
+
+class _Spread:
+    """A fit's uncertainty, for intervals of derived quantities f(theta): the Fisher error by the
+    delta method (central differences of f) and the batch-means error from f of each block's
+    one-step estimate, the larger of the two with the same t quantile as the parameters'."""
+
+    def __init__(self, theta, free, cov, blocks_theta, tq):
+        self.theta, self.free, self.cov, self.blocks_theta, self.tq = theta, free, cov, blocks_theta, tq
+
+    def interval(self, f, h: float = 1e-6) -> list[float]:
+        value = f(self.theta)
+        grad = []
+        for j in self.free:
+            e = np.zeros(3)
+            e[j] = h
+            grad.append((f(self.theta + e) - f(self.theta - e)) / (2 * h))
+        grad = np.array(grad)
+        fisher = float(np.sqrt(grad @ self.cov @ grad)) if np.all(np.isfinite(self.cov)) else np.nan
+        k = self.blocks_theta.shape[0]
+        bm = float(np.std([f(t) for t in self.blocks_theta], ddof=1) / np.sqrt(k)) if k >= 3 else np.nan
+        se = np.nanmax([fisher, bm]) if np.isfinite([fisher, bm]).any() else np.nan
+        return [float(value - self.tq * se), float(value + self.tq * se)]
 
 
 def _describe(kind: str, theta: np.ndarray, nll: float) -> dict:
@@ -246,6 +289,15 @@ def _describe(kind: str, theta: np.ndarray, nll: float) -> dict:
     if kind == "stretched_cutoff":
         out["beta"] = float(theta[2])
     return out
+
+
+def _decades(theta: np.ndarray, xmin: float, xend: float, slope_tol: float, cutoff: bool) -> float:
+    """Decades from xmin over which the model's local slope stays within slope_tol of -gamma
+    (to its crossover, or xend without a cutoff), 0 when it has left before xmin."""
+    if not cutoff:
+        return float(np.log10(xend / xmin))
+    theta = np.array([theta[0], theta[1], np.clip(theta[2], *BETA_BOUNDS)])  # a block's one-step beta may leave them
+    return float(max(np.log10(min(crossover(theta, slope_tol), xend) / xmin), 0.0))
 
 
 def crossover(theta: np.ndarray, slope_tol: float) -> float:
@@ -263,13 +315,32 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
     """Every model of the family on the bins from edge i (xmin) to the last populated bin, the
     tests between them and the two claims. h_blocks: counts (blocks, bins). None when fewer than
     min_count samples lie in the support."""
-    from socjax.analysis import powerlaw  # the lognormal and Vuong's test
-
     total = h_blocks.counts.sum(0)
     nz = np.flatnonzero(total)
     if nz.size == 0 or nz[-1] < i or total[i:].sum() < min_count:
         return None
-    data = _Binned(h_blocks, i, int(nz[-1]) + 1)
+    return fit_bins(_Binned.from_loghist(h_blocks, i, int(nz[-1]) + 1), float(total.sum()), start_gamma, slope_tol,
+                    min_count)
+
+
+def fit_edges(block_counts: np.ndarray, edges: np.ndarray, i: int, start_gamma: float, slope_tol: float = 0.1,
+              min_count: int = 1000) -> dict | None:
+    """`fit` on any bins (e.g. linear ones): block_counts (blocks, B) over the bins [edges k,
+    edges k+1) (edges (B + 1,), increasing, positive from i on), fitted from edge i to the last
+    populated bin. None when fewer than min_count samples lie there."""
+    total = block_counts.sum(0)
+    nz = np.flatnonzero(total)
+    if nz.size == 0 or nz[-1] < i or total[i:].sum() < min_count:
+        return None
+    last = int(nz[-1]) + 1
+    data = _Binned(block_counts[:, i:last], np.log(np.asarray(edges, np.float64)[i : last + 1]))
+    return fit_bins(data, float(total.sum()), start_gamma, slope_tol, min_count)
+
+
+def fit_bins(data: _Binned, total: float, start_gamma: float, slope_tol: float, min_count: int) -> dict:
+    """The fit of `fit` on prepared bins; total: every sample of the histogram (for "fraction")."""
+    from socjax.analysis import powerlaw  # the lognormal and Vuong's test
+
     with jax.enable_x64(True):
         theta, nll = {}, {}
         g0 = float(np.clip(start_gamma, *GAMMA_BOUNDS))
@@ -286,7 +357,7 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
     counts, e = data.counts[data.data], data.edges
     # the lognormal on [xmin, inf) too: its last bin reaches xend e^LN_FAR and holds no counts
     e_tail, c_tail = np.append(e, e[-1] * np.exp(LN_FAR)), np.append(counts, 0.0)
-    logp_ln = powerlaw._fit_binned(c_tail, e_tail, powerlaw._logp_lognormal, powerlaw._lognormal_start(counts, e))[:-1]
+    logp_ln = powerlaw.fit_lognormal(c_tail, e_tail)[:-1]
     ll_ln = float(np.dot(counts, logp_ln))
     models = {k: _describe(k, theta[k], nll[k]) for k in FAMILY}
     models["lognormal"] = dict(loglik=ll_ln, aic=4 - 2 * ll_ln)
@@ -295,15 +366,17 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
     p_cut = float(stats.chi2.sf(lr_cut, 2))
     selected = "stretched_cutoff" if p_cut < 0.05 else "power_law"
     lr_b2 = max(2 * (nll["gaussian_cutoff"] - nll["stretched_cutoff"]), 0.0)
-    r21, p21 = powerlaw.vuong(counts, logp["gaussian_cutoff"], logp["exponential_cutoff"])
-    r_ln, p_ln = powerlaw.vuong(counts, logp[selected], logp_ln)
+    blocks = data.block_counts[:, data.data]  # the time blocks: Vuong's variance survives autocorrelation
+    r21, p21 = powerlaw.vuong(counts, logp["gaussian_cutoff"], logp["exponential_cutoff"], blocks)
+    r_ln, p_ln = powerlaw.vuong(counts, logp[selected], logp_ln, blocks)
     with jax.enable_x64(True):
         for k in FAMILY:  # each model's normaliser on its support, for `density`
             top = e[-1] * np.exp(LN_FAR) if k != "power_law" else e[-1]
-            models[k]["log_norm"] = float(log_bin_mass(jnp.asarray(theta[k]), jnp.log(jnp.array([e[0], top])),
-                                                       k != "power_law")[0])
-        iv_free = _intervals("stretched_cutoff", theta["stretched_cutoff"], data, min_count)
-        iv = iv_free if selected == "stretched_cutoff" else _intervals("power_law", theta["power_law"], data, min_count)
+            models[k]["log_norm"] = float(_log_bin_mass(jnp.asarray(theta[k]), jnp.log(jnp.array([e[0], top])),
+                                                        k != "power_law")[0])
+        iv_free, spread_free = _intervals("stretched_cutoff", theta["stretched_cutoff"], data, min_count)
+        iv, spread = (iv_free, spread_free) if selected == "stretched_cutoff" else \
+            _intervals("power_law", theta["power_law"], data, min_count)
     models["stretched_cutoff"].update(iv_free)
     if selected == "power_law":
         models["power_law"].update(iv)
@@ -315,13 +388,15 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
         x_c = np.nan
     hi = min(x_c, xend) if np.isfinite(x_c) or x_c == np.inf else np.nan
     decades = float(np.log10(hi / e[0])) if np.isfinite(hi) else 0.0
+    span = partial(_decades, xmin=float(e[0]), xend=xend, slope_tol=slope_tol, cutoff=selected != "power_law")
+    decades_ci = spread.interval(span)
     cdf = np.cumsum(np.exp(logp[selected]))
     ks = float(np.max(np.abs(np.cumsum(counts) / data.n - cdf)))
     gamma_ci = iv["ci95"]["gamma"]
     beta_ci = iv_free["ci95"]["beta"]
     cutoff_found = p_cut < 0.05
     out = dict(
-        xmin=float(e[0]), xend=xend, n=int(round(data.n)), fraction=data.n / float(total.sum()),
+        xmin=float(e[0]), xend=xend, n=int(round(data.n)), fraction=data.n / total,
         models=models,
         best_aic=min(models, key=lambda k: models[k]["aic"]),
         tests=dict(
@@ -329,8 +404,9 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
                         meaning="stretched cutoff against the pure power law (likelihood ratio)"),
             beta2_vs_free=dict(statistic=lr_b2, dof=1, p=float(stats.chi2.sf(lr_b2, 1)),
                                meaning="beta = 2 against beta free (Wilks; assumes independent increments)"),
-            beta2_vs_beta1=dict(loglik_ratio=r21, p=p21, meaning="Vuong; R > 0 favours beta = 2"),
-            lognormal=dict(loglik_ratio=r_ln, p=p_ln, meaning=f"Vuong; R > 0 favours the {selected.replace('_', ' ')}"),
+            beta2_vs_beta1=dict(loglik_ratio=r21, p=p21, meaning=f"Vuong{VUONG_BLOCKS}; R > 0 favours beta = 2"),
+            lognormal=dict(loglik_ratio=r_ln, p=p_ln,
+                           meaning=f"Vuong{VUONG_BLOCKS}; R > 0 favours the {selected.replace('_', ' ')}"),
         ),
         selected=selected,
         gamma=float(th[0]),
@@ -342,7 +418,7 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
         beta_ci95=beta_ci if cutoff_found else None,
         crossover=float(x_c) if np.isfinite(x_c) else None,  # None: no cutoff, or none above xmin
         scale_invariant=dict(lo=float(e[0]), hi=float(hi) if decades > 0 else None, decades=decades,
-                             slope_tolerance=slope_tol),
+                             decades_ci95=decades_ci, slope_tolerance=slope_tol),
         ks=ks,
     )
     out.update(claims(out))
@@ -350,15 +426,24 @@ def fit(h_blocks: LogHist, i: int, start_gamma: float, slope_tol: float = 0.1, m
 
 
 def claims(fit: dict) -> dict:
-    """The two verdicts (see the module docstring) from a fit's numbers."""
+    """The two verdicts (see the module docstring) from a fit's numbers: "verdicts" (yes / no /
+    not resolved, `socjax.analysis.verdicts`) and, as before, is_power_law / is_gaussian (True
+    exactly for "yes")."""
     t = fit["tests"]
-    lognormal_better = t["lognormal"]["loglik_ratio"] < 0 and t["lognormal"]["p"] < 0.05
     tol = fit["scale_invariant"]["slope_tolerance"]
-    is_power_law = bool(fit["gamma_ci95"][0] > tol and fit["scale_invariant"]["decades"] >= 1.0 and not lognormal_better)
-    ci = fit["beta_ci95"]
-    is_gaussian = bool(t["cutoff"]["p"] < 0.05 and ci is not None and ci[0] <= 2.0 <= ci[1]
-                       and fit["models"]["gaussian_cutoff"]["loglik"] > fit["models"]["exponential_cutoff"]["loglik"])
-    return dict(is_power_law=is_power_law, is_gaussian=is_gaussian)
+    power_law = verdicts.all_of(
+        verdicts.above(fit["gamma_ci95"], tol),
+        verdicts.at_least(fit["scale_invariant"]["decades_ci95"], 1.0),
+        verdicts.test(t["lognormal"]["loglik_ratio"], t["lognormal"]["p"]))
+    if t["cutoff"]["p"] >= 0.05:  # no tail reached within the data: nothing to judge its shape by
+        gaussian = verdicts.UNRESOLVED
+    else:
+        beta_ci = fit["beta_ci95"]
+        two_inside = verdicts.NO if beta_ci[1] < 2.0 or beta_ci[0] > 2.0 else verdicts.YES
+        gaussian = verdicts.all_of(two_inside, verdicts.test(t["beta2_vs_beta1"]["loglik_ratio"],
+                                                             t["beta2_vs_beta1"]["p"]))
+    return dict(verdicts=dict(power_law=power_law, gaussian=gaussian),
+                is_power_law=power_law == verdicts.YES, is_gaussian=gaussian == verdicts.YES)
 
 
 def density(fit: dict, name: str, x) -> np.ndarray:

@@ -35,9 +35,11 @@ from socjax.analysis.loghist import Grid, LogHist, accumulate
 @dataclass
 class IncrementStats:
     """Streamed statistics of S series. hist: LogHist with counts (S, blocks, bins) of non-decay
-    |dw|; n: (S,) increments; n_decay: (S,) pure-decay increments; n_zero: (S,) exact zeros that
-    are not decay (a weight that does not move at all); n_nonfinite: (S,) NaN/inf increments;
-    moments: (S, 4) sums of dw^1..dw^4 over the histogrammed increments (float64)."""
+    |dw|; hist_negative: the same of those with dw < 0 (dw > 0: hist minus it); hist_decay: |dw|
+    of the pure-decay increments (the sensitivity table's "all increments"); n: (S,) increments;
+    n_decay: (S,) pure-decay increments; n_zero: (S,) exact zeros that are not decay (a weight
+    that does not move at all); n_nonfinite: (S,) NaN/inf increments; moments: (S, 4) sums of
+    dw^1..dw^4 over the histogrammed increments (float64)."""
 
     hist: LogHist
     n: np.ndarray
@@ -45,13 +47,19 @@ class IncrementStats:
     n_zero: np.ndarray
     n_nonfinite: np.ndarray
     moments: np.ndarray
+    hist_negative: LogHist | None = None
+    hist_decay: LogHist | None = None
+
+    def positive(self) -> LogHist:
+        """The non-decay |dw| of increments with dw > 0."""
+        h, m = self.hist, self.hist_negative
+        return LogHist(h.grid, h.counts - m.counts, h.offsets - m.offsets, h.under - m.under, h.over - m.over)
 
 
-@partial(jax.jit, static_argnames=("grid", "stride"))
-def _chunk(w, q, zero, *, grid: Grid, stride: int):
-    """Statistics of the increments of one chunk. w: (Tc + 1, S) float32 consecutive rows;
-    q: (S,) float64 decay factor per recorded interval; zero: (Tc, S) bool recorded zero-gradient
-    flags of the increments, or None (then decay is inferred from q)."""
+def _classify(w, q, zero, stride: int):
+    """The increments of consecutive rows w (Tc + 1, S) and which are finite and pure decay: by
+    the recorded zero-gradient flags `zero` (Tc, S) where given, else inferred from the decay
+    factor q (S,) (the module docstring)."""
     prev, nxt = w[:-1], w[1:]
     dw = nxt - prev
     finite = jnp.isfinite(dw)
@@ -61,16 +69,45 @@ def _chunk(w, q, zero, *, grid: Grid, stride: int):
         decay = finite & (jnp.abs(resid) <= (stride + 1) * ulp)
     else:
         decay = finite & zero
+    return dw, finite, decay
+
+
+@partial(jax.jit, static_argnames=("grid", "stride"))
+def _chunk(w, q, zero, *, grid: Grid, stride: int):
+    """Statistics of the increments of one chunk. w: (Tc + 1, S) float32 consecutive rows;
+    q: (S,) float64 decay factor per recorded interval; zero: (Tc, S) bool recorded zero-gradient
+    flags of the increments, or None (then decay is inferred from q). Three histograms: the
+    non-decay |dw|, those of dw < 0 alone, and the decay increments' |dw|."""
+    dw, finite, decay = _classify(w, q, zero, stride)
     valid = finite & ~decay & (dw != 0)
     s = w.shape[1]
-    series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape)
-    counts, offsets, under, over = accumulate(
-        jnp.abs(dw).ravel(), series.ravel(), valid.ravel(), grid=grid, num_series=s
-    )
+    series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape).ravel()
+    x = jnp.abs(dw).ravel()
+    hists = tuple(accumulate(x, series, keep.ravel(), grid=grid, num_series=s)
+                  for keep in (valid, valid & (dw < 0), decay & (dw != 0)))
     d = jnp.where(valid, dw, 0.0).astype(jnp.float64)
     moments = jnp.stack([jnp.sum(d**k, axis=0) for k in (1, 2, 3, 4)], axis=1)
     zero = finite & ~decay & (dw == 0)
-    return counts, offsets, under, over, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
+    return hists, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
+
+
+@partial(jax.jit, static_argnames=("stride", "bins"))
+def _linear_chunk(w, q, zero, widths, *, stride: int, bins: int):
+    """Linear-bin histograms of the non-decay |dw| of one chunk: (W, S, bins) float32 counts, one
+    histogram per row of widths (W, S), bin k = [k width, (k + 1) width), the last bin also
+    holding everything above it."""
+    dw, finite, decay = _classify(w, q, zero, stride)
+    valid = (finite & ~decay & (dw != 0)).ravel()
+    s = w.shape[1]
+    series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape).ravel()
+    x = jnp.abs(dw).ravel().astype(jnp.float64)
+
+    def one(width):
+        k = jnp.clip(jnp.floor(x / width[series]), 0, bins - 1).astype(jnp.int32)
+        seg = jnp.where(valid, series * bins + k, s * bins)
+        return jax.ops.segment_sum(jnp.ones_like(x, jnp.float32), seg, s * bins + 1)[:-1].reshape(s, bins)
+
+    return jax.vmap(one)(widths)
 
 
 ELEMENTS_PER_CHUNK = 1 << 22  # values per compiled call: float64 temporaries of ~32 MB each
@@ -89,6 +126,31 @@ def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8
     """
     num_runs, steps, k = trajectory.shape
     s = num_runs * k
+    nb = grid.num_bins
+    fields = ("counts", "offsets", "under", "over")
+    acc = [{f: np.zeros((s, blocks, nb) if f in ("counts", "offsets") else (s, blocks)) for f in fields}
+           for _ in range(3)]  # non-decay, its dw < 0, decay
+    n_decay, n_zero, n_nonfinite, moments = np.zeros(s), np.zeros(s), np.zeros(s), np.zeros((s, 4))
+    with jax.enable_x64(True):
+        for b, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            hists, nd, nz, nf, m = jax.device_get(_chunk(rows, qj, zero, grid=grid, stride=stride))
+            for a, h in zip(acc, hists):
+                for f, v in zip(fields, h):
+                    a[f][:, b] += v
+            n_decay += nd
+            n_zero += nz
+            n_nonfinite += nf
+            moments += m
+    hist, negative, decay = (LogHist(grid, *(a[f] for f in fields)) for a in acc)
+    return IncrementStats(hist, np.full(s, steps - 1.0), n_decay, n_zero, n_nonfinite, moments, negative, decay)
+
+
+def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+    """The chunks of a streamed pass: (time block, rows (Tc + 1, S) float32, zero-gradient flags
+    (Tc, S) or None, the decay factor q (S,) as a float64 JAX array); `progress(rows)` after each.
+    Call with x64 enabled."""
+    num_runs, steps, k = trajectory.shape
+    s = num_runs * k
     chunk_rows = chunk_rows or max(2, ELEMENTS_PER_CHUNK // s)
     if steps < 2:
         raise ValueError(f"a trajectory of {steps} recorded steps has no increments")
@@ -96,35 +158,38 @@ def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8
         q = np.full(s, np.nan)  # nothing matches NaN: no increment is classified as decay
     else:
         q = np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
-    nb = grid.num_bins
-    counts = np.zeros((s, blocks, nb))
-    offsets = np.zeros((s, blocks, nb))
-    under, over = np.zeros((s, blocks)), np.zeros((s, blocks))
-    n_decay, n_zero, n_nonfinite, moments = np.zeros(s), np.zeros(s), np.zeros(s), np.zeros((s, 4))
+    qj = jnp.asarray(q)
     bounds = np.linspace(0, steps - 1, blocks + 1).round().astype(int)  # increment indices
+    for b in range(blocks):
+        for t0 in range(bounds[b], bounds[b + 1], chunk_rows):
+            t1 = min(t0 + chunk_rows, bounds[b + 1])
+            rows = np.asarray(trajectory[:, t0 : t1 + 1, :], np.float32)  # (R, Tc+1, K)
+            rows = rows.transpose(1, 0, 2).reshape(t1 + 1 - t0, s)
+            zero = None
+            if zero_grad is not None:
+                zero = np.asarray(zero_grad[:, t0 + 1 : t1 + 1, :], bool).transpose(1, 0, 2).reshape(t1 - t0, s)
+            yield b, rows, zero, qj
+            if progress is not None:
+                progress(t1 - t0)
+
+
+LINEAR_BINS = 60  # Zhang & Tang's MNIST histograms: 60 linear bins over the range of |dw|
+
+
+def linear_stream(trajectory, lr, l2, stride: int, widths: np.ndarray, bins: int = LINEAR_BINS, blocks: int = 8,
+                  chunk_rows: int | None = None, progress=None, zero_grad=None) -> np.ndarray:
+    """Linear-bin histograms of the non-decay |dw| of trajectory (R, T, K), a second streamed pass
+    with the same decay rule and time blocks as `stream`: (W, S, blocks, bins) counts, bin k of
+    histogram w of series s covering [k widths[w, s], (k + 1) widths[w, s]) (the last bin holds
+    everything above). widths (W, S): e.g. each series' own range / bins, and its median times a
+    group's common width in median units (`sensitivity`)."""
+    widths = np.asarray(widths, np.float64)
+    out = np.zeros((widths.shape[0], widths.shape[1], blocks, bins))
     with jax.enable_x64(True):
-        qj = jnp.asarray(q)
-        for b in range(blocks):
-            for t0 in range(bounds[b], bounds[b + 1], chunk_rows):
-                t1 = min(t0 + chunk_rows, bounds[b + 1])
-                rows = np.asarray(trajectory[:, t0 : t1 + 1, :], np.float32)  # (R, Tc+1, K)
-                rows = rows.transpose(1, 0, 2).reshape(t1 + 1 - t0, s)
-                zero = None
-                if zero_grad is not None:
-                    zero = np.asarray(zero_grad[:, t0 + 1 : t1 + 1, :], bool).transpose(1, 0, 2).reshape(t1 - t0, s)
-                c, o, u, v, nd, nz, nf, m = jax.device_get(_chunk(rows, qj, zero, grid=grid, stride=stride))
-                counts[:, b] += c
-                offsets[:, b] += o
-                under[:, b] += u
-                over[:, b] += v
-                n_decay += nd
-                n_zero += nz
-                n_nonfinite += nf
-                moments += m
-                if progress is not None:
-                    progress(t1 - t0)
-    hist = LogHist(grid, counts, offsets, under, over)
-    return IncrementStats(hist, np.full(s, steps - 1.0), n_decay, n_zero, n_nonfinite, moments)
+        wj = jnp.asarray(widths)
+        for b, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            out[:, :, b] += np.asarray(_linear_chunk(rows, qj, zero, wj, stride=stride, bins=bins))
+    return out
 
 
 def _kurtosis(m: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -182,16 +247,18 @@ def scales(st: IncrementStats) -> np.ndarray:
     return st.hist.sum(1).quantile(0.5)
 
 
-def pooled(st: IncrementStats, series=None, ref_index: int | None = None) -> LogHist | None:
+def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: LogHist | None = None) -> LogHist | None:
     """The histograms (blocks, bins) of the series in `series` (default all), each divided by its
-    median |dw| rounded to the grid: the median edge of every series is moved to ref_index
-    (default: the edge of x = 1). None when none of them has a non-decay increment."""
+    median non-decay |dw| rounded to the grid: the median edge of every series is moved to
+    ref_index (default: the edge of x = 1). hist: another histogram of the same series to pool
+    in the same units (default st.hist). None when none of them has a sample."""
     g = st.hist.grid
     ref = int(round(-g.lo * g.bins_per_decade)) if ref_index is None else ref_index
     med = scales(st)
+    hist = st.hist if hist is None else hist
     total = None
     for s in range(st.hist.counts.shape[0]) if series is None else series:
-        one = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
+        one = LogHist(g, hist.counts[s], hist.offsets[s], hist.under[s], hist.over[s])
         if one.counts.sum() == 0:
             continue
         shifted = one.shifted(int(med[s] - ref))
@@ -241,10 +308,16 @@ def pooled_summary(st: IncrementStats, series=None, min_count: int = 1000) -> tu
     n = st.n[idx]
     pool = pooled(st, idx)
     scaled_moments = st.moments[idx] / edges[med][:, None] ** np.arange(1, 5)  # pooled units: |dw| / median
+    share = st.n_decay[idx] / n
+    decay_ci = None
+    if idx.size >= 2:  # over the weights: the population the claim is about
+        half = float(sps.t.ppf(0.975, idx.size - 1) * share.std(ddof=1) / np.sqrt(idx.size))
+        decay_ci = [float(share.mean() - half), float(share.mean() + half)]
     out = dict(
         units="|dw| divided by each series' median non-decay |dw|",
         series=int(idx.size),
         decay_fraction=float(st.n_decay[idx].sum() / n.sum()),
+        decay_fraction_ci95=decay_ci,
         zero_fraction=float(st.n_zero[idx].sum() / n.sum()),
         nonfinite=int(st.n_nonfinite[idx].sum()),
         fluctuating=int(n_fluct.sum()),  # increments that are neither pure decay, zero nor non-finite

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy import optimize, special
+from scipy import optimize, special, stats
 
 from socjax.analysis.loghist import LN10, LogHist
 
@@ -152,7 +152,7 @@ def fit(h: LogHist, i: int, j: int) -> PowerLawFit:
     e = edges[i : j + 1]
     logp_pl = _binned_logp_powerlaw(e, alpha)
     lr_exp, p_exp = vuong(counts, logp_pl, _fit_binned(counts, e, _logp_exponential, [None]))
-    lr_ln, p_ln = vuong(counts, logp_pl, _fit_binned(counts, e, _logp_lognormal, _lognormal_start(counts, e)))
+    lr_ln, p_ln = vuong(counts, logp_pl, fit_lognormal(counts, e))
     return PowerLawFit(alpha, stderr, float(e[0]), float(e[-1]), int(round(n)), ks,
                        float((j - i) / h.grid.bins_per_decade), lr_exp, p_exp, lr_ln, p_ln)
 
@@ -181,17 +181,6 @@ def _logp_exponential(params, e):
     return _log_diff_exp(-t[:-1], -t[1:]) - _log_diff_exp(0.0, -t[-1])
 
 
-def _logp_lognormal(params, e):
-    """Truncated lognormal on [e_0, e_-1]; params = [mu, log sigma] of ln x. Bin probabilities
-    from log CDFs below the median and log survival functions above it, in log space."""
-    mu, sigma = params[0], np.exp(params[1])
-    z = (np.log(e) - mu) / sigma
-    below = _log_diff_exp(special.log_ndtr(z[1:]), special.log_ndtr(z[:-1]))
-    above = _log_diff_exp(special.log_ndtr(-z[:-1]), special.log_ndtr(-z[1:]))
-    logp = np.where(z[:-1] > 0, above, below)
-    return logp - special.logsumexp(logp)
-
-
 def _lognormal_start(counts, e):
     lx = 0.5 * (np.log(e[:-1]) + np.log(e[1:]))
     n = counts.sum()
@@ -200,32 +189,93 @@ def _lognormal_start(counts, e):
     return [mu, np.log(sd)]
 
 
+def _lognormal_log_probs(params, ln_e, support):
+    """log probability of each bin [e_k, e_k+1) under the lognormal (params = mu, ln sigma of ln x)
+    normalised over the `support` bins. Each bin is a difference of normal CDFs taken on the side
+    of the median where it is not close to 1 (Phi(z1) - Phi(z0), or Phi(-z0) - Phi(-z1) above the
+    median), in log space, so bins far in either tail keep their relative precision."""
+    z = (ln_e - params[0]) / jnp.exp(params[1])
+    above = z[:-1] > 0
+    hi = jnp.where(above, -z[:-1], z[1:])
+    lo = jnp.where(above, -z[1:], z[:-1])
+    la, lb = jax.scipy.special.log_ndtr(hi), jax.scipy.special.log_ndtr(lo)
+    logp = la + jnp.log(-jnp.expm1(jnp.minimum(lb - la, -1e-300)))
+    logp = jnp.where(support, logp, -jnp.inf)
+    return logp - jax.scipy.special.logsumexp(logp)
+
+
+def _lognormal_nll(params, counts, ln_e, support):
+    return -jnp.sum(jnp.where(support, counts * _lognormal_log_probs(params, ln_e, support), 0.0))
+
+
+_lognormal_nll_grad = jax.jit(jax.value_and_grad(_lognormal_nll))
+
+
+def fit_lognormal(counts, e) -> np.ndarray:
+    """Binned maximum likelihood of the lognormal truncated to the bins [e_0, e_-1]: the log
+    probability of each bin at the optimum. L-BFGS-B on the exact gradient (JAX, float64); the
+    bins are padded to a power of two (at least 512) so one compilation serves every fit."""
+    counts = np.asarray(counts, np.float64)
+    b = counts.size
+    size = max(512, 1 << int(np.ceil(np.log2(b))))
+    ln_e = np.log(np.asarray(e, np.float64))
+    step = ln_e[-1] - ln_e[-2]
+    ln_e = np.concatenate([ln_e, ln_e[-1] + step * np.arange(1, size - b + 1)])
+    pad = lambda a: np.concatenate([a, np.zeros(size - b, a.dtype)])
+    n = counts.sum()
+    with jax.enable_x64(True):
+        args = (jnp.asarray(pad(counts)), jnp.asarray(ln_e), jnp.asarray(pad(np.ones(b, bool))))
+
+        def scaled(p):
+            v, g = _lognormal_nll_grad(jnp.asarray(p), *args)
+            return float(v) / n, np.asarray(g) / n
+
+        start = np.asarray(_lognormal_start(counts, np.exp(ln_e[: b + 1])))
+        res = optimize.minimize(scaled, start, jac=True, method="L-BFGS-B",
+                                options=dict(maxiter=2000, ftol=1e-15, gtol=1e-10))
+        return np.asarray(_lognormal_log_probs(jnp.asarray(res.x), *args[1:]))[:b]
+
+
 def _fit_binned(counts, e, logp, start):
-    """Binned maximum likelihood of a model; returns its log probability per bin at the optimum."""
+    """Binned maximum likelihood of the exponential (one log-rate); returns its log probability
+    per bin at the optimum."""
     nll = lambda p: -float(np.dot(counts, logp(np.atleast_1d(p), e)))
-    if len(start) == 1:  # a log-rate: search from 1e-3 / (range width) to 1e4 / (range start)
-        bounds = (np.log(1e-3 / (e[-1] - e[0])), np.log(1e4 / e[0]))
-        res = optimize.minimize_scalar(nll, bounds=bounds, method="bounded", options=dict(xatol=1e-10))
-        best = [res.x]
-    else:
-        res = optimize.minimize(nll, start, method="Nelder-Mead", options=dict(xatol=1e-8, fatol=1e-8, maxiter=4000))
-        best = res.x
-    return logp(best, e)
+    # a log-rate: search from 1e-3 / (range width) to 1e4 / (range start)
+    bounds = (np.log(1e-3 / (e[-1] - e[0])), np.log(1e4 / e[0]))
+    res = optimize.minimize_scalar(nll, bounds=bounds, method="bounded", options=dict(xatol=1e-10))
+    return logp([res.x], e)
 
 
-def vuong(counts, logp_a, logp_b) -> tuple[float, float]:
+def vuong(counts, logp_a, logp_b, block_counts=None) -> tuple[float, float]:
     """Vuong's test of model a against b from binned data: (R, p). R = sum of per-sample log-
-    likelihood differences (R > 0 favours a); p: two-sided probability of |R| this large if the
-    models fit equally well (normal approximation; it assumes independent samples)."""
+    likelihood differences d (R > 0 favours a); p: two-sided probability of |R| this large if the
+    models fit equally well.
+
+    Without block_counts the samples are taken as independent: Var R = n Var d, normal p. With
+    block_counts (blocks, bins), the counts split into consecutive stretches of time, the
+    variance of R is also estimated from the blocks' sums R_b (clustered: B/(B-1) sum_b
+    (R_b - n_b R/n)^2, which survives autocorrelation within blocks), the larger of the two is
+    used and p comes from Student's t with B - 1 degrees of freedom, as for the intervals."""
     n = counts.sum()
     d = logp_a - logp_b
     r = float(np.dot(counts, d))
     mean = r / n
-    var = float(np.dot(counts, (d - mean) ** 2) / n)
+    var = float(np.dot(counts, (d - mean) ** 2))
+    dof = None
+    if block_counts is not None:
+        nb = block_counts.sum(1)
+        keep = nb > 0
+        b = int(keep.sum())
+        if b >= 3:
+            rb = block_counts[keep] @ d
+            var = max(var, b / (b - 1) * float(np.sum((rb - nb[keep] * mean) ** 2)))
+            dof = b - 1
     if var <= 0:
         return r, 1.0
-    z = r / np.sqrt(n * var)
-    return r, float(special.erfc(abs(z) / np.sqrt(2)))
+    z = r / np.sqrt(var)
+    if dof is None:
+        return r, float(special.erfc(abs(z) / np.sqrt(2)))
+    return r, float(2 * stats.t.sf(abs(z), dof))
 
 
 def local_slope(h: LogHist, bins_per_decade: int = 20, window: int = 5, min_count: int = 100):

@@ -7,6 +7,9 @@ rejection from a bounded power law (acceptance exp(-(x/tau)^beta), exact):
     paper                x^-gamma exp(-(x/tau)^beta) on [xmin, inf), beta = 2 by default (eq. 21)
     exponential_cutoff   the same with beta = 1
     power_law            x^-gamma on [xmin, xmax]
+    stretched            x^-gamma exp(-(x/tau)^beta) on x > 0 with gamma < 1 (a stretched exponential
+                         at gamma = 0, the shape fitted to the paper-scale increments), by
+                         x = tau y^(1/beta), y ~ Gamma((1 - gamma)/beta)
     lognormal            exp(N(mu, s^2))
     half_normal          |N(0, sigma^2)|
 
@@ -43,10 +46,19 @@ def powerlaw_cutoff(rng, gamma: float, xmin: float, tau: float, beta: float, n: 
     return np.concatenate(out)[:n]
 
 
+def stretched(rng, gamma: float, tau: float, beta: float, n: int) -> np.ndarray:
+    """Samples of x^-gamma exp(-(x/tau)^beta) on x > 0 (gamma < 1): y = (x/tau)^beta has the
+    density y^((1 - gamma)/beta - 1) e^-y, a Gamma law."""
+    if not gamma < 1:
+        raise ValueError(f"gamma = {gamma}: the density is not integrable at 0 unless gamma < 1")
+    return tau * rng.gamma((1.0 - gamma) / beta, size=n) ** (1.0 / beta)
+
+
 SHAPES = {
     "paper": lambda rng, n, gamma=1.5, xmin=1e-3, tau=np.sqrt(2.0), beta=2.0: powerlaw_cutoff(rng, gamma, xmin, tau, beta, n),
     "exponential_cutoff": lambda rng, n, gamma=1.5, xmin=1e-3, tau=1.0: powerlaw_cutoff(rng, gamma, xmin, tau, 1.0, n),
     "power_law": lambda rng, n, gamma=1.5, xmin=1e-3, xmax=10.0: bounded_powerlaw(rng, gamma, xmin, xmax, n),
+    "stretched": lambda rng, n, gamma=0.0, tau=1.0, beta=0.3: stretched(rng, gamma, tau, beta, n),
     "lognormal": lambda rng, n, mu=0.0, s=2.0: rng.lognormal(mu, s, n),
     "half_normal": lambda rng, n, sigma=1.0: np.abs(rng.normal(0.0, sigma, n)),
 }
