@@ -248,7 +248,8 @@ def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int) -> t
         out["stderr"][name], out["stderr_batch_means"][name] = float(s_f), float(s_b)
         lo, hi = theta[j] - tq * s, theta[j] + tq * s
         if name == "ln_tau":
-            out["ci95"]["tau"] = [float(np.exp(lo)), float(np.exp(hi))]
+            with np.errstate(over="ignore"):  # an interval reaching ln tau > 709 has no upper end: inf (null in JSON)
+                out["ci95"]["tau"] = [float(np.exp(lo)), float(np.exp(hi))]
         else:
             out["ci95"][name] = [float(lo), float(hi)]
     blocks_theta = np.repeat(theta[None], per_block.shape[0], 0)
