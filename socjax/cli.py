@@ -302,12 +302,14 @@ def entry() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from socjax.cache import enable_compilation_cache
     from socjax.interrupt import Interrupted, StopSignal
 
     # before JAX is imported, for every command: a Ctrl-C from now on is never lost, and never
     # raised inside JAX (the work stops where it polls, and says what it left)
     with StopSignal() as stop:
         stop.kept = KEPT.get(args.command, "nothing was written")
+        enable_compilation_cache()  # before anything compiles: a second run of the same shapes loads its programs
         try:
             code = _command(args, stop)
         except ConfigError as e:

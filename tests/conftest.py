@@ -10,6 +10,11 @@ import pytest
 
 # Strict numerics, as in equinox's test config: implicit rank promotion is an error.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The persistent compilation cache, as the command line uses it: the suite's own processes and the
+# subprocesses it starts load each other's compiled programs (SOCJAX_COMPILE_CACHE=0 turns it off)
+from socjax.cache import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
 
 REPO = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(os.environ.get("SOCJAX_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))

@@ -26,6 +26,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from socjax.cache import cache_dir
+
 SOURCE = Path(__file__).with_name("sgd.cc")
 # FFI target name -> the handler's symbol in the library
 TARGETS = {"socjax_sgd_step": "SocjaxSgdStep", "socjax_sgd_step_stats": "SocjaxSgdStepStats"}
@@ -46,13 +48,6 @@ def arch() -> str:
 
 def compiler() -> str:
     return os.environ.get("CXX", "g++")
-
-
-def cache_dir() -> Path:
-    if os.environ.get("SOCJAX_CACHE"):
-        return Path(os.environ["SOCJAX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "socjax"
 
 
 def flags() -> list[str]:
