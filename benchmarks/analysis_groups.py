@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from analysis_stream import write_trajectory  # noqa: E402
+from analysis_stream import machine, write_result, write_trajectory  # noqa: E402
 
 CHILD = r"""
 import sys, time
@@ -104,12 +103,10 @@ def main() -> None:
     groups = {"one": 1, f"sweep{args.runs}": args.runs, f"sweep{args.runs // 2}x2": args.runs // 2, "one, baseline": 1}
     for name, t in med.items():
         print(f"{name:<16}{groups[name]:>7}{t:>10.1f}{t / ref:>8.2f}")
-    result = dict(machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), host=platform.node()),
+    result = dict(machine=machine(),
                   shape=[args.runs, args.steps, args.weights], rounds=args.rounds, seconds=times, median_s=med,
                   ratio_to_one={k: v / ref for k, v in med.items()})
-    out = Path(args.out or Path(__file__).parent / "results" / f"analysis_groups-{platform.node()}.json")
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_result("analysis_groups", result, args.out)
     shutil.rmtree(base, ignore_errors=True)
 
 

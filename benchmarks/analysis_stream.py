@@ -67,6 +67,17 @@ def write_trajectory(run: Path, runs: int, steps: int, weights: int, seed: int =
     return time.perf_counter() - t
 
 
+def machine() -> dict:
+    return dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), host=platform.node())
+
+
+def write_result(stem: str, result: dict, out: str | None) -> None:
+    """The benchmark's JSON at `out`, default benchmarks/results/<stem>-<host>.json."""
+    path = Path(out or Path(__file__).parent / "results" / f"{stem}-{platform.node()}.json")
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=8)
@@ -91,7 +102,7 @@ def main() -> None:
     peak_gb = child.pop("peak_rss_gb")
     values = args.runs * args.steps * args.weights
     result = dict(
-        machine=dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), host=platform.node()),
+        machine=machine(),
         shape=[args.runs, args.steps, args.weights], file_gb=size_gb, peak_rss_gb=peak_gb,
         values_per_s=values / child["total_s"], **child,
     )
@@ -100,9 +111,7 @@ def main() -> None:
     for name in ("increments", "spectrum", "total"):
         print(f"{name:<12}{child[name + '_s']:>10.1f}{values / child[name + '_s'] / 1e6:>12.1f}")
     print(f"peak resident memory of the analysis process: {peak_gb:.2f} GB")
-    out = Path(args.out or Path(__file__).parent / "results" / f"analysis-{platform.node()}.json")
-    out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {out}")
+    write_result("analysis", result, args.out)
     if not args.keep:
         shutil.rmtree(run)
 

@@ -31,7 +31,6 @@ import socjax
 from socjax import report, results, rundir
 from socjax.analysis import groups as grouping
 from socjax.analysis import increments, neurons, sensitivity, spectrum, verdicts
-from socjax.analysis.loghist import LogHist
 from socjax.config import ConfigError, TrackedWeight
 
 ANALYSIS, ARRAYS, FIGURES = rundir.ANALYSIS, rundir.ARRAYS, rundir.FIGURES
@@ -380,7 +379,7 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
             inc, pool = increments.pooled_summary(st, _series_of(g.runs, k))
             inc["decay_identified"], inc["decay_from"] = identified, "flags" if zero is not None else "trajectory"
             inc["per_weight"] = _weight_verdicts(per_weight, _series_of(g.runs, k))
-        with tqdm(total=len(g.runs) * k, unit="weight", desc=f"representations {g.label}", disable=not progress,
+        with tqdm(total=4 * len(g.runs) * k, unit="fit", desc=f"representations {g.label}", disable=not progress,
                   dynamic_ncols=True) as bar:
             inc["sensitivity"] = sensitivity.table(st, linear, widths, _series_of(g.runs, k), per_weight,
                                                    inc.get("model"), progress=_polling(bar.update))
@@ -508,8 +507,7 @@ def paper_arrays(g: int, st: increments.IncrementStats, linear: np.ndarray, widt
         return {}
     every = st.hist + st.hist_decay
     factor = st.hist.grid.bins_per_decade // DISPLAY_BINS_PER_DECADE
-    coarse = lambda h: LogHist(h.grid, h.counts[picks].sum(1), h.offsets[picks].sum(1), h.under[picks].sum(1),
-                               h.over[picks].sum(1)).rebinned(factor)
+    coarse = lambda h: h.take(picks).sum(1).rebinned(factor)
     nondecay, all_ = coarse(st.hist), coarse(every)
     grid = nondecay.grid
     return {f"g{g}/paper_series": np.asarray(picks, np.int64),

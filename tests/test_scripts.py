@@ -115,6 +115,7 @@ SCRIPTS = {
                                      "--weight-stats-epochs", "2", "--only", "weight-stats"),
     "benchmarks/analysis_stream.py": None,  # below: it writes its trajectory to --dir
     "benchmarks/analysis_groups.py": None,
+    "benchmarks/analysis_scale.py": None,
     "experiments/build_mnist_mini.py": build_mnist_mini,
     "experiments/claim_power.py": claim_power,
     "experiments/fig1_neurons.py": figure_script("fig1_neurons"),
@@ -150,3 +151,13 @@ def test_analysis_benchmarks_run_at_their_smallest_size(name, tmp_path):
     assert run_script(REPO / "benchmarks" / f"{name}.py", *argv, *more) == 0
     result = json.loads(out.read_text())
     assert result["shape"] == [2, 4096, 2]
+
+
+def test_analysis_scale_benchmark_runs_at_its_smallest_size(tmp_path):
+    """One size, warm (two processes: one fills the cache, the second is timed)."""
+    out = tmp_path / "result.json"
+    assert run_script(REPO / "benchmarks" / "analysis_scale.py", "--weights", "2", "--steps", "3000", "--cases",
+                      "warm", "--dir", str(tmp_path / "traj"), "--out", str(out)) == 0
+    result = json.loads(out.read_text())
+    assert [(r["weights"], r["case"]) for r in result["rows"]] == [(2, "after, warm")]
+    assert all(r["seconds"] > 0 and r["peak_rss_gb"] > 0 for r in result["rows"])

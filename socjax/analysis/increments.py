@@ -15,7 +15,8 @@ kept out of every fit.
 `pooled_summary` turns the streamed statistics of a set of series (a group's or a run's) into
 the fits of analysis.json, pooled (each |dw| divided by its series' median non-decay |dw|,
 rounded to the grid so pooling is an exact shift of whole bins); `per_series` fits each series
-on its own (raw units). One pass over the data serves every grouping.
+on its own (raw units), every series' models optimised together (`fit_distributions`, batched
+compiled calls). One pass over the data serves every grouping.
 """
 
 from __future__ import annotations
@@ -208,6 +209,29 @@ def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float 
     """Every fit of one distribution of |dw| given per-time-block histograms (blocks, bins): the
     straightest bounded power-law range (`powerlaw`, which also sets xmin) and the model of the
     whole distribution above xmin (`model`, see `cutoff`), whose verdicts are the claims."""
+    return fit_distributions([h_blocks], min_count, slope_tol)[0]
+
+
+def fit_distributions(hists: list[LogHist], min_count: int = 1000, slope_tol: float = 0.1, progress=None) -> list[dict]:
+    """`fit_distribution` of each of `hists`, the models of all of them optimised together
+    (`cutoff.fit_many`: batched compiled calls); progress(k) after each k are done."""
+    outs, prepared, gammas = [], [], []
+    for h_blocks in hists:
+        out, sel = _range_fit(h_blocks, min_count)
+        outs.append(out)
+        prepared.append(None if sel is None else cutoff.prepare(h_blocks, sel, min_count))
+        gammas.append(None if sel is None else out["powerlaw"]["exponent"])
+    models = cutoff.fit_many(prepared, gammas, slope_tol, min_count, progress=progress)
+    for out, model in zip(outs, models):
+        if "powerlaw" in out and out["powerlaw"] is not None:
+            out["model"] = model
+            out["crossover"] = None if model is None else model["crossover"]
+    return outs
+
+
+def _range_fit(h_blocks: LogHist, min_count: int) -> tuple[dict, int | None]:
+    """The bounded power-law range of one distribution (blocks, bins): (the fit's dict so far,
+    the range's first edge, or None when no range qualifies)."""
     h = h_blocks.sum(0)
     total = float(h.counts.sum())
     out: dict = dict(n=int(total))
@@ -219,27 +243,20 @@ def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float 
     if sel is None:
         out["powerlaw"] = out["model"] = None
         out["note"] = f"no range of at least one decade holds {need} samples"
-        return out
+        return out, None
     i, j = sel
     pl = powerlaw.fit(h, i, j)
     # batch means over time blocks: increments are autocorrelated, so the Fisher stderr (which
     # assumes independence) can be too small; the spread of per-block exponents is not
+    alphas = powerlaw.fit_range_blocks(h_blocks, i, j)
     blocks = h_blocks.counts.shape[0]
-    alphas = np.array([powerlaw.fit_range(_block(h_blocks, b), i, j)[0][0] for b in range(blocks)])
     ok = np.isfinite(alphas) & (h_blocks.counts[:, i:j].sum(1) >= min_count / blocks)
     se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
     se = max(pl.stderr, se_bm) if np.isfinite(se_bm) else pl.stderr
     tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
     out["powerlaw"] = dict(pl.to_json(), stderr_batch_means=se_bm, blocks=int(ok.sum()),
                            ci95=[pl.exponent - tq * se, pl.exponent + tq * se])
-    model = cutoff.fit(h_blocks, i, pl.exponent, slope_tol=slope_tol, min_count=min_count)
-    out["model"] = model
-    out["crossover"] = None if model is None else model["crossover"]
-    return out
-
-
-def _block(h: LogHist, b: int) -> LogHist:
-    return LogHist(h.grid, h.counts[b], h.offsets[b], h.under[b], h.over[b])
+    return out, i
 
 
 def scales(st: IncrementStats) -> np.ndarray:
@@ -258,7 +275,7 @@ def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: 
     hist = st.hist if hist is None else hist
     total = None
     for s in range(st.hist.counts.shape[0]) if series is None else series:
-        one = LogHist(g, hist.counts[s], hist.offsets[s], hist.under[s], hist.over[s])
+        one = hist.take(s)
         if one.counts.sum() == 0:
             continue
         shifted = one.shifted(int(med[s] - ref))
@@ -273,27 +290,29 @@ def _fluctuating(st: IncrementStats) -> np.ndarray:
 def per_series(st: IncrementStats, series: list[dict], min_count: int = 1000, progress=None) -> list[dict]:
     """One entry per series (raw units): the dict of `series` (run, layer, row, col, ...) with its
     counts, median |dw|, excess kurtosis, and its own fits when it has min_count non-decay increments.
-    progress: called with 1 after each series (a progress bar; the command line also stops there on a signal)."""
+    progress: called with k after each k series (a progress bar; the command line also stops there on a signal)."""
     g = st.hist.grid
     edges = g.edges()
     med = scales(st)
     kurt = _kurtosis(st.moments, _fluctuating(st))
     outside = st.hist.under.sum(-1) + st.hist.over.sum(-1)  # (S,): off the grid, in no fit
-    out = []
+    out, fit_rows = [], []
     for s, info in enumerate(series):
-        hb = LogHist(g, st.hist.counts[s], st.hist.offsets[s], st.hist.under[s], st.hist.over[s])
         entry = dict(info, n=int(st.n[s]), decay_fraction=float(st.n_decay[s] / st.n[s]),
                      zero_fraction=float(st.n_zero[s] / st.n[s]),
                      nonfinite=int(st.n_nonfinite[s]), median_abs_dw=float(edges[med[s]]),
                      excess_kurtosis=float(kurt[s]), outside_grid=int(outside[s]))
-        if hb.counts.sum() >= min_count:
-            entry.update(fit_distribution(hb, min_count))
+        if st.hist.counts[s].sum() >= min_count:
+            fit_rows.append(s)
         else:
             entry["powerlaw"] = None
             entry["note"] = f"fewer than {min_count} non-decay increments"
         out.append(entry)
-        if progress is not None:
-            progress(1)
+    if progress is not None and len(fit_rows) < len(series):
+        progress(len(series) - len(fit_rows))
+    fits = fit_distributions([st.hist.take(s) for s in fit_rows], min_count, progress=progress)
+    for s, f in zip(fit_rows, fits):
+        out[s].update(f)
     return out
 
 

@@ -63,6 +63,10 @@ class LogHist:
         return LogHist(self.grid, self.counts + other.counts, self.offsets + other.offsets,
                        self.under + other.under, self.over + other.over)
 
+    def take(self, index) -> "LogHist":
+        """The histogram(s) at `index` of the leading axis (a series, or a time block)."""
+        return LogHist(self.grid, self.counts[index], self.offsets[index], self.under[index], self.over[index])
+
     def sum(self, axis) -> "LogHist":
         return LogHist(self.grid, self.counts.sum(axis), self.offsets.sum(axis),
                        self.under.sum(axis), self.over.sum(axis))

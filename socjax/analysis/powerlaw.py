@@ -15,12 +15,14 @@ distribution (`cutoff`); the range fit itself is reported as a secondary number.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize, special, stats
 
+from socjax.analysis import newton
 from socjax.analysis.loghist import LN10, LogHist
 
 
@@ -96,6 +98,18 @@ def fit_range(h: LogHist, i, j):
         return tuple(np.asarray(o) for o in out)
 
 
+_fit_ranges_blocks = jax.jit(jax.vmap(_fit_ranges, in_axes=(0, 0, None, None, None)))
+
+
+def fit_range_blocks(h_blocks: LogHist, i: int, j: int) -> np.ndarray:
+    """(blocks,) alpha of the range [edge i, edge j) fitted to each time block of h_blocks (blocks, bins)."""
+    with jax.enable_x64(True):
+        pre = [_prefix(h_blocks.take(b)) for b in range(h_blocks.counts.shape[0])]
+        cum_n, cum_u = (jnp.asarray(np.stack([p[k] for p in pre])) for k in (0, 1))
+        out = _fit_ranges_blocks(cum_n, cum_u, jnp.asarray(pre[0][2]), jnp.atleast_1d(i), jnp.atleast_1d(j))
+        return np.asarray(out[0])[:, 0]
+
+
 @dataclass
 class PowerLawFit:
     """The fitted exponent of p(x) ~ x^-exponent on [xmin, xmax] and its diagnostics."""
@@ -152,7 +166,8 @@ def fit(h: LogHist, i: int, j: int) -> PowerLawFit:
     e = edges[i : j + 1]
     logp_pl = _binned_logp_powerlaw(e, alpha)
     lr_exp, p_exp = vuong(counts, logp_pl, _fit_binned(counts, e, _logp_exponential, [None]))
-    lr_ln, p_ln = vuong(counts, logp_pl, fit_lognormal(counts, e))
+    logp_ln, ln_converged = fit_lognormal(counts, e)
+    lr_ln, p_ln = vuong(counts, logp_pl, logp_ln) if ln_converged else (float("nan"), float("nan"))
     return PowerLawFit(alpha, stderr, float(e[0]), float(e[-1]), int(round(n)), ks,
                        float((j - i) / h.grid.bins_per_decade), lr_exp, p_exp, lr_ln, p_ln)
 
@@ -181,59 +196,99 @@ def _logp_exponential(params, e):
     return _log_diff_exp(-t[:-1], -t[1:]) - _log_diff_exp(0.0, -t[-1])
 
 
-def _lognormal_start(counts, e):
-    lx = 0.5 * (np.log(e[:-1]) + np.log(e[1:]))
-    n = counts.sum()
-    mu = (counts * lx).sum() / n
-    sd = np.sqrt(max((counts * (lx - mu) ** 2).sum() / n, 1e-6))
-    return [mu, np.log(sd)]
+QUAD_NODES = 8  # Gauss-Legendre nodes per (sub)interval in ln x, as `cutoff.quad_log_bin_mass`
+QUAD_MAX_WIDTH = 0.05  # ln x: wider bins are split into 2^k equal parts at most this wide
+C_BOUNDS = (1e-12, 1e8)  # the lognormal's curvature c = 1/(2 sigma_v^2); c -> 0 is the power-law limit
+A_BOUNDS = (-1e8, 1e8)
+ASYM_Z = 0.005
+# sqrt(pi)/2 x erfcx(x) = sum_n (2n - 1)!! (-z)^n, z = 1/(2 x^2): highest power first, for polyval
+ASYM_COEFFS = np.array([float(np.prod(np.arange(1, 2 * n, 2))) for n in range(12)])[::-1]
 
 
-def _lognormal_log_probs(params, ln_e, support):
-    """log probability of each bin [e_k, e_k+1) under the lognormal (params = mu, ln sigma of ln x)
-    normalised over the `support` bins. Each bin is a difference of normal CDFs taken on the side
-    of the median where it is not close to 1 (Phi(z1) - Phi(z0), or Phi(-z0) - Phi(-z1) above the
-    median), in log space, so bins far in either tail keep their relative precision."""
-    z = (ln_e - params[0]) / jnp.exp(params[1])
-    above = z[:-1] > 0
-    hi = jnp.where(above, -z[:-1], z[1:])
-    lo = jnp.where(above, -z[1:], z[:-1])
-    la, lb = jax.scipy.special.log_ndtr(hi), jax.scipy.special.log_ndtr(lo)
-    logp = la + jnp.log(-jnp.expm1(jnp.minimum(lb - la, -1e-300)))
-    logp = jnp.where(support, logp, -jnp.inf)
-    return logp - jax.scipy.special.logsumexp(logp)
+def _lognormal_log_mass(p, v, tail, sub: int):
+    """log of the integral of exp(a t - c t^2) over each bin [v_k, v_k+1) (B,): p = (a, c), v
+    (B + 1,) standardised ln x. Every bin by Gauss-Legendre quadrature on `sub` equal parts (the
+    integrand is smooth across a narrow bin: 1e-14 relative), except the bin marked by the one-hot
+    `tail` (None: none), whose exact integral is a difference of F(v) = log int_v^inf = a v - c v^2 +
+    log(sqrt(pi/c)/2 erfcx(k/(2 sqrt c))), k = 2 c v - a (no cancellation as c -> 0, where it
+    tends to -log k)."""
+    a, c = p[0], p[1]
+    xi, w = np.polynomial.legendre.leggauss(QUAD_NODES)
+    t = (np.arange(sub)[:, None] + (xi[None, :] + 1) / 2).ravel() / sub  # nodes in [0, 1]
+    lw = np.log(np.tile(w, sub) / (2 * sub))
+    width = v[1:] - v[:-1]
+    nodes = v[:-1, None] + width[:, None] * t[None, :]
+    quad = jax.scipy.special.logsumexp(a * nodes - c * nodes**2 + lw[None, :], axis=1) + jnp.log(width)
+    if tail is None:
+        return quad
+
+    def upper(x):  # log int_x^inf exp(a t - c t^2) dt
+        k = 2 * c * x - a
+        # where k^2 >> c: the asymptotic series of erfcx in z = 2c/k^2, exact to 1e-15 for z < 0.005
+        # (the closed form's derivative in c cancels catastrophically as c -> 0); each branch sees
+        # only its own inputs
+        asym = (k > 0) & (2 * c < ASYM_Z * k**2)
+        ks = jnp.where(asym, k, 1.0)
+        z = jnp.where(asym, 2 * c / ks**2, 0.0)
+        series = jnp.polyval(ASYM_COEFFS, -z)
+        cs, kd = jnp.where(asym, 1.0, c), jnp.where(asym, 0.0, k)
+        closed = 0.5 * jnp.log(jnp.pi / cs) - jnp.log(2.0) + jnp.log(jax.scipy.special.erfcx(kd / (2 * jnp.sqrt(cs))))
+        return a * x - c * x**2 + jnp.where(asym, jnp.log(series) - jnp.log(ks), closed)
+
+    b = jnp.argmax(tail)
+    fa, fb = upper(v[b]), upper(v[b + 1])
+    exact = fa + jnp.log(-jnp.expm1(jnp.minimum(fb - fa, -1e-300)))
+    return jnp.where(tail, exact, quad)
 
 
-def _lognormal_nll(params, counts, ln_e, support):
-    return -jnp.sum(jnp.where(support, counts * _lognormal_log_probs(params, ln_e, support), 0.0))
+def _lognormal_nll(p, counts, v, support, tail, sub):
+    logm = jnp.where(support, _lognormal_log_mass(p, v, tail, sub), -jnp.inf)
+    logp = logm - jax.scipy.special.logsumexp(logm)
+    return -jnp.sum(jnp.where(support, counts * logp, 0.0)) / jnp.sum(counts)
 
 
-_lognormal_nll_grad = jax.jit(jax.value_and_grad(_lognormal_nll))
+@partial(jax.jit, static_argnames="sub")
+def _lognormal_fit(p0, counts, v, support, tail, sub):
+    res = newton.minimize(_lognormal_nll, p0, jnp.array([A_BOUNDS[0], C_BOUNDS[0]]),
+                          jnp.array([A_BOUNDS[1], C_BOUNDS[1]]), counts, v, support, tail, sub, max_iter=200,
+                          ftol=1e-15, gtol=1e-7)
+    logm = jnp.where(support, _lognormal_log_mass(res.x, v, tail, sub), -jnp.inf)
+    return res, logm - jax.scipy.special.logsumexp(logm)
 
 
-def fit_lognormal(counts, e) -> np.ndarray:
-    """Binned maximum likelihood of the lognormal truncated to the bins [e_0, e_-1]: the log
-    probability of each bin at the optimum. L-BFGS-B on the exact gradient (JAX, float64); the
+def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray, bool]:
+    """Binned maximum likelihood of the lognormal on the bins [e_k, e_k+1) (and, with tail_end, a
+    last bin [e_-1, tail_end) holding no counts: the lognormal on [e_0, tail_end)): (the log
+    probability of each bin of `counts` at the optimum, whether the fit converged).
+
+    In v = (ln x - ln e_0) / (ln e_-1 - ln e_0) the lognormal is exp(a v - c v^2), c > 0, an
+    exponential family, whose boundary c -> 0 is the bounded power law, where the (mu, sigma) form
+    has no optimum (a fit there runs along mu -> -inf, sigma -> inf). The fit is
+    `newton.minimize` over a and c >= 1e-12 from the binned moments, in one compiled call; the
     bins are padded to a power of two (at least 512) so one compilation serves every fit."""
     counts = np.asarray(counts, np.float64)
     b = counts.size
-    size = max(512, 1 << int(np.ceil(np.log2(b))))
     ln_e = np.log(np.asarray(e, np.float64))
-    step = ln_e[-1] - ln_e[-2]
-    ln_e = np.concatenate([ln_e, ln_e[-1] + step * np.arange(1, size - b + 1)])
-    pad = lambda a: np.concatenate([a, np.zeros(size - b, a.dtype)])
+    if tail_end is not None:
+        ln_e, counts = np.append(ln_e, np.log(tail_end)), np.append(counts, 0.0)
+    n_bins = counts.size
+    size = max(512, 1 << int(np.ceil(np.log2(n_bins))))
+    widest = float(np.max(np.diff(ln_e[: b + 1])))
+    sub = 1 << max(0, int(np.ceil(np.log2(widest / QUAD_MAX_WIDTH))))
+    u0, span = ln_e[0], ln_e[b] - ln_e[0]
+    v = (ln_e - u0) / span
+    v = np.concatenate([v, v[-1] + (v[-1] - v[-2]) * np.arange(1, size - n_bins + 1)])
+    pad = lambda x: np.concatenate([x, np.zeros(size - n_bins, x.dtype)])
+    mid = 0.5 * (v[:b] + v[1 : b + 1])
     n = counts.sum()
+    mu = (counts[:b] * mid).sum() / n
+    var = max((counts[:b] * (mid - mu) ** 2).sum() / n, 1e-8)
+    p0 = np.array([mu / var, 0.5 / var])
+    tail = jnp.asarray(np.arange(size) == b) if tail_end is not None else None
     with jax.enable_x64(True):
-        args = (jnp.asarray(pad(counts)), jnp.asarray(ln_e), jnp.asarray(pad(np.ones(b, bool))))
-
-        def scaled(p):
-            v, g = _lognormal_nll_grad(jnp.asarray(p), *args)
-            return float(v) / n, np.asarray(g) / n
-
-        start = np.asarray(_lognormal_start(counts, np.exp(ln_e[: b + 1])))
-        res = optimize.minimize(scaled, start, jac=True, method="L-BFGS-B",
-                                options=dict(maxiter=2000, ftol=1e-15, gtol=1e-10))
-        return np.asarray(_lognormal_log_probs(jnp.asarray(res.x), *args[1:]))[:b]
+        res, logp = _lognormal_fit(jnp.asarray(p0), jnp.asarray(pad(counts)), jnp.asarray(v),
+                                   jnp.asarray(pad(np.ones(n_bins, bool))), tail, sub)
+        return np.asarray(logp)[:b], bool(res.converged)
 
 
 def _fit_binned(counts, e, logp, start):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from socjax.analysis import cutoff, verdicts
-from socjax.analysis.increments import LINEAR_BINS, IncrementStats, fit_distribution, pooled, scales
+from socjax.analysis.increments import LINEAR_BINS, IncrementStats, fit_distribution, fit_distributions, pooled, scales
 from socjax.analysis.loghist import LogHist
 
 REPRESENTATIONS = {
@@ -60,10 +60,6 @@ def linear_widths(st: IncrementStats, groups: list[list[int]], bins: int = LINEA
     return out
 
 
-def _series_hist(h: LogHist, s: int) -> LogHist:
-    return LogHist(h.grid, h.counts[s], h.offsets[s], h.under[s], h.over[s])
-
-
 def _summary(model: dict | None) -> dict | None:
     if model is None:
         return None
@@ -72,15 +68,34 @@ def _summary(model: dict | None) -> dict | None:
                 decades=model["scale_invariant"]["decades"], verdicts=model["verdicts"])
 
 
-def _linear_fit(block_counts: np.ndarray, width: float, base: dict | None, min_count: int) -> dict | None:
-    """The model on linear bins of `width` from the first edge at or above the log fit's xmin."""
+def _linear_prepared(block_counts: np.ndarray, width: float, base: dict | None, min_count: int):
+    """The linear bins of `width` from the first edge at or above the log fit's xmin, prepared
+    for `cutoff.fit_many` (None: nothing to fit)."""
     if base is None or not width > 0:
         return None
     edges = width * np.arange(block_counts.shape[1] + 1)
     i = max(1, int(np.ceil(base["xmin"] / width - 1e-9)))
     if i >= block_counts.shape[1]:
         return None
-    return cutoff.fit_edges(block_counts, edges, i, base["gamma"], min_count=min_count)
+    return cutoff.prepare_edges(block_counts, edges, i, min_count)
+
+
+def _linear_fit(block_counts: np.ndarray, width: float, base: dict | None, min_count: int) -> dict | None:
+    """The model on linear bins of `width` from the first edge at or above the log fit's xmin."""
+    prepared = _linear_prepared(block_counts, width, base, min_count)
+    return cutoff.fit_many([prepared], [base["gamma"] if base else None], min_count=min_count)[0]
+
+
+def _models(hists: list[LogHist], min_count: int, progress) -> list[dict | None]:
+    """The model of each histogram with at least min_count samples (else None), fitted together."""
+    rows = [k for k, h in enumerate(hists) if h.counts.sum() >= min_count]
+    if progress is not None and len(rows) < len(hists):
+        progress(len(hists) - len(rows))
+    fits = fit_distributions([hists[k] for k in rows], min_count, progress=progress)
+    out: list[dict | None] = [None] * len(hists)
+    for k, f in zip(rows, fits):
+        out[k] = f["model"]
+    return out
 
 
 def table(st: IncrementStats, linear: np.ndarray, widths: np.ndarray, series, per_weight: list[dict],
@@ -92,22 +107,19 @@ def table(st: IncrementStats, linear: np.ndarray, widths: np.ndarray, series, pe
     linear, widths: `increments.linear_stream`'s histograms and their widths (`linear_widths`);
     per_weight: `increments.per_series` entries of every series (the analysis's own fits, reused
     for nondecay_log); pooled_model: the pooled fit of nondecay_log, reused likewise.
-    progress(1) after each weight's fits of the four other representations."""
+    Every weight's fits of the four other representations are batched (`cutoff.fit_many`);
+    progress(k) after each k of them."""
     idx = [int(s) for s in series]
-    per_rep: dict[str, list[dict | None]] = {key: [] for key in REPRESENTATIONS}
-    for s in idx:
-        base = per_weight[s].get("model")
-        per_rep["nondecay_log"].append(base)
-        own = _series_hist(st.hist, s)
-        for key, h in (("all_log", own + _series_hist(st.hist_decay, s)),
-                       ("positive_log", _series_hist(st.positive(), s)),
-                       ("negative_log", _series_hist(st.hist_negative, s))):
-            per_rep[key].append(fit_distribution(h, min_count)["model"] if h.counts.sum() >= min_count else None)
-        per_rep["nondecay_linear"].append(_linear_fit(linear[0, s], widths[0, s], base, min_count))
-        if progress is not None:
-            progress(1)
+    per_rep: dict[str, list[dict | None]] = {"nondecay_log": [per_weight[s].get("model") for s in idx]}
+    positive = st.positive()
+    for key, h in (("all_log", st.hist + st.hist_decay), ("positive_log", positive), ("negative_log", st.hist_negative)):
+        per_rep[key] = _models([h.take(s) for s in idx], min_count, progress)
+    prepared = [_linear_prepared(linear[0, s], widths[0, s], base, min_count)
+                for s, base in zip(idx, per_rep["nondecay_log"])]
+    gammas = [base["gamma"] if base else None for base in per_rep["nondecay_log"]]
+    per_rep["nondecay_linear"] = cutoff.fit_many(prepared, gammas, min_count=min_count, progress=progress)
 
-    pools = {"all_log": pooled(st, idx, hist=st.hist + st.hist_decay), "positive_log": pooled(st, idx, hist=st.positive()),
+    pools = {"all_log": pooled(st, idx, hist=st.hist + st.hist_decay), "positive_log": pooled(st, idx, hist=positive),
              "negative_log": pooled(st, idx, hist=st.hist_negative)}
     rows = []
     for key, what in REPRESENTATIONS.items():

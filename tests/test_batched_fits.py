@@ -1,0 +1,155 @@
+"""The batched fits against the sequential ones: `cutoff.optimize_batch` (compiled Newton steps over
+all series at once) against `cutoff.optimize_sequential` (SciPy's L-BFGS-B per series, polished by
+Newton steps), on every synthetic shape and on degenerate series; `newton.minimize` on problems
+with known minima; the lognormal in natural parameters against its (mu, sigma) form."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize
+
+from socjax.analysis import cutoff, increments, newton, powerlaw, synthetic
+
+N = 60_000
+
+
+def _series(rng) -> dict:
+    """One histogram (blocks, bins) per synthetic shape, and degenerate ones."""
+    out = {shape: synthetic.hist_blocks(synthetic.sample(shape, rng, N)) for shape in synthetic.SHAPES}
+    x = synthetic.sample("paper", rng, N)
+    x[rng.integers(N)] = 1e6 * x.max()  # one increment a million times the largest of the rest
+    out["huge outlier"] = synthetic.hist_blocks(x)
+    out["few samples"] = synthetic.hist_blocks(synthetic.sample("paper", rng, 900))
+    out["constant"] = synthetic.hist_blocks(np.full(N, 3e-4))  # a single bin: no range of a decade
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """Every series fitted both ways: {name: (batched fit_distribution, its cutoff inputs, the
+    sequential optimum)}."""
+    hists = _series(np.random.default_rng(7))
+    names = list(hists)
+    batched = increments.fit_distributions([hists[k] for k in names])
+    out = {}
+    for name, fit in zip(names, batched):
+        prepared, seq = None, None
+        if fit.get("powerlaw") is not None:
+            i = int(round((np.log10(fit["model"]["xmin"]) - hists[name].grid.lo) * hists[name].grid.bins_per_decade))
+            prepared = cutoff.prepare(hists[name], i)
+            seq = cutoff.optimize_sequential(prepared[0], fit["powerlaw"]["exponent"])
+        out[name] = (fit, prepared, seq)
+    return out
+
+
+def test_degenerate_series_are_named_not_fitted(fitted):
+    for name in ("few samples", "constant"):
+        fit, _, _ = fitted[name]
+        assert fit["powerlaw"] is None and fit["model"] is None and "no range" in fit["note"], name
+    # a batch holding them fits the others as it fits them alone
+    fit, prepared, seq = fitted["paper"]
+    alone = increments.fit_distribution(_series(np.random.default_rng(7))["paper"])
+    assert alone["model"]["verdicts"] == fit["model"]["verdicts"]
+    np.testing.assert_allclose(alone["model"]["gamma"], fit["model"]["gamma"], rtol=1e-8)  # summation order
+
+
+@pytest.mark.parametrize("name", [*synthetic.SHAPES, "huge outlier"])
+def test_batched_optimum_equals_sequential(fitted, name):
+    """Every model's parameters within 1e-6 relative or a tenth of their standard error (or a
+    higher likelihood), the same log-likelihood to 1e-6 per sample, the batched fit converged,
+    the same verdicts and gamma's interval within a thousandth of its width."""
+    fit, (data, total), (theta, nll, ok) = fitted[name]
+    models = fit["model"]["models"]
+    assert not fit["model"]["unconverged"], fit["model"]["unconverged"]
+    sequential = cutoff.fit_bins(data, total, fit["powerlaw"]["exponent"], 0.1, 1000, optimized=(theta, nll, ok))
+    for kind in cutoff.FAMILY:
+        got = np.array([models[kind]["gamma"], np.log(models[kind].get("tau", 1.0)),
+                        models[kind].get("beta", cutoff.FIXED_BETA.get(kind, 1.0))])
+        free = list(cutoff.FREE[kind])
+        # the standard errors of the free parameters at the sequential optimum (its Fisher information)
+        with jax.enable_x64(True):
+            iv, _ = cutoff._intervals(kind, theta[kind], data, 1000)
+        se = np.array([iv["stderr"][("gamma", "ln_tau", "beta")[j]] for j in free])
+        diff = np.abs(got[free] - theta[kind][free])
+        tol = np.fmax(1e-6 * np.abs(theta[kind][free]), 0.1 * np.where(np.isfinite(se), se, 0.0))
+        # where the likelihood is flat (beta at its bound), L-BFGS-B stops short of the optimum
+        # the Newton steps reach: a difference beyond the tolerance must be a better optimum
+        better = models[kind]["loglik"] > -nll[kind] + 1e-6
+        assert np.all(diff <= tol) or better, (kind, got, theta[kind], se)
+        assert abs(models[kind]["loglik"] + nll[kind]) <= 1e-6 * data.n, kind
+    # the verdicts and the derived numbers that rest on the optimum
+    assert sequential["verdicts"] == fit["model"]["verdicts"]
+    assert sequential["selected"] == fit["model"]["selected"]
+    ci = np.array(sequential["gamma_ci95"])
+    np.testing.assert_allclose(fit["model"]["gamma_ci95"], ci, rtol=0, atol=1e-3 * (ci[1] - ci[0]))
+
+
+def test_newton_finds_known_minima_and_names_a_stopped_fit():
+    """Rosenbrock's valley (minimum at (1, 1)), a bound that holds (x <= 0.5: minimum on it), and
+    the batch of both at once; one iteration is not enough and says so."""
+    def rosen(x, a):
+        return (a - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+    with jax.enable_x64(True):
+        run = jax.jit(lambda x0, lo, hi, it: newton.minimize(rosen, x0, lo, hi, 1.0, max_iter=200, gtol=1e-8))
+        free = run(jnp.array([-1.2, 1.0]), jnp.array([-5.0, -5.0]), jnp.array([5.0, 5.0]), 0)
+        np.testing.assert_allclose(free.x, [1.0, 1.0], atol=1e-6)
+        assert bool(free.converged)
+        bounded = run(jnp.array([-1.2, 1.0]), jnp.array([-5.0, -5.0]), jnp.array([0.5, 5.0]), 0)
+        # on x = 0.5 the valley's floor is y = 0.25
+        np.testing.assert_allclose(bounded.x, [0.5, 0.25], atol=1e-6)
+        assert bool(bounded.converged)
+        ref = optimize.minimize(lambda x: rosen(x, 1.0), [-1.2, 1.0], bounds=[(-5, 0.5), (-5, 5)], method="L-BFGS-B",
+                                options=dict(ftol=1e-15, gtol=1e-12))
+        np.testing.assert_allclose(bounded.x, ref.x, atol=1e-5)
+        batch = jax.vmap(lambda x0, hi: newton.minimize(rosen, x0, jnp.array([-5.0, -5.0]), hi, 1.0, max_iter=200,
+                                                        gtol=1e-8))(
+            jnp.array([[-1.2, 1.0], [-1.2, 1.0]]), jnp.array([[5.0, 5.0], [0.5, 5.0]]))
+        np.testing.assert_allclose(batch.x, [free.x, bounded.x], atol=1e-9)
+        short = newton.minimize(rosen, jnp.array([-1.2, 1.0]), jnp.array([-5.0, -5.0]), jnp.array([5.0, 5.0]), 1.0,
+                                max_iter=1)
+        assert not bool(short.converged) and int(short.iterations) == 1
+
+
+def _lognormal_mu_sigma(counts, e, tail_end=None):
+    """The reference: the lognormal's binned likelihood in (mu, ln sigma) with SciPy's normal CDF,
+    maximised by L-BFGS-B to tight tolerances. Returns the log-likelihood."""
+    from scipy import stats
+
+    le = np.log(e)
+    if tail_end is not None:
+        le, counts = np.append(le, np.log(tail_end)), np.append(counts, 0.0)
+
+    def nll(p):
+        z = (le - p[0]) / np.exp(p[1])
+        logm = np.log(np.maximum(np.diff(stats.norm.cdf(z)), 1e-300))
+        return -np.dot(counts, logm - np.logaddexp.reduce(logm))
+
+    mid = 0.5 * (le[:-1] + le[1:])
+    mu = np.dot(counts, mid) / counts.sum()
+    p0 = [mu, np.log(np.sqrt(np.dot(counts, (mid - mu) ** 2) / counts.sum()))]
+    res = optimize.minimize(nll, p0, method="Nelder-Mead", options=dict(xatol=1e-10, fatol=1e-10, maxiter=4000))
+    return -res.fun
+
+
+@pytest.mark.parametrize("tail", [False, True], ids=["bounded", "to-infinity"])
+def test_lognormal_natural_parameters_equal_mu_sigma_form(tail):
+    """A lognormal sample (interior optimum): the same maximum likelihood as the (mu, sigma) form;
+    a power-law sample (the optimum at the boundary c -> 0, where the (mu, sigma) form runs off to
+    mu -> -inf): at least as high, and within 1e-6 per sample."""
+    rng = np.random.default_rng(3)
+    edges = np.geomspace(1e-2, 1e2, 401)
+    for x, at_boundary in ((rng.lognormal(0.0, 1.0, 50_000), False),
+                           (synthetic.sample("power_law", rng, 50_000, gamma=1.5, xmin=1e-2, xmax=1e2), True)):
+        counts = np.histogram(x, edges)[0].astype(float)
+        tail_end = edges[-1] * np.exp(50) if tail else None
+        logp, converged = powerlaw.fit_lognormal(counts, edges, tail_end=tail_end)
+        assert converged
+        ours = float(np.dot(counts, logp))
+        ref = _lognormal_mu_sigma(counts, edges, tail_end)
+        assert ours >= ref - 1e-6 * counts.sum(), (ours, ref)
+        if not at_boundary:
+            assert abs(ours - ref) <= 1e-7 * counts.sum(), (ours, ref)
