@@ -274,9 +274,8 @@ def _newton_batch(starts, free, cutoff, counts, lx, support, tail, lower, upper,
         n = counts.sum()
 
         def f(theta):  # O(1) values: the tolerances are per sample
-            logm = jnp.where(cutoff, model_log_mass(theta, lx, tail, True, quad), log_bin_mass(theta, lx, False))
-            logm = jnp.where(support, logm, -jnp.inf)
-            return -jnp.sum(jnp.where(support, counts * (logm - jax.scipy.special.logsumexp(logm)), 0.0)) / n
+            return jnp.where(cutoff, _nll(theta, counts, lx, support, tail, True, quad),
+                             _nll(theta, counts, lx, support, tail, False, quad)) / n
 
         res = jax.vmap(lambda st: newton.minimize(f, st, lower, upper, free=free, max_iter=NEWTON_MAX_ITER,
                                                   ftol=NEWTON_FTOL, gtol=NEWTON_GTOL))(starts)
