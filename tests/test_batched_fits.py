@@ -64,7 +64,8 @@ def test_batched_optimum_equals_sequential(fitted, name):
     fit, (data, total), (theta, nll, ok) = fitted[name]
     models = fit["model"]["models"]
     assert not fit["model"]["unconverged"], fit["model"]["unconverged"]
-    sequential = cutoff.fit_bins(data, total, fit["powerlaw"]["exponent"], 0.1, 1000, optimized=(theta, nll, ok))
+    sequential = cutoff.fit_bins(data, total, fit["powerlaw"]["exponent"], 0.1, 1000,
+                                 optimized=cutoff._summaries([data], [(theta, nll, ok)])[0])
     for kind in cutoff.FAMILY:
         got = np.array([models[kind]["gamma"], np.log(models[kind].get("tau", 1.0)),
                         models[kind].get("beta", cutoff.FIXED_BETA.get(kind, 1.0))])
@@ -85,6 +86,30 @@ def test_batched_optimum_equals_sequential(fitted, name):
     assert sequential["selected"] == fit["model"]["selected"]
     ci = np.array(sequential["gamma_ci95"])
     np.testing.assert_allclose(fit["model"]["gamma_ci95"], ci, rtol=0, atol=1e-3 * (ci[1] - ci[0]))
+
+
+@pytest.mark.parametrize("name", ["paper", "huge outlier"])
+def test_batched_summary_equals_the_one_by_one_evaluation(fitted, name):
+    """`_summaries` (one compiled call over series) against the per-series evaluation: the
+    intervals from its gradients against `_Objective`'s Hessian and block gradients, the bins'
+    log probabilities against `log_probs`, the lognormal against `fit_lognormal`."""
+    fit, (data, total), (theta, nll, ok) = fitted[name]
+    opt = cutoff._summaries([data, data], [(theta, nll, ok)] * 2)[1]  # a batch of two: padding and stacking
+    with jax.enable_x64(True):
+        for kind in ("power_law", "stretched_cutoff"):
+            one_by_one, _ = cutoff._intervals(kind, theta[kind], data, 1000)
+            batched, _ = cutoff._intervals(kind, theta[kind], data, 1000, opt.grads[kind])
+            for key in ("stderr", "stderr_batch_means"):
+                for p, v in one_by_one[key].items():
+                    np.testing.assert_allclose(batched[key][p], v, rtol=1e-7, err_msg=(kind, key, p))
+        for kind in cutoff.FAMILY:
+            cut = kind != "power_law"
+            ref = cutoff.log_probs(jnp.asarray(theta[kind]), *data.args(cut)[1:], cut, data.quad)
+            np.testing.assert_allclose(opt.logp[kind][data.data], np.asarray(ref)[data.data], rtol=1e-12, atol=1e-12)
+    logp, converged = powerlaw.fit_lognormal(data.counts[data.data], data.edges, data.edges[-1] * np.exp(cutoff.LN_FAR))
+    # a flat optimum (the huge outlier's) moves by rounding: vmapped, the sums run in another order
+    np.testing.assert_allclose(opt.lognormal[0], logp, rtol=1e-8, atol=1e-12)
+    assert opt.lognormal[1] == converged
 
 
 def test_newton_finds_known_minima_and_names_a_stopped_fit():

@@ -55,6 +55,7 @@ of the delta-method Fisher error and the batch-means error over the time blocks.
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,14 +140,15 @@ def _nll_grad(theta, counts, lx, support, tail, cutoff, quad):
     return jax.value_and_grad(_nll)(theta, counts, lx, support, tail, cutoff, quad)
 
 
-_log_bin_mass = jax.jit(log_bin_mass, static_argnames="cutoff")  # eager, its loops would compile at every call
 
 
-@partial(jax.jit, static_argnames=("cutoff", "quad"))
-def log_probs(theta, lx, support, tail, cutoff, quad):
+def _log_probs(theta, lx, support, tail, cutoff, quad):
     """log probability of each bin under the model normalised over the `support` bins."""
     logm = jnp.where(support, model_log_mass(theta, lx, tail, cutoff, quad), -jnp.inf)
     return logm - jax.scipy.special.logsumexp(logm)
+
+
+log_probs = jax.jit(_log_probs, static_argnames=("cutoff", "quad"))
 
 
 class _Binned:
@@ -263,64 +265,84 @@ def _fit(kind: str, data: _Binned, starts) -> tuple[np.ndarray, float]:
 
 
 @partial(jax.jit, static_argnames="quad")
-def _newton_batch(starts, free, cutoff, counts, lx, support, tail, lower, upper, *, quad: bool):
-    """One model fitted to S series at once: starts (S, K, 3) full thetas (the best of the K runs
-    is kept), free (3,) bool: the model's free parameters, cutoff: bool, False for the pure power
-    law; counts (S, P), lx (S, P + 1), support and tail (S, P), lower and upper (S, 3) bounds.
-    Returns theta (S, 3), nll (S,), converged (S,), grad_norm (S,) (of the NLL per sample). One
-    compilation serves every model (both masses are computed, one is kept)."""
+def _newton_batch(x0, free, cutoff, max_iter, counts, lx, support, tail, lower, upper, *, quad: bool) -> newton.Result:
+    """One model fitted from R starts at once, each on its own series: x0 (R, 3) full thetas;
+    free (3,) bool: the model's free parameters; cutoff: bool, False for the pure power law;
+    max_iter: the Newton iterations each may take; counts (R, P), lx (R, P + 1), support and tail
+    (R, P), lower and upper (R, 3) bounds. Returns `newton.Result` with a leading axis R, f the
+    NLL per sample. One compilation serves every model: `cutoff` is not batched, so it stays a
+    branch and only the model asked for is computed."""
 
-    def one(starts, counts, lx, support, tail, lower, upper):
+    def one(x0, counts, lx, support, tail, lower, upper):
         n = counts.sum()
 
         def f(theta):  # O(1) values: the tolerances are per sample
-            return jnp.where(cutoff, _nll(theta, counts, lx, support, tail, True, quad),
-                             _nll(theta, counts, lx, support, tail, False, quad)) / n
+            return jax.lax.cond(cutoff, lambda t: _nll(t, counts, lx, support, tail, True, quad),
+                                lambda t: _nll(t, counts, lx, support, tail, False, quad), theta) / n
 
-        res = jax.vmap(lambda st: newton.minimize(f, st, lower, upper, free=free, max_iter=NEWTON_MAX_ITER,
-                                                  ftol=NEWTON_FTOL, gtol=NEWTON_GTOL))(starts)
-        k = jnp.argmin(jnp.where(jnp.isfinite(res.f), res.f, jnp.inf))
-        return res.x[k], res.f[k] * n, res.converged[k], res.grad_norm[k]
+        return newton.minimize(f, x0, lower, upper, free=free, max_iter=max_iter, ftol=NEWTON_FTOL, gtol=NEWTON_GTOL)
 
-    return jax.vmap(one)(starts, counts, lx, support, tail, lower, upper)
+    return jax.vmap(one)(x0, counts, lx, support, tail, lower, upper)
 
 
-BUCKETS = (1, 8, 64)  # series per compiled call are padded to one of these or to BATCH
+BUCKETS = (2, 16, 128)  # starts per compiled call are padded to one of these or to 2 BATCH
+ROUND_ITER = 12  # Newton iterations per call: the starts still going after it are resumed in a smaller bucket
 
 
-def _bucket(s: int) -> int:
-    return next((b for b in BUCKETS if s <= b), BATCH)
+def _bucket(r: int) -> int:
+    return next((b for b in BUCKETS if r <= b), 2 * BATCH)
 
 
-def _stack(datas: list["_Binned"], cutoff: bool):
-    """The arguments of `_newton_batch` after starts, from series padded to one bucket size."""
+def _stack(datas: list["_Binned"], cutoff: bool) -> tuple[np.ndarray, ...]:
+    """The data arguments of `_newton_batch` (counts, lx, support, tail, lower, upper), one row per series."""
     return (np.stack([d.counts for d in datas]), np.stack([d.lx for d in datas]), np.stack([d.mask(cutoff) for d in datas]),
             np.stack([d.tail for d in datas]), np.stack([np.array(d.bounds)[:, 0] for d in datas]),
             np.stack([np.array(d.bounds)[:, 1] for d in datas]))
 
 
+def _minimize_starts(kind: str, starts: np.ndarray, data: tuple[np.ndarray, ...], quad: bool) -> tuple[np.ndarray, ...]:
+    """Every start (S, K, 3) of one model minimised on its series (data: `_stack`'s rows, S),
+    as `newton.minimize` would take each alone with NEWTON_MAX_ITER iterations: the starts run in
+    rounds of ROUND_ITER iterations, and those still going after a round are resumed from where
+    they stopped (newton's state is x alone, so the path is the same) in the smallest bucket that
+    holds them: a batch is as slow as its slowest member, and a few slow starts no longer hold
+    all the others. Returns x (S, K, 3), f (S, K) per sample, converged (S, K)."""
+    S, K = starts.shape[:2]
+    x, f = starts.reshape(S * K, 3).copy(), np.full(S * K, np.inf)
+    conv = np.zeros(S * K, bool)
+    row = np.repeat(np.arange(S), K)  # the series of each start
+    free = jnp.asarray(np.isin(np.arange(3), FREE[kind]))
+    cut = jnp.asarray(kind != "power_law")
+    going, used = np.arange(S * K), 0
+    while going.size and used < NEWTON_MAX_ITER:
+        take = min(ROUND_ITER, NEWTON_MAX_ITER - used)
+        pad = np.concatenate([going, np.repeat(going[:1], _bucket(going.size) - going.size)])
+        res = jax.device_get(_newton_batch(jnp.asarray(x[pad]), free, cut, jnp.asarray(take),
+                                           *(jnp.asarray(d[row[pad]]) for d in data), quad=quad))
+        n = going.size
+        x[going], f[going], conv[going] = res.x[:n], res.f[:n], res.converged[:n]
+        going, used = going[~res.ended[:n]], used + take
+    return x.reshape(S, K, 3), f.reshape(S, K), conv.reshape(S, K)
+
+
 def optimize_batch(datas: list["_Binned"], start_gammas) -> list[tuple[dict, dict, dict]]:
-    """Every model of the family fitted to each of `datas` (one bucket size and quad flag), as
-    `optimize_sequential` does for one, by `newton.minimize` over all series at once, one compiled
-    call per model: per series (theta, nll, converged), dicts over FAMILY."""
+    """Every model of the family fitted to each of `datas` (one bin count and quad flag), as
+    `optimize_sequential` does for one, by `newton.minimize` over all series and starts at once
+    (`_minimize_starts`): per series (theta, nll, converged), dicts over FAMILY; of several
+    starts, the lowest NLL is kept."""
     s = len(datas)
     quad = datas[0].quad
-    pad = datas + [datas[0]] * (_bucket(s) - s)  # repeats of the first series: one compilation per bucket
+    n = np.array([d.n for d in datas])
     with jax.enable_x64(True):
-        args = {c: tuple(jnp.asarray(a) for a in _stack(pad, c)) for c in (False, True)}
+        data = {c: _stack(datas, c) for c in (False, True)}
         out = [({}, {}, {}) for _ in range(s)]
 
         def run(kind, starts):
-            starts = np.asarray(starts, np.float64)
-            starts = np.concatenate([starts, np.repeat(starts[:1], len(pad) - s, 0)])
-            if starts.shape[1] == 1:  # one start: run it twice, the shape of the others
-                starts = np.repeat(starts, 2, 1)
-            free = jnp.asarray(np.isin(np.arange(3), FREE[kind]))
-            cut = kind != "power_law"
-            th, nll, ok, _ = jax.device_get(_newton_batch(jnp.asarray(starts), free, jnp.asarray(cut), *args[cut],
-                                                          quad=quad))
+            x, f, ok = _minimize_starts(kind, np.asarray(starts, np.float64), data[kind != "power_law"], quad)
+            best = np.argmin(np.where(np.isfinite(f), f, np.inf), axis=1)
             for r in range(s):
-                out[r][0][kind], out[r][1][kind], out[r][2][kind] = np.asarray(th[r]), float(nll[r]), bool(ok[r])
+                k = best[r]
+                out[r][0][kind], out[r][1][kind], out[r][2][kind] = x[r, k], float(f[r, k] * n[r]), bool(ok[r, k])
 
         g0 = np.clip(np.asarray(start_gammas, float), *GAMMA_BOUNDS)
         run("power_law", np.stack([[[g, 0.0, 1.0]] for g in g0]))
@@ -329,6 +351,75 @@ def optimize_batch(datas: list["_Binned"], start_gammas) -> list[tuple[dict, dic
                                 for d, o in zip(datas, out)]))
         run("stretched_cutoff", np.stack([[o[0]["exponential_cutoff"], o[0]["gaussian_cutoff"]] for o in out]))
     return out
+
+
+class _Optimum(NamedTuple):
+    """One series' fitted family and what `fit_bins` computes from it, evaluated in batches
+    (`optimize_batch`, `_summaries`): dicts over FAMILY of theta (3,), nll and converged; logp:
+    log probability of each bin at the optimum (P,); log_norm: each model's normaliser on its
+    support (for `density`); grads: NLL gradients at `_interval_points` for "power_law" and
+    "stretched_cutoff"; lognormal: (logp of the data bins, converged) of the lognormal on [xmin, inf)."""
+
+    theta: dict
+    nll: dict
+    converged: dict
+    logp: dict
+    log_norm: dict
+    grads: dict
+    lognormal: tuple
+
+
+BATCH = 256  # series per compiled optimisation call: bounds the memory of the batched fits
+SUMMARY_BUCKETS = (1, 16, 64, BATCH)  # series per `_summary_batch` call are padded to one of these
+
+
+@partial(jax.jit, static_argnames="quad")
+def _summary_batch(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends, *, quad: bool):
+    """Per series (leading axis S): thetas (4, 3) over FAMILY; the power law's and the stretched
+    cutoff's `_interval_points` (M, 3) and their counts (M, P); lx (P + 1,); data and tail (P,);
+    ends (2, 2): ln of each support's ends, the power law's and the cutoff models'. Returns the
+    bins' log probabilities (4, P), the normalisers (4,) and the two gradient sets (M, 3)."""
+    grad = jax.grad(_nll)
+
+    def one(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends):
+        logp, log_norm = [], []
+        for k, kind in enumerate(FAMILY):
+            cut = kind != "power_law"
+            logp.append(_log_probs(thetas[k], lx, data | tail if cut else data, tail, cut, quad))
+            log_norm.append(log_bin_mass(thetas[k], ends[int(cut)], cut)[0])
+        g_pl = jax.vmap(grad, in_axes=(0, 0) + (None,) * 5)(points_pl, counts_pl, lx, data, tail, False, quad)
+        g_st = jax.vmap(grad, in_axes=(0, 0) + (None,) * 5)(points_st, counts_st, lx, data | tail, tail, True, quad)
+        return jnp.stack(logp), jnp.stack(log_norm), g_pl, g_st
+
+    return jax.vmap(one)(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends)
+
+
+def _summaries(datas: list["_Binned"], optima: list[tuple[dict, dict, dict]]) -> list[_Optimum]:
+    """`_Optimum` of each series (one bin count and quad flag) from its (theta, nll, converged)
+    (`optimize_batch` or `optimize_sequential`): one compiled call for all of them, series padded
+    to SUMMARY_BUCKETS, and the lognormals in one more (`powerlaw.fit_lognormal_many`)."""
+    from socjax.analysis import powerlaw  # the lognormal
+
+    s = len(datas)
+    size = next(b for b in SUMMARY_BUCKETS if s <= b)
+    idx = list(range(s)) + [0] * (size - s)
+    pts = {k: [_interval_points(k, optima[r][0][k], datas[r]) for r in idx] for k in ("power_law", "stretched_cutoff")}
+    top = [d.edges[-1] * np.exp(LN_FAR) for d in datas]
+    with jax.enable_x64(True):
+        stack = lambda xs: jnp.asarray(np.stack(xs))
+        args = (stack([[optima[r][0][k] for k in FAMILY] for r in idx]),
+                stack([p[0] for p in pts["power_law"]]), stack([p[1] for p in pts["power_law"]]),
+                stack([p[0] for p in pts["stretched_cutoff"]]), stack([p[1] for p in pts["stretched_cutoff"]]),
+                stack([datas[r].lx for r in idx]), stack([datas[r].data for r in idx]),
+                stack([datas[r].tail for r in idx]),
+                stack([np.log([[datas[r].edges[0], datas[r].edges[-1]], [datas[r].edges[0], top[r]]]) for r in idx]))
+        logp, log_norm, g_pl, g_st = jax.device_get(_summary_batch(*args, quad=datas[0].quad))
+    lognormal = powerlaw.fit_lognormal_many([(d.counts[d.data], d.edges, t) for d, t in zip(datas, top)])
+    return [_Optimum(*optima[r], logp={k: np.asarray(logp[r, i]) for i, k in enumerate(FAMILY)},
+                     log_norm={k: float(log_norm[r, i]) for i, k in enumerate(FAMILY)},
+                     grads=dict(power_law=np.asarray(g_pl[r]), stretched_cutoff=np.asarray(g_st[r])),
+                     lognormal=lognormal[r])
+            for r in range(s)]
 
 
 def optimize_sequential(data: "_Binned", start_gamma: float) -> tuple[dict, dict, dict]:
@@ -353,9 +444,32 @@ def _start_taus(data: "_Binned") -> list[float]:
     return [np.log(_quantile_x(data, 0.99)), np.log(data.edges[-1]) + 2]
 
 
-def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int) -> tuple[dict, "_Spread"]:
+HESS_STEP = 1e-5  # the central-difference step of the Fisher information's Hessian (`_Objective.hessian`)
+
+
+def _interval_points(kind: str, theta: np.ndarray, data: _Binned) -> tuple[np.ndarray, np.ndarray]:
+    """Where `_intervals` needs the NLL's gradient: theta + HESS_STEP e_j, theta - HESS_STEP e_j
+    for each free j on the whole counts (the Hessian's central differences), then theta on each
+    time block's counts. Returns thetas (M, 3) and counts (M, P), M = 2 len(FREE[kind]) + blocks."""
+    thetas, counts = [], []
+    for j in FREE[kind]:
+        for sign in (1.0, -1.0):
+            t = np.array(theta, np.float64)
+            t[j] += sign * HESS_STEP
+            thetas.append(t)
+            counts.append(data.counts)
+    for b in range(data.block_counts.shape[0]):
+        thetas.append(np.array(theta, np.float64))
+        counts.append(data.block_counts[b])
+    return np.array(thetas), np.array(counts)
+
+
+def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int,
+               grads: np.ndarray | None = None) -> tuple[dict, "_Spread"]:
     """Fisher and batch-means standard errors of the free parameters, and 95% intervals; and the
-    `_Spread` that gives the same kind of interval to a function of the parameters.
+    `_Spread` that gives the same kind of interval to a function of the parameters. grads
+    (M, 3): the NLL's gradients at `_interval_points` (from `_summaries`, batched); default:
+    computed here one by one (`_Objective`, the reference).
 
     Batch means over the time blocks use one Newton step per block from the whole fit,
     theta_b = theta - (n / n_b) H^-1 g_b (g_b: the block's NLL gradient, H: the whole Hessian),
@@ -363,13 +477,21 @@ def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int) -> t
     block-clustered sandwich variance, which survives autocorrelation within blocks."""
     obj = _Objective(kind, data)
     p = theta[obj.free]
-    hess = obj.hessian(p)
+    nfree = len(obj.free)
+    if grads is None:
+        hess = obj.hessian(p, HESS_STEP)
+        block_grad = lambda b: _Objective(kind, data, data.block_counts[b])(p)[1]
+    else:
+        g = np.asarray(grads)[:, obj.free]
+        hess = np.array([(g[2 * j] - g[2 * j + 1]) / (2 * HESS_STEP) for j in range(nfree)])
+        hess = 0.5 * (hess + hess.T)
+        block_grad = lambda b: g[2 * nfree + b]
     positive = np.all(np.isfinite(hess)) and np.all(np.linalg.eigvalsh(hess) > 0)
     cov = np.linalg.inv(hess) if positive else np.full_like(hess, np.nan)
     fisher = np.sqrt(np.diag(cov))
     sizes = data.block_counts.sum(1)
     ok = sizes >= min_count / data.block_counts.shape[0]
-    per_block = np.array([p - (data.n / sizes[b]) * cov @ _Objective(kind, data, data.block_counts[b])(p)[1]
+    per_block = np.array([p - (data.n / sizes[b]) * cov @ block_grad(b)
                           for b in np.flatnonzero(ok)]).reshape(-1, len(p))
     k = per_block.shape[0]
     bm = per_block.std(0, ddof=1) / np.sqrt(k) if k >= 3 else np.full(len(p), np.nan)
@@ -480,9 +602,6 @@ def fit_edges(block_counts: np.ndarray, edges: np.ndarray, i: int, start_gamma: 
     return fit_many([prepare_edges(block_counts, edges, i, min_count)], [start_gamma], slope_tol, min_count)[0]
 
 
-BATCH = 256  # series per compiled optimisation call: bounds the memory of the batched fits
-
-
 def fit_many(prepared: list, start_gammas, slope_tol: float = 0.1, min_count: int = 1000, progress=None) -> list[dict | None]:
     """`fit_bins` of many series, their models optimised together (`optimize_batch`, BATCH series
     per call, grouped by bin count and quadrature); prepared: `prepare` / `prepare_edges` results
@@ -497,7 +616,8 @@ def fit_many(prepared: list, start_gammas, slope_tol: float = 0.1, min_count: in
     for rows in groups.values():
         for c in range(0, len(rows), BATCH):
             chunk = rows[c : c + BATCH]
-            opt = optimize_batch([prepared[r][0] for r in chunk], [start_gammas[r] for r in chunk])
+            datas = [prepared[r][0] for r in chunk]
+            opt = _summaries(datas, optimize_batch(datas, [start_gammas[r] for r in chunk]))
             for r, o in zip(chunk, opt):
                 data, total = prepared[r]
                 out[r] = fit_bins(data, total, start_gammas[r], slope_tol, min_count, optimized=o)
@@ -507,19 +627,19 @@ def fit_many(prepared: list, start_gammas, slope_tol: float = 0.1, min_count: in
 
 
 def fit_bins(data: _Binned, total: float, start_gamma: float, slope_tol: float, min_count: int,
-             optimized: tuple | None = None) -> dict:
+             optimized: _Optimum | None = None) -> dict:
     """The fit of `fit` on prepared bins; total: every sample of the histogram (for "fraction").
-    optimized: the models' (theta, nll, converged) from `optimize_batch` (default: a batch of one)."""
-    from socjax.analysis import powerlaw  # the lognormal and Vuong's test
+    optimized: the models' optimum and its summary (`optimize_batch`, `_summaries`; default: a
+    batch of one)."""
+    from socjax.analysis import powerlaw  # Vuong's test
 
-    theta, nll, converged = optimized if optimized is not None else optimize_batch([data], [start_gamma])[0]
-    converged = dict(converged)
-    with jax.enable_x64(True):
-        logp = {k: np.asarray(log_probs(jnp.asarray(theta[k]), *data.args(k != "power_law")[1:], k != "power_law",
-                                        data.quad))[data.data] for k in FAMILY}
+    opt = optimized if optimized is not None else _summaries([data], optimize_batch([data], [start_gamma]))[0]
+    theta, nll = opt.theta, opt.nll
+    converged = dict(opt.converged)
+    logp = {k: opt.logp[k][data.data] for k in FAMILY}
     counts, e = data.counts[data.data], data.edges
     # the lognormal on [xmin, inf) too: its last bin reaches xend e^LN_FAR and holds no counts
-    logp_ln, converged["lognormal"] = powerlaw.fit_lognormal(counts, e, tail_end=e[-1] * np.exp(LN_FAR))
+    logp_ln, converged["lognormal"] = opt.lognormal
     ll_ln = float(np.dot(counts, logp_ln))
     models = {k: dict(_describe(k, theta[k], nll[k]), converged=converged[k]) for k in FAMILY}
     models["lognormal"] = dict(loglik=ll_ln, aic=4 - 2 * ll_ln)
@@ -531,14 +651,12 @@ def fit_bins(data: _Binned, total: float, start_gamma: float, slope_tol: float, 
     blocks = data.block_counts[:, data.data]  # the time blocks: Vuong's variance survives autocorrelation
     r21, p21 = powerlaw.vuong(counts, logp["gaussian_cutoff"], logp["exponential_cutoff"], blocks)
     r_ln, p_ln = powerlaw.vuong(counts, logp[selected], logp_ln, blocks)
-    with jax.enable_x64(True):
-        for k in FAMILY:  # each model's normaliser on its support, for `density`
-            top = e[-1] * np.exp(LN_FAR) if k != "power_law" else e[-1]
-            models[k]["log_norm"] = float(_log_bin_mass(jnp.asarray(theta[k]), jnp.log(jnp.array([e[0], top])),
-                                                        k != "power_law")[0])
-        iv_free, spread_free = _intervals("stretched_cutoff", theta["stretched_cutoff"], data, min_count)
-        iv, spread = (iv_free, spread_free) if selected == "stretched_cutoff" else \
-            _intervals("power_law", theta["power_law"], data, min_count)
+    for k in FAMILY:  # each model's normaliser on its support, for `density`
+        models[k]["log_norm"] = opt.log_norm[k]
+    iv_free, spread_free = _intervals("stretched_cutoff", theta["stretched_cutoff"], data, min_count,
+                                      opt.grads["stretched_cutoff"])
+    iv, spread = (iv_free, spread_free) if selected == "stretched_cutoff" else \
+        _intervals("power_law", theta["power_law"], data, min_count, opt.grads["power_law"])
     models["stretched_cutoff"].update(iv_free)
     if selected == "power_law":
         models["power_law"].update(iv)

@@ -5,8 +5,12 @@ whole fit is one compiled call and `jax.vmap` fits many series at once.
 Each iteration: the gradient and (finite-difference) Hessian at x; the variables at a bound whose gradient pushes
 outward are held there; the Hessian of the others is shifted to be positive definite (its most
 negative eigenvalue times 1.01, plus 1e-12 of its trace, as in `cutoff`'s Newton polish); the
-step is tried at lengths 1, 1/2, ..., 2^-(LADDER - 1), clipped to the bounds, until one lowers f. The loop ends when an accepted step gains less than `ftol`
-(absolute, on f), when no step length lowers f, or after `max_iter` iterations.
+step is tried at lengths 1, 1/2, ..., 2^-(LADDER - 1), clipped to the bounds, until one lowers f.
+The loop ends when the step's predicted gain (half the Newton decrement, -g.d / 2) is below
+`ftol` (absolute, on f: the full step alone is tried, not the shorter ones, which would gain
+nothing but rounding), when an accepted step gains less than `ftol`, when no step length lowers f, or after `max_iter`
+iterations; `Result.ended` is False only in the last case, so a caller can resume from
+`Result.x` (the same path: the state is x alone).
 
 `Result.converged` says the end was reached with the projected gradient at most `gtol` (absolute,
 on f), so a fit that stopped for any other reason is named, never silently reported.
@@ -28,27 +32,29 @@ class Result(NamedTuple):
     grad_norm: jax.Array  # the largest |projected gradient| at x
     iterations: jax.Array
     converged: jax.Array  # bool: grad_norm <= gtol
+    ended: jax.Array  # bool: the loop ended by its own tests, not by reaching max_iter
 
 
 def minimize(f: Callable, x0, lower, upper, *args, free=None, max_iter: int = 100, ftol: float = 1e-12,
              gtol: float = 1e-6, fd_step: float = 1e-5) -> Result:
     """Minimise f(x, *args) over lower <= x <= upper (P,) from x0 (clipped into the bounds),
     moving only the variables where `free` (P,) bool is True (default all). f must be
-    differentiable by JAX; the Hessian is the central difference of its exact gradient with step
-    `fd_step` (2P gradients: compiling a second derivative of the analysis's special functions
-    costs minutes). Call under jit (and vmap for a batch)."""
+    differentiable by JAX; the Hessian is the forward difference of its exact gradient with step
+    `fd_step` (P + 1 gradients, the one at x included: compiling a second derivative of the
+    analysis's special functions costs minutes; an O(fd_step) error in the Hessian changes the
+    path, not the optimum, where the exact gradient vanishes). Call under jit (and vmap for a
+    batch)."""
     x0 = jnp.clip(jnp.asarray(x0, jnp.float64), lower, upper)
     free = jnp.ones(x0.shape, bool) if free is None else jnp.asarray(free)
     eye = jnp.eye(x0.size, dtype=x0.dtype)
-    # x and its 2P central-difference neighbours in one vmapped call: f, the gradient and the
+    # x and its P forward-difference neighbours in one vmapped call: f, the gradient and the
     # Hessian come from one copy of f's derivative in the compiled program
-    offsets = jnp.concatenate([jnp.zeros((1, x0.size), x0.dtype), fd_step * eye, -fd_step * eye])
+    offsets = jnp.concatenate([jnp.zeros((1, x0.size), x0.dtype), fd_step * eye])
     value_and_grad = jax.vmap(jax.value_and_grad(f), in_axes=(0,) + (None,) * len(args))
 
     def derivatives(x):
         v, g = value_and_grad(x[None, :] + offsets, *args)
-        p = x.size
-        h = (g[1 : p + 1] - g[p + 1 :]) / (2 * fd_step)
+        h = (g[1:] - g[0][None, :]) / fd_step
         return v[0], g[0], 0.5 * (h + h.T)
 
     def held_by(x, g):
@@ -63,6 +69,8 @@ def minimize(f: Callable, x0, lower, upper, *args, free=None, max_iter: int = 10
         lam = jnp.maximum(0.0, -jnp.linalg.eigvalsh(h)[0]) * 1.01 + 1e-12 * jnp.abs(jnp.trace(h))
         d = -jnp.linalg.solve(h + lam * eye, gp)
         d = jnp.where(jnp.isfinite(d), d, 0.0)
+        # the predicted gain: below ftol, the full step alone is tried, and the loop ends
+        worth = -0.5 * jnp.dot(gp, d) >= ftol
 
         # backtracking: halve the step until f falls, at most LADDER times
         def shorter(c):
@@ -72,19 +80,19 @@ def minimize(f: Callable, x0, lower, upper, *args, free=None, max_iter: int = 10
 
         def keep_going(c):
             k, _, fc = c
-            return (k < LADDER) & ~(jnp.isfinite(fc) & (fc < fx))
+            return (worth | (k == 0)) & (k < LADDER) & ~(jnp.isfinite(fc) & (fc < fx))
 
         _, cand, fc = jax.lax.while_loop(keep_going, shorter, (0, x, jnp.inf))
         found = jnp.isfinite(fc) & (fc < fx)
         xn = jnp.where(found, cand, x)
         fn, gn, hn = derivatives(xn)
-        return xn, fn, gn, hn, it + 1, found & (fx - fn > ftol)
+        return xn, fn, gn, hn, it + 1, found & worth & (fx - fn > ftol)
 
     def cond(state):
         *_, it, go = state
         return go & (it < max_iter)
 
     f0, g0, h0 = derivatives(x0)
-    x, fx, g, _, it, _ = jax.lax.while_loop(cond, body, (x0, f0, g0, h0, jnp.asarray(0), jnp.asarray(True)))
+    x, fx, g, _, it, go = jax.lax.while_loop(cond, body, (x0, f0, g0, h0, jnp.asarray(0), jnp.asarray(True)))
     gnorm = jnp.max(jnp.abs(jnp.where(held_by(x, g), 0.0, g)))
-    return Result(x, fx, gnorm, it, gnorm <= gtol)
+    return Result(x, fx, gnorm, it, gnorm <= gtol, ~go)

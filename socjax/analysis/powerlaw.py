@@ -150,7 +150,15 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
     size = 1 << int(np.ceil(np.log2(ii.size)))
     ii = np.concatenate([ii, np.full(size - ii.size, ii[0])])
     jj = np.concatenate([jj, np.full(size - jj.size, jj[0])])
-    alpha, stderr, n, ks = fit_range(h, ii, jj)
+    # only the edges from the first candidate to the last enter any range's fit and KS distance:
+    # the search runs on that window of the prefix sums (a power of two of edges, for reuse), not
+    # on the whole grid, with the same numbers
+    width = 1 << int(np.ceil(np.log2(last - first + 1)))
+    start = max(0, min(first, g.num_bins + 1 - width))
+    with jax.enable_x64(True):
+        window = (jnp.asarray(a[start : start + width]) for a in _prefix(h))
+        out = _fit_ranges(*window, jnp.asarray(ii - start), jnp.asarray(jj - start))
+        _, _, n, ks = (np.asarray(o) for o in out)
     ks = np.where(n >= min_count, ks, np.inf)
     best = int(np.argmin(ks))
     if not np.isfinite(ks[best]):
@@ -247,13 +255,18 @@ def _lognormal_nll(p, counts, v, support, tail, sub):
     return -jnp.sum(jnp.where(support, counts * logp, 0.0)) / jnp.sum(counts)
 
 
-@partial(jax.jit, static_argnames="sub")
 def _lognormal_fit(p0, counts, v, support, tail, sub):
     res = newton.minimize(_lognormal_nll, p0, jnp.array([A_BOUNDS[0], C_BOUNDS[0]]),
                           jnp.array([A_BOUNDS[1], C_BOUNDS[1]]), counts, v, support, tail, sub, max_iter=200,
                           ftol=1e-15, gtol=1e-7)
     logm = jnp.where(support, _lognormal_log_mass(res.x, v, tail, sub), -jnp.inf)
     return res, logm - jax.scipy.special.logsumexp(logm)
+
+
+@partial(jax.jit, static_argnames="sub")
+def _lognormal_fit_batch(p0, counts, v, support, tail, sub):
+    """`_lognormal_fit` of a batch (a leading axis on every argument but `sub`; tail may be None)."""
+    return jax.vmap(lambda *a: _lognormal_fit(*a, sub))(p0, counts, v, support, tail)
 
 
 def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray, bool]:
@@ -266,6 +279,11 @@ def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray,
     has no optimum (a fit there runs along mu -> -inf, sigma -> inf). The fit is
     `newton.minimize` over a and c >= 1e-12 from the binned moments, in one compiled call; the
     bins are padded to a power of two (at least 512) so one compilation serves every fit."""
+    return fit_lognormal_many([(counts, e, tail_end)])[0]
+
+
+def _lognormal_inputs(counts, e, tail_end):
+    """(p0, padded counts, v, support, tail or None, sub) of `_lognormal_fit` for one fit."""
     counts = np.asarray(counts, np.float64)
     b = counts.size
     ln_e = np.log(np.asarray(e, np.float64))
@@ -284,11 +302,27 @@ def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray,
     mu = (counts[:b] * mid).sum() / n
     var = max((counts[:b] * (mid - mu) ** 2).sum() / n, 1e-8)
     p0 = np.array([mu / var, 0.5 / var])
-    tail = jnp.asarray(np.arange(size) == b) if tail_end is not None else None
+    tail = np.arange(size) == b if tail_end is not None else None
+    return p0, pad(counts), v, pad(np.ones(n_bins, bool)), tail, sub
+
+
+def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
+    """`fit_lognormal` of each (counts, e, tail_end) of `items`, those of one padded size, tail
+    flag and quadrature in one vmapped compiled call (series padded to a power of two by
+    repeating the first)."""
+    inputs = [_lognormal_inputs(*it) for it in items]
+    groups: dict = {}
+    for r, x in enumerate(inputs):
+        groups.setdefault((x[1].size, x[4] is None, x[5]), []).append(r)
+    out: list = [None] * len(items)
     with jax.enable_x64(True):
-        res, logp = _lognormal_fit(jnp.asarray(p0), jnp.asarray(pad(counts)), jnp.asarray(v),
-                                   jnp.asarray(pad(np.ones(n_bins, bool))), tail, sub)
-        return np.asarray(logp)[:b], bool(res.converged)
+        for (_, no_tail, sub), rows in groups.items():
+            pad = rows + [rows[0]] * ((1 << int(np.ceil(np.log2(len(rows))))) - len(rows))
+            stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
+            res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), sub))
+            for q, r in enumerate(rows):
+                out[r] = (np.asarray(logp[q])[: np.asarray(items[r][0]).size], bool(res.converged[q]))
+    return out
 
 
 def _fit_binned(counts, e, logp, start):
