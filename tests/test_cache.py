@@ -1,6 +1,7 @@
-"""JAX's persistent compilation cache as the command line sets it up (socjax.cache): a second
-process running the same analysis loads its programs from the cache (JAX reports hits) and gets
-the same numbers; SOCJAX_COMPILE_CACHE=0 turns it off."""
+"""JAX's persistent compilation cache and the kept traces as the command line sets them up
+(socjax.cache): a second process running the same analysis loads its programs from the cache (JAX
+reports hits) and its traces from disk (the traced function is not called), and gets the same
+numbers; SOCJAX_COMPILE_CACHE=0 turns both off."""
 
 from __future__ import annotations
 
@@ -25,9 +26,16 @@ def listen(name, **kw):
 monitoring.register_event_listener(listen)
 where = cache.enable_compilation_cache()
 import numpy as np
-from socjax.analysis import increments, synthetic
+from socjax.analysis import cutoff, increments, synthetic
+traced = []
+fn = cutoff._newton_batch.fn
+def counted(*a, **k):
+    traced.append(1)
+    return fn(*a, **k)
+cutoff._newton_batch.fn = counted  # what `persistent` traces when it has no trace on disk
 fit = increments.fit_distribution(synthetic.hist_blocks(synthetic.sample("paper", np.random.default_rng(0), 20000)))
-print(json.dumps(dict(events, where=str(where), gamma=fit["model"]["gamma"], verdicts=fit["model"]["verdicts"])))
+print(json.dumps(dict(events, where=str(where), gamma=fit["model"]["gamma"], verdicts=fit["model"]["verdicts"],
+                      traced=len(traced))))
 """
 
 
@@ -44,9 +52,47 @@ def test_second_process_hits_the_cache_with_the_same_numbers(tmp_path):
     assert first["misses"] > 0 and first["hits"] == 0
     assert second["hits"] >= first["misses"] > 0 and second["misses"] == 0, (first, second)
     assert second["gamma"] == first["gamma"] and second["verdicts"] == first["verdicts"]
+    # the traces: the first process traced the Newton fits and kept them, the second read them
+    assert first["traced"] > 0 and second["traced"] == 0 and any((tmp_path / "traces").iterdir())
     off = run({**env, "SOCJAX_COMPILE_CACHE": "off"})
     assert off["where"] == "None" and off["hits"] == 0 and off["misses"] == 0
     assert off["gamma"] == first["gamma"]
+
+
+def test_a_kept_trace_computes_what_the_jit_does_and_a_damaged_one_is_traced_again(monkeypatch, tmp_path):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    calls = []
+
+    def same(a, b):
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_array_equal(u, v)
+
+    def f(x, y, *, power):
+        calls.append(1)
+        return jnp.sin(x) ** power + y.sum(), (x * 2, jnp.cumsum(y))
+
+    monkeypatch.setattr(cache, "_traces", tmp_path)
+    kept = cache.persistent(f, static_argnames=("power",))
+    x, y = jnp.arange(3.0), jnp.ones((4,))
+    got = kept(x, y, power=3)
+    files = lambda: list(tmp_path.rglob("*.bin"))
+    assert calls == [1] and len(files()) == 1
+    same(got, jax.jit(f, static_argnames="power")(x, y, power=3))
+    fresh = cache.persistent(f, static_argnames=("power",))  # as a new process: reads the file
+    same(fresh(x, y, power=3), got)
+    assert len(calls) == 2  # one more: the plain jit above, not the read
+    fresh(x, y, power=2)  # another static argument: another trace
+    assert len(calls) == 3 and len(files()) == 2
+    for file in files():
+        file.write_bytes(b"damaged")
+    again = cache.persistent(f, static_argnames=("power",))
+    same(again(x, y, power=3), got)
+    assert len(calls) == 4
+    monkeypatch.setattr(cache, "_traces", None)  # the cache off: the plain jit
+    same(cache.persistent(f, static_argnames=("power",))(x, y, power=3), got)
 
 
 def test_cache_directory_follows_the_environment(monkeypatch, tmp_path):

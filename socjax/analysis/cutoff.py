@@ -63,6 +63,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from socjax.analysis import incgamma, newton, verdicts
+from socjax.cache import persistent
 from socjax.analysis.loghist import LogHist
 
 FAMILY = ("power_law", "exponential_cutoff", "gaussian_cutoff", "stretched_cutoff")
@@ -264,7 +265,7 @@ def _fit(kind: str, data: _Binned, starts) -> tuple[np.ndarray, float]:
     return _full(kind, p), obj(p)[0], bool(best.success)
 
 
-@partial(jax.jit, static_argnames="quad")
+@partial(persistent, static_argnames=("quad",))
 def _newton_batch(x0, free, cutoff, max_iter, counts, lx, support, tail, lower, upper, *, quad: bool) -> newton.Result:
     """One model fitted from R starts at once, each on its own series: x0 (R, 3) full thetas;
     free (3,) bool: the model's free parameters; cutoff: bool, False for the pure power law;
@@ -373,7 +374,7 @@ BATCH = 256  # series per compiled optimisation call: bounds the memory of the b
 SUMMARY_BUCKETS = (1, 16, 64, BATCH)  # series per `_summary_batch` call are padded to one of these
 
 
-@partial(jax.jit, static_argnames="quad")
+@partial(persistent, static_argnames=("quad",))
 def _summary_batch(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends, *, quad: bool):
     """Per series (leading axis S): thetas (4, 3) over FAMILY; the power law's and the stretched
     cutoff's `_interval_points` (M, 3) and their counts (M, P); lx (P + 1,); data and tail (P,);

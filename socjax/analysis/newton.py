@@ -35,6 +35,10 @@ class Result(NamedTuple):
     ended: jax.Array  # bool: the loop ended by its own tests, not by reaching max_iter
 
 
+# a compiled fit's trace is kept on disk with its result type (`socjax.cache.persistent`)
+jax.export.register_namedtuple_serialization(Result, serialized_name="socjax.analysis.newton.Result")
+
+
 def minimize(f: Callable, x0, lower, upper, *args, free=None, max_iter: int = 100, ftol: float = 1e-12,
              gtol: float = 1e-6, fd_step: float = 1e-5) -> Result:
     """Minimise f(x, *args) over lower <= x <= upper (P,) from x0 (clipped into the bounds),

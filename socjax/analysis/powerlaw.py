@@ -23,6 +23,7 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from socjax.analysis import newton
+from socjax.cache import persistent
 from socjax.analysis.loghist import LN10, LogHist
 
 
@@ -263,8 +264,8 @@ def _lognormal_fit(p0, counts, v, support, tail, sub):
     return res, logm - jax.scipy.special.logsumexp(logm)
 
 
-@partial(jax.jit, static_argnames="sub")
-def _lognormal_fit_batch(p0, counts, v, support, tail, sub):
+@partial(persistent, static_argnames=("sub",))
+def _lognormal_fit_batch(p0, counts, v, support, tail, *, sub):
     """`_lognormal_fit` of a batch (a leading axis on every argument but `sub`; tail may be None)."""
     return jax.vmap(lambda *a: _lognormal_fit(*a, sub))(p0, counts, v, support, tail)
 
@@ -319,7 +320,7 @@ def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
         for (_, no_tail, sub), rows in groups.items():
             pad = rows + [rows[0]] * ((1 << int(np.ceil(np.log2(len(rows))))) - len(rows))
             stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
-            res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), sub))
+            res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), sub=sub))
             for q, r in enumerate(rows):
                 out[r] = (np.asarray(logp[q])[: np.asarray(items[r][0]).size], bool(res.converged[q]))
     return out
