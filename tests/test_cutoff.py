@@ -38,6 +38,23 @@ def test_incomplete_gamma_bins_equal_quadrature(s):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("s", [-0.5, 0.5, 3.0])
+def test_incomplete_gamma_derivatives_equal_differences_with_an_edge_at_the_split(s):
+    """The gradient of every bin in ly, from JAX, against central differences of the value, with
+    one edge exactly at the split point ln max(1, s + 1) (x = tau when s <= 0: a bin edge at
+    the cutoff), where a minimum or maximum would give the edge half its derivative."""
+    split = np.log(max(1.0, s + 1.0))
+    ly = np.concatenate([np.linspace(split - 3, split, 7), np.linspace(split, split + 3, 7)[1:]])
+    assert np.any(ly == split)
+    with jax.enable_x64(True):
+        total = lambda ly: jnp.sum(jnp.arange(1.0, ly.size) * incgamma.log_bins(s, ly))  # every bin weighted apart
+        grad = np.asarray(jax.grad(total)(jnp.asarray(ly)))
+        h = 1e-6
+        diff = [(float(total(jnp.asarray(ly + h * e))) - float(total(jnp.asarray(ly - h * e)))) / (2 * h)
+                for e in np.eye(ly.size)]
+    np.testing.assert_allclose(grad, diff, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("quad", [False, True], ids=["exact", "gauss-legendre"])
 @pytest.mark.parametrize("gamma, tau, beta", [(1.5, 1e-4, 2.0), (1.2, 3e-5, 1.0), (2.0, 1e-3, 0.5), (0.5, 2e-6, 3.0),
                                               (1.0, 1e-5, 2.0)])

@@ -125,7 +125,9 @@ def log_bins(s, ly):
     series = _series_segment(s, lo_s, hi_s)
     s_l = jnp.where(s > 1.0, s, 2.0)  # the lower series only ever serves s > 1, away from 1/s at 0
     lm_l = jnp.log(s_l + 1.0)
-    lower_edges = _log_lower(s_l, jnp.minimum(ly, lm_l))
+    # where, not minimum / maximum: at an edge exactly at the split the derivative is the edge's own
+    # (minimum and maximum split it half and half with the split point's)
+    lower_edges = _log_lower(s_l, jnp.where(ly <= lm_l, ly, lm_l))
     lower_m = _log_lower(s_l, lm_l[None])[0]
     lower_hi = jnp.where(has_right, lower_m, lower_edges[1:])
     use_lower = has_left & ~use_series
@@ -134,7 +136,7 @@ def log_bins(s, ly):
     lower = lower_hi + log1mexp(jnp.where(use_lower, lower_edges[:-1] - lower_hi, -1.0))
     left = jnp.where(use_series, series, lower)
     # right part [max(y_a, m), y_b]: continued fractions at the edges above m, and at m itself
-    upper_edges = _log_upper(s, jnp.maximum(ly, lm))
+    upper_edges = _log_upper(s, jnp.where(ly >= lm, ly, lm))
     upper_lo = jnp.where(has_left, _log_upper(s, lm[None])[0], upper_edges[:-1])
     right = upper_lo + log1mexp(jnp.where(has_right, upper_edges[1:] - upper_lo, -1.0))
     return jnp.where(has_left & has_right, jnp.logaddexp(left, right), jnp.where(has_left, left, right))
