@@ -77,6 +77,28 @@ def test_binned_likelihood_equals_integrated_density(gamma, tau, beta, quad):
     np.testing.assert_allclose(got[near], (logm - np.logaddexp.reduce(logm))[near], rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("gamma, tau, beta", [(1.5, 0.02, 2.0), (1.2, 3e-3, 1.0), (2.0, 0.01, 0.5), (0.5, 0.04, 3.0),
+                                              (3.0, 0.2, 2.0)])
+def test_wide_bins_by_quadrature_on_parts_equal_the_exact_integrals(gamma, tau, beta):
+    """Linear bins [k w, (k + 1) w), k = 1 ... 60, the first ln 2 wide, and the tail bin: the
+    bin probabilities and their gradient in theta by `node_log_bin_mass` (`wide_nodes`), as the
+    fits compute them, against the incomplete gamma functions."""
+    data = cutoff._Binned(np.ones((1, 60)), np.log(1e-3 * np.arange(1, 62)))
+    assert not data.quad and data.nodes is not None
+    with jax.enable_x64(True):
+        theta = jnp.array([gamma, np.log(tau), beta])
+        args = data.args(True)
+        exact = cutoff._nll_grad(theta, *args, True, False)
+        nodes = cutoff._nll_grad(theta, *args, True, False, tuple(jnp.asarray(a) for a in data.nodes))
+        p_exact = np.asarray(cutoff.log_probs(theta, *args[1:], True, False))
+        p_nodes = np.asarray(cutoff.log_probs(theta, *args[1:], True, False, tuple(jnp.asarray(a) for a in data.nodes)))
+    near = data.mask(True) & (np.exp(beta * (data.lx[1:] - np.log(tau))) < 50)
+    assert near[data.data].sum() > 20
+    np.testing.assert_allclose(p_nodes[near], p_exact[near], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(float(nodes[0]), float(exact[0]), rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(nodes[1]), np.asarray(exact[1]), rtol=1e-7, atol=1e-7 * abs(float(exact[0])))
+
+
 def test_binned_mle_equals_scipy_on_the_binned_and_the_raw_likelihood():
     rng = np.random.default_rng(0)
     x = synthetic.sample("paper", rng, 100_000, gamma=1.5, xmin=1e-7, tau=np.sqrt(2) * 1e-4)
