@@ -50,7 +50,9 @@ def test_second_process_hits_the_cache_with_the_same_numbers(tmp_path):
     first, second = run(env), run(env)
     assert first["where"] == str(tmp_path / "xla")
     assert first["misses"] > 0 and first["hits"] == 0
-    assert second["hits"] >= first["misses"] > 0 and second["misses"] == 0, (first, second)
+    # nothing compiled afresh: every program the second process needs comes from the cache (the
+    # first also compiles the programs that trace and export the fits, which the second skips)
+    assert second["hits"] > 0 and second["misses"] == 0, (first, second)
     assert second["gamma"] == first["gamma"] and second["verdicts"] == first["verdicts"]
     # the traces: the first process traced the Newton fits and kept them, the second read them
     assert first["traced"] > 0 and second["traced"] == 0 and any((tmp_path / "traces").iterdir())
