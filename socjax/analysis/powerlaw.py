@@ -307,10 +307,13 @@ def _lognormal_inputs(counts, e, tail_end):
     return p0, pad(counts), v, pad(np.ones(n_bins, bool)), tail, sub
 
 
+BATCH_SIZES = (1, 16, 64, 256)  # lognormal fits per compiled call are padded to one of these (or a multiple of the last)
+
+
 def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
     """`fit_lognormal` of each (counts, e, tail_end) of `items`, those of one padded size, tail
-    flag and quadrature in one vmapped compiled call (series padded to a power of two by
-    repeating the first)."""
+    flag and quadrature in one vmapped compiled call (series padded to one of BATCH_SIZES by
+    repeating the first, so a process compiles few programs)."""
     inputs = [_lognormal_inputs(*it) for it in items]
     groups: dict = {}
     for r, x in enumerate(inputs):
@@ -318,7 +321,8 @@ def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
     out: list = [None] * len(items)
     with jax.enable_x64(True):
         for (_, no_tail, sub), rows in groups.items():
-            pad = rows + [rows[0]] * ((1 << int(np.ceil(np.log2(len(rows))))) - len(rows))
+            size = next((b for b in BATCH_SIZES if len(rows) <= b), -(-len(rows) // BATCH_SIZES[-1]) * BATCH_SIZES[-1])
+            pad = rows + [rows[0]] * (size - len(rows))
             stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
             res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), sub=sub))
             for q, r in enumerate(rows):
