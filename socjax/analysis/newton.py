@@ -1,15 +1,16 @@
 """A compiled minimiser for the analysis's small, smooth maximum-likelihood problems: projected,
-damped Newton steps with an exact Hessian (JAX), inside box bounds, as one `lax.while_loop`, so a
-whole fit is one compiled call and `jax.vmap` fits many series at once.
+damped Newton steps with JAX's exact gradient and a Hessian from its forward differences, inside
+box bounds, as one `lax.while_loop`, so a whole fit is one compiled call and `jax.vmap` fits many
+series at once.
 
-Each iteration: the gradient and (finite-difference) Hessian at x; the variables at a bound whose gradient pushes
+Each iteration: the gradient and Hessian at x; the variables at a bound whose gradient pushes
 outward are held there; the Hessian of the others is shifted to be positive definite (its most
 negative eigenvalue times 1.01, plus 1e-12 of its trace, as in `cutoff`'s Newton polish); the
 step is tried at lengths 1, 1/2, ..., 2^-(LADDER - 1), clipped to the bounds, until one lowers f.
 The loop ends when the step's predicted gain (half the Newton decrement, -g.d / 2) is below
 `ftol` (absolute, on f: the full step alone is tried, not the shorter ones, which would gain
-nothing but rounding), when an accepted step gains less than `ftol`, when no step length lowers f, or after `max_iter`
-iterations; `Result.ended` is False only in the last case, so a caller can resume from
+nothing but rounding), when an accepted step gains less than `ftol`, when no step length lowers
+f, or after `max_iter` iterations; `Result.ended` is False only in the last case, so a caller can resume from
 `Result.x` (the same path: the state is x alone).
 
 `Result.converged` says the end was reached with the projected gradient at most `gtol` (absolute,
