@@ -94,7 +94,9 @@ class persistent:
 
     def __init__(self, fn: Callable, static_argnames: tuple[str, ...] = ()):
         self.fn, self.static = fn, tuple(static_argnames)
-        self.jitted = jax_jit(fn, static_argnames=self.static)
+        import jax
+
+        self.jitted = jax.jit(fn, static_argnames=self.static)
         self.name = f"{fn.__module__}.{fn.__qualname__}"
         self.loaded: dict = {}
 
@@ -120,9 +122,7 @@ class persistent:
         path = _traces / _source()[:16] / (hashlib.sha256(key.encode()).hexdigest() + ".bin")
         try:
             exported = export.deserialize(bytearray(path.read_bytes()))
-        except (OSError, ImportError):
-            exported = None
-        except Exception:  # a damaged or foreign file: trace afresh and overwrite it
+        except Exception:  # no file, no flatbuffers, or a damaged or foreign file: trace afresh (and overwrite it)
             exported = None
         if exported is None:
             try:
@@ -138,9 +138,3 @@ class persistent:
             except OSError:
                 pass
         return jax.jit(exported.call)
-
-
-def jax_jit(fn, static_argnames):
-    import jax
-
-    return jax.jit(fn, static_argnames=static_argnames)
