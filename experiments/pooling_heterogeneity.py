@@ -25,7 +25,7 @@ import numpy as np
 
 from socjax.analysis import increments, synthetic, verdicts
 from socjax.analysis.increments import IncrementStats
-from socjax.analysis.loghist import LogHist
+from socjax.analysis.loghist import SeriesHists
 
 SPREADS = (0.0, 1.0, 2.0)  # decades of tau / xmin across the weights
 
@@ -36,8 +36,7 @@ def stats_of(rng, weights: int, n: int, spread: float, gamma: float = 1.5, xmin:
     ratios = np.geomspace(10.0, 10.0 ** (1.0 + spread), weights)
     hists = [synthetic.hist_blocks(synthetic.sample("paper", rng, n, gamma=gamma, xmin=xmin, tau=xmin * r))
              for r in ratios]
-    field = lambda f: np.stack([getattr(h, f) for h in hists])
-    hist = LogHist(hists[0].grid, field("counts"), field("offsets"), field("under"), field("over"))
+    hist = SeriesHists.of(hists)
     zeros = np.zeros(weights)
     return IncrementStats(hist, np.full(weights, float(n)), zeros, zeros, zeros, np.zeros((weights, 4)))
 

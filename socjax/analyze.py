@@ -336,10 +336,10 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     end_epoch = rec.end_epoch if info.config is not None else None
     what = "analysing" if rec.final else f"window {rec.age}"
 
-    # two passes over the data, shared by every grouping: every increment, then every row the
-    # Welch segments cover (the bar counts both)
-    # the bar counts all three passes: increments, their linear bins (the sensitivity table), spectra
-    total = 2 * (steps - 1) + spectrum.rows_covered(steps, segment)
+    # passes over the data, shared by every grouping, all counted by the bar: the increments
+    # (two: their windows and counts, then their histograms), their linear bins (the sensitivity
+    # table), and every row the Welch segments cover
+    total = 3 * (steps - 1) + spectrum.rows_covered(steps, segment)
     with tqdm(total=total, unit="step", desc=what, disable=not progress, dynamic_ncols=True) as bar:
         st = increments.stream(traj, lr, l2, stride, progress=_polling(bar.update), zero_grad=zero)
         widths = sensitivity.linear_widths(st, [_series_of(g.runs, k) for g in groups])
@@ -463,7 +463,7 @@ def figure_arrays(g: int, pool, sp: Spectra, rows, neuron_figure) -> dict[str, n
 
     out = {}
     if pool is not None:
-        h = pool.sum(0)
+        h = pool.sum(0).full()  # analysis.npz keeps the whole grid
         out.update({f"g{g}/hist_{name}": getattr(h, name) for name in ("counts", "offsets", "under", "over")})
         out[f"g{g}/hist_grid"] = np.array([h.grid.lo, h.grid.hi, h.grid.bins_per_decade], np.float64)
         x, slope = powerlaw.local_slope(h)
@@ -507,7 +507,7 @@ def paper_arrays(g: int, st: increments.IncrementStats, linear: np.ndarray, widt
         return {}
     every = st.hist + st.hist_decay
     factor = st.hist.grid.bins_per_decade // DISPLAY_BINS_PER_DECADE
-    coarse = lambda h: h.take(picks).sum(1).rebinned(factor)
+    coarse = lambda h: h.stacked(picks).sum(1).full().rebinned(factor)
     nondecay, all_ = coarse(st.hist), coarse(every)
     grid = nondecay.grid
     return {f"g{g}/paper_series": np.asarray(picks, np.int64),

@@ -60,6 +60,7 @@ def test_streamed_histogram_equals_numpy_and_is_chunk_independent(recorded):
     traj, _ = recorded
     whole = increments.stream(traj, [LR], [L2], stride=1, blocks=3)
     chunked = increments.stream(traj, [LR], [L2], stride=1, blocks=3, chunk_rows=37)
+    np.testing.assert_array_equal(whole.hist.origin, chunked.hist.origin)
     for a, b in zip((whole.hist.counts, whole.n_decay, whole.moments), (chunked.hist.counts, chunked.n_decay, chunked.moments)):
         np.testing.assert_allclose(a, b, rtol=1e-9)
     dw = np.diff(traj[0].astype(np.float32), axis=0)
@@ -67,8 +68,10 @@ def test_streamed_histogram_equals_numpy_and_is_chunk_independent(recorded):
     keep = ~(np.abs(traj[0, 1:] - w * (1 - LR * L2)) <= 2 * np.spacing(np.abs(traj[0, :-1]))) & (dw != 0)
     for k in range(traj.shape[2]):
         ref = loghist.from_samples(np.abs(dw[keep[:, k], k]))
-        np.testing.assert_array_equal(whole.hist.counts[k].sum(0), ref.counts)
-        np.testing.assert_allclose(whole.hist.offsets[k].sum(0), ref.offsets, rtol=1e-4, atol=1e-3)
+        mine = whole.hist.take(k).sum(0)
+        assert mine.counts.size < ref.counts.size  # a window of the grid, not all of it
+        np.testing.assert_array_equal(mine.full().counts, ref.counts)
+        np.testing.assert_allclose(mine.full().offsets, ref.offsets, rtol=1e-4, atol=1e-3)
         np.testing.assert_allclose(whole.moments[k, 1], (dw[keep[:, k], k].astype(np.float64) ** 2).sum(), rtol=1e-6)
 
 

@@ -63,6 +63,67 @@ def test_loghist_shift_rebin_density():
     assert abs((p * np.diff(GRID.edges())).sum() - 1) < 1e-9
 
 
+def _full_grid_hist(h):
+    """A LogHist on the whole grid, built by hand (the reference the windows are checked against)."""
+    return loghist.LogHist(h.grid, h.counts.copy(), h.offsets.copy(), h.under.copy(), h.over.copy())
+
+
+@pytest.mark.parametrize("shift", [0, 37, -37, 4000, -4000, 9000, -9000])
+def test_a_window_of_the_grid_computes_what_the_whole_grid_does(shift):
+    """Every operation on a LogHist kept on its populated decades equals the same operation on the
+    whole grid (shifts off the grid's ends included), and the fits pick the same range and numbers."""
+    rng = np.random.default_rng(5)
+    blocks = [loghist.from_samples(rng.lognormal(-3 + b, 1.5, 20_000)) for b in range(3)]
+    full = loghist.LogHist(GRID, *(np.stack([getattr(h, f) for h in blocks]) for f in ("counts", "offsets", "under", "over")))
+    win = full.trimmed()
+    assert win.origin % GRID.bins_per_decade == 0 and win.counts.shape[-1] < 0.2 * GRID.num_bins
+    same = lambda a, b: all(np.array_equal(getattr(a.full(), f), getattr(b.full(), f)) for f in ("counts", "offsets", "under", "over"))
+    assert same(win, full)
+    assert same(win.shifted(shift), full.shifted(shift))
+    other = _full_grid_hist(full.take(1)).shifted(-shift // 3).trimmed()  # another window, partly overlapping
+    assert same(win.take(0) + other, full.take(0) + other.full())
+    assert same((win.take(0) + other) - other, win.take(0))
+    np.testing.assert_array_equal(win.quantile(0.5), full.quantile(0.5))
+    np.testing.assert_array_equal(win.shifted(shift).quantile(0.3), full.shifted(shift).quantile(0.3))
+    np.testing.assert_array_equal(win.rebinned(5).full().counts, full.rebinned(5).counts)
+    np.testing.assert_array_equal(win.sum(0).edges(), GRID.edges()[win.origin : win.stop + 1])
+    x, p = win.sum(0).density()
+    xf, pf = full.sum(0).density()
+    np.testing.assert_array_equal(p, pf[win.origin : win.stop])
+    np.testing.assert_array_equal(x, xf[win.origin : win.stop])
+    with pytest.raises(ValueError, match="whole decades"):
+        loghist.LogHist(GRID, win.counts[..., 1:], win.offsets[..., 1:], win.under, win.over, win.origin)
+    with pytest.raises(ValueError, match="cuts populated bins"):
+        win.window(win.origin + GRID.bins_per_decade, win.stop)
+    # the range search and the fits see the same edges: identical results
+    h, hf = win.sum(0), full.sum(0)
+    (i, j), (fi, fj) = powerlaw.select_range(h), powerlaw.select_range(hf)
+    assert (i + win.origin, j + win.origin) == (fi, fj)
+    assert powerlaw.fit(h, i, j) == powerlaw.fit(hf, fi, fj)
+    np.testing.assert_array_equal(powerlaw.fit_range_blocks(win, i, j), powerlaw.fit_range_blocks(full, fi, fj))
+
+
+def test_series_hists_hold_each_series_on_its_own_window():
+    """SeriesHists.of keeps each series on its populated decades; take, totals, medians and
+    last_bins equal the same on the whole grid."""
+    rng = np.random.default_rng(6)
+    parts = [loghist.from_samples(rng.lognormal(mu, 1.0, 5_000)) for mu in (-20.0, 0.0, 30.0)]
+    parts.append(loghist.LogHist(GRID, np.zeros(GRID.num_bins), np.zeros(GRID.num_bins), np.array(3.0), np.array(0.0)))
+    stacked = [loghist.LogHist(GRID, *(getattr(h, f)[None] for f in ("counts", "offsets", "under", "over"))) for h in parts]
+    sh = loghist.SeriesHists.of(stacked)
+    assert sh.counts.shape[1] < 0.1 * 4 * GRID.num_bins
+    for s, h in enumerate(stacked):
+        np.testing.assert_array_equal(sh.take(s).full().counts, h.counts)
+        np.testing.assert_array_equal(sh.take(s).full().offsets, h.offsets)
+        assert sh.totals()[s] == h.counts.sum()
+        assert sh.medians()[s] == h.sum(0).quantile(0.5)
+        nz = np.flatnonzero(h.counts[0])
+        assert sh.last_bins()[s] == (nz[-1] if nz.size else -1)
+    both = sh.stacked([0, 2])
+    np.testing.assert_array_equal(both.full().counts, np.stack([stacked[0].counts, stacked[2].counts]))
+    np.testing.assert_array_equal((sh + sh - sh).counts, sh.counts)
+
+
 @pytest.mark.parametrize("name, make, a", [
     ("white", lambda rng, t, k: rng.normal(size=(t, k)), 0.0),
     ("random walk", lambda rng, t, k: np.cumsum(rng.normal(size=(t, k)), 0), 2.0),
@@ -116,13 +177,14 @@ def test_sarle_and_kde_modes():
 
 @pytest.mark.parametrize("steps, segment", [(5000, None), (4097, 1024), (3000, 512), (600, 128)])
 def test_progress_reports_sum_to_the_documented_totals(steps, segment):
-    """analyze's bar total is 2 (steps - 1) + spectrum.rows_covered: what the three passes report."""
+    """analyze's bar total is 3 (steps - 1) + spectrum.rows_covered: what the four passes report
+    (the increments' two, their linear bins, the spectra)."""
     from socjax.analysis import increments
 
     traj = np.cumsum(np.random.default_rng(4).normal(size=(2, steps, 3)), axis=1).astype(np.float32)
     seen = []
     increments.stream(traj, None, None, stride=1, chunk_rows=333, progress=seen.append)
-    assert sum(seen) == steps - 1
+    assert sum(seen) == 2 * (steps - 1)
     seen.clear()
     increments.linear_stream(traj, None, None, 1, np.ones((2, 6)), chunk_rows=333, progress=seen.append)
     assert sum(seen) == steps - 1

@@ -219,9 +219,9 @@ class _Binned:
 
     @classmethod
     def from_loghist(cls, h_blocks: LogHist, i: int, last: int) -> "_Binned":
-        """The bins [edge i, edge last) of a LogHist (blocks, bins)."""
+        """The bins [edge i, edge last) of a LogHist (blocks, bins) (indices in its window)."""
         g = h_blocks.grid
-        lx = (g.lo + np.arange(i, last + 1) / g.bins_per_decade) * np.log(10.0)
+        lx = (g.lo + np.arange(h_blocks.origin + i, h_blocks.origin + last + 1) / g.bins_per_decade) * np.log(10.0)
         return cls(h_blocks.counts[:, i:last], lx)
 
     def mask(self, cutoff: bool) -> np.ndarray:

@@ -30,31 +30,31 @@ import numpy as np
 from scipy import stats as sps
 
 from socjax.analysis import cutoff, powerlaw
-from socjax.analysis.loghist import Grid, LogHist, accumulate
+from socjax.analysis.loghist import Grid, LogHist, SeriesHists, accumulate, spans
 
 
 @dataclass
 class IncrementStats:
-    """Streamed statistics of S series. hist: LogHist with counts (S, blocks, bins) of non-decay
-    |dw|; hist_negative: the same of those with dw < 0 (dw > 0: hist minus it); hist_decay: |dw|
-    of the pure-decay increments (the sensitivity table's "all increments"); n: (S,) increments;
+    """Streamed statistics of S series. hist: SeriesHists (each series' histograms (blocks, W_s)
+    on its own window of the grid) of non-decay |dw|; hist_negative: the same of those with dw < 0
+    (dw > 0: hist minus it); hist_decay: |dw| of the pure-decay increments (the sensitivity
+    table's "all increments"), all three on the same windows; n: (S,) increments;
     n_decay: (S,) pure-decay increments; n_zero: (S,) exact zeros that are not decay (a weight
     that does not move at all); n_nonfinite: (S,) NaN/inf increments; moments: (S, 4) sums of
     dw^1..dw^4 over the histogrammed increments (float64)."""
 
-    hist: LogHist
+    hist: SeriesHists
     n: np.ndarray
     n_decay: np.ndarray
     n_zero: np.ndarray
     n_nonfinite: np.ndarray
     moments: np.ndarray
-    hist_negative: LogHist | None = None
-    hist_decay: LogHist | None = None
+    hist_negative: SeriesHists | None = None
+    hist_decay: SeriesHists | None = None
 
-    def positive(self) -> LogHist:
+    def positive(self) -> SeriesHists:
         """The non-decay |dw| of increments with dw > 0."""
-        h, m = self.hist, self.hist_negative
-        return LogHist(h.grid, h.counts - m.counts, h.offsets - m.offsets, h.under - m.under, h.over - m.over)
+        return self.hist - self.hist_negative
 
 
 def _classify(w, q, zero, stride: int):
@@ -73,23 +73,38 @@ def _classify(w, q, zero, stride: int):
     return dw, finite, decay
 
 
+def _kinds(dw, finite, decay):
+    """|dw| of a chunk's increments (`_classify`), flat, their series, and the three sets
+    histogrammed: the non-decay increments, those of them with dw < 0, and the decay increments
+    that move."""
+    valid = finite & ~decay & (dw != 0)
+    series = jnp.broadcast_to(jnp.arange(dw.shape[1], dtype=jnp.int32), dw.shape).ravel()
+    return jnp.abs(dw).ravel(), series, (valid.ravel(), (valid & (dw < 0)).ravel(), (decay & (dw != 0)).ravel())
+
+
 @partial(jax.jit, static_argnames=("grid", "stride"))
-def _chunk(w, q, zero, *, grid: Grid, stride: int):
-    """Statistics of the increments of one chunk. w: (Tc + 1, S) float32 consecutive rows;
-    q: (S,) float64 decay factor per recorded interval; zero: (Tc, S) bool recorded zero-gradient
-    flags of the increments, or None (then decay is inferred from q). Three histograms: the
-    non-decay |dw|, those of dw < 0 alone, and the decay increments' |dw|."""
+def _counts_chunk(w, q, zero, *, grid: Grid, stride: int):
+    """The first pass over one chunk. w: (Tc + 1, S) float32 consecutive rows; q: (S,) float64
+    decay factor per recorded interval; zero: (Tc, S) bool recorded zero-gradient flags of the
+    increments, or None (then decay is inferred from q). Per series: the first and last grid bin
+    of any histogrammed |dw| (`loghist.spans`), the decay, zero and non-finite counts, and the
+    moments of the non-decay dw."""
     dw, finite, decay = _classify(w, q, zero, stride)
     valid = finite & ~decay & (dw != 0)
-    s = w.shape[1]
-    series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape).ravel()
-    x = jnp.abs(dw).ravel()
-    hists = tuple(accumulate(x, series, keep.ravel(), grid=grid, num_series=s)
-                  for keep in (valid, valid & (dw < 0), decay & (dw != 0)))
+    x, series, (nondecay, _, moving_decay) = _kinds(dw, finite, decay)
+    first, last = spans(x, series, nondecay | moving_decay, grid=grid, num_series=w.shape[1])
     d = jnp.where(valid, dw, 0.0).astype(jnp.float64)
     moments = jnp.stack([jnp.sum(d**k, axis=0) for k in (1, 2, 3, 4)], axis=1)
     zero = finite & ~decay & (dw == 0)
-    return hists, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
+    return first, last, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
+
+
+@partial(jax.jit, static_argnames=("grid", "stride", "size"))
+def _hist_chunk(w, q, zero, base, *, grid: Grid, stride: int, size: int):
+    """The second pass over one chunk (arguments as `_counts_chunk`'s; base and size as
+    `loghist.accumulate`'s): the three histograms of `_kinds` on the series' windows."""
+    x, series, keeps = _kinds(*_classify(w, q, zero, stride))
+    return tuple(accumulate(x, series, keep, base, grid=grid, size=size) for keep in keeps)
 
 
 @partial(jax.jit, static_argnames=("stride", "bins"))
@@ -123,27 +138,45 @@ def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8
     given, an increment t -> t + 1 is "decay" exactly when flag t + 1 is set, whatever lr and l2;
     else decay is inferred from the trajectory (the module docstring).
     chunk_rows: rows per compiled call (default: ELEMENTS_PER_CHUNK values for all series), so
-    memory is bounded whatever the length. `progress(rows)` is called after each chunk, if given.
+    memory is bounded whatever the length. Two passes: the first finds each series' populated
+    decades (its histograms' window) and counts; the second histograms. `progress(rows)` is
+    called after each chunk of each pass, if given (2 (T - 1) rows in all).
     """
     num_runs, steps, k = trajectory.shape
     s = num_runs * k
-    nb = grid.num_bins
-    fields = ("counts", "offsets", "under", "over")
-    acc = [{f: np.zeros((s, blocks, nb) if f in ("counts", "offsets") else (s, blocks)) for f in fields}
-           for _ in range(3)]  # non-decay, its dw < 0, decay
+    bpd = grid.bins_per_decade
+    first, last = np.full(s, grid.num_bins), np.full(s, -1)
     n_decay, n_zero, n_nonfinite, moments = np.zeros(s), np.zeros(s), np.zeros(s), np.zeros((s, 4))
     with jax.enable_x64(True):
-        for b, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
-            hists, nd, nz, nf, m = jax.device_get(_chunk(rows, qj, zero, grid=grid, stride=stride))
-            for a, h in zip(acc, hists):
-                for f, v in zip(fields, h):
-                    a[f][:, b] += v
+        for _, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            f, l, nd, nz, nf, m = jax.device_get(_counts_chunk(rows, qj, zero, grid=grid, stride=stride))
+            first, last = np.minimum(first, f), np.maximum(last, l)
             n_decay += nd
             n_zero += nz
             n_nonfinite += nf
             moments += m
-    hist, negative, decay = (LogHist(grid, *(a[f] for f in fields)) for a in acc)
+        have = last >= first
+        origin = np.where(have, first // bpd * bpd, 0)
+        stop = np.where(have, -(-(last + 1) // bpd) * bpd, bpd)
+        hists = [SeriesHists.empty(grid, origin, stop, blocks) for _ in range(3)]  # non-decay, its dw < 0, decay
+        total = int(hists[0].start[-1])
+        size = _flat_size(total + 1)
+        base = jnp.asarray((hists[0].start[:-1] - origin).astype(np.int32))
+        for b, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            out = jax.device_get(_hist_chunk(rows, qj, zero, base, grid=grid, stride=stride, size=size))
+            for h, (counts, offsets, under, over) in zip(hists, out):
+                h.counts[b] += counts[:total]
+                h.offsets[b] += offsets[:total]
+                h.under[:, b] += under
+                h.over[:, b] += over
+    hist, negative, decay = hists
     return IncrementStats(hist, np.full(s, steps - 1.0), n_decay, n_zero, n_nonfinite, moments, negative, decay)
+
+
+def _flat_size(n: int) -> int:
+    """n rounded up to 1, 1.25, 1.5 or 1.75 times a power of two: few distinct shapes to compile."""
+    unit = max(1, 1 << max(0, (n - 1).bit_length() - 3))
+    return -(-n // unit) * unit
 
 
 def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
@@ -261,10 +294,10 @@ def _range_fit(h_blocks: LogHist, min_count: int) -> tuple[dict, int | None]:
 
 def scales(st: IncrementStats) -> np.ndarray:
     """Per series: the index of the grid edge at its median non-decay |dw| (pooling unit)."""
-    return st.hist.sum(1).quantile(0.5)
+    return st.hist.medians()
 
 
-def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: LogHist | None = None) -> LogHist | None:
+def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: SeriesHists | None = None) -> LogHist | None:
     """The histograms (blocks, bins) of the series in `series` (default all), each divided by its
     median non-decay |dw| rounded to the grid: the median edge of every series is moved to
     ref_index (default: the edge of x = 1). hist: another histogram of the same series to pool
@@ -274,8 +307,8 @@ def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: 
     med = scales(st)
     hist = st.hist if hist is None else hist
     total = None
-    for s in range(st.hist.counts.shape[0]) if series is None else series:
-        one = hist.take(s)
+    for s in range(st.hist.num_series) if series is None else series:
+        one = hist.take(int(s))
         if one.counts.sum() == 0:
             continue
         shifted = one.shifted(int(med[s] - ref))
@@ -296,13 +329,14 @@ def per_series(st: IncrementStats, series: list[dict], min_count: int = 1000, pr
     med = scales(st)
     kurt = _kurtosis(st.moments, _fluctuating(st))
     outside = st.hist.under.sum(-1) + st.hist.over.sum(-1)  # (S,): off the grid, in no fit
+    totals = st.hist.totals()
     out, fit_rows = [], []
     for s, info in enumerate(series):
         entry = dict(info, n=int(st.n[s]), decay_fraction=float(st.n_decay[s] / st.n[s]),
                      zero_fraction=float(st.n_zero[s] / st.n[s]),
                      nonfinite=int(st.n_nonfinite[s]), median_abs_dw=float(edges[med[s]]),
                      excess_kurtosis=float(kurt[s]), outside_grid=int(outside[s]))
-        if st.hist.counts[s].sum() >= min_count:
+        if totals[s] >= min_count:
             fit_rows.append(s)
         else:
             entry["powerlaw"] = None

@@ -82,12 +82,15 @@ def _fit_ranges(cum_n, cum_u, log_edges, i, j):
 
 
 def _prefix(h: LogHist):
+    """Prefix sums over the window of a one-series LogHist: cum_n, cum_u (W + 1,) of counts and of
+    ln x, and the window's ln edges (W + 1,)."""
     g = h.grid
-    lnx = (g.lo + (np.arange(g.num_bins) + 0.0) / g.bins_per_decade) * LN10  # ln of left edges
+    k = np.arange(h.origin, h.stop + 1)  # the window's edges on the grid
+    lnx = (g.lo + (k[:-1] + 0.0) / g.bins_per_decade) * LN10  # ln of left edges
     u = h.counts * lnx + h.offsets * (LN10 / g.bins_per_decade)
     cum_n = np.concatenate([[0.0], np.cumsum(h.counts)])
     cum_u = np.concatenate([[0.0], np.cumsum(u)])
-    log_edges = (g.lo + np.arange(g.num_bins + 1) / g.bins_per_decade) * LN10
+    log_edges = (g.lo + k / g.bins_per_decade) * LN10
     return cum_n, cum_u, log_edges
 
 
@@ -132,15 +135,19 @@ class PowerLawFit:
 
 
 def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, min_count: int = 1000):
-    """(i, j) edge indices of the range, at least `min_decades` wide and holding at least
-    `min_count` samples, with the smallest KS distance; candidate edges every `step` bins
-    (default: 10 per decade) over the populated part of the grid. None if no range qualifies."""
+    """(i, j) edge indices of the range (in h's window), at least `min_decades` wide and holding
+    at least `min_count` samples, with the smallest KS distance; candidate edges every `step` bins
+    (default: 10 per decade; it must divide a decade, so the candidates are the grid's whatever the
+    window) over the populated part of the window. None if no range qualifies."""
     g = h.grid
     step = step or max(1, g.bins_per_decade // 10)
+    if g.bins_per_decade % step:
+        raise ValueError(f"a step of {step} bins does not divide a decade of {g.bins_per_decade}")
     nz = np.flatnonzero(h.counts)
     if nz.size == 0:
         return None
-    first, last = (nz[0] // step) * step, min(g.num_bins, -(-(nz[-1] + 1) // step) * step)
+    nb = h.counts.shape[-1]
+    first, last = (nz[0] // step) * step, min(nb, -(-(nz[-1] + 1) // step) * step)
     cand = np.arange(first, last + 1, step)
     ii, jj = np.meshgrid(cand, cand, indexing="ij")
     ok = (jj - ii) >= int(round(min_decades * g.bins_per_decade))
@@ -152,12 +159,13 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
     ii = np.concatenate([ii, np.full(size - ii.size, ii[0])])
     jj = np.concatenate([jj, np.full(size - jj.size, jj[0])])
     # only the edges from the first candidate to the last enter any range's fit and KS distance:
-    # the search runs on that window of the prefix sums (a power of two of edges, for reuse), not
-    # on the whole grid, with the same numbers
+    # the search runs on that stretch of the prefix sums, padded to a power of two of edges by
+    # repeating the last (no range reaches them), so the compiled search is reused
     width = 1 << int(np.ceil(np.log2(last - first + 1)))
-    start = max(0, min(first, g.num_bins + 1 - width))
+    start = max(0, min(first, nb + 1 - width))
     with jax.enable_x64(True):
-        window = (jnp.asarray(a[start : start + width]) for a in _prefix(h))
+        window = (jnp.asarray(np.pad(a[start : start + width], (0, max(0, start + width - nb - 1)), mode="edge"))
+                  for a in _prefix(h))
         out = _fit_ranges(*window, jnp.asarray(ii - start), jnp.asarray(jj - start))
         _, _, n, ks = (np.asarray(o) for o in out)
     ks = np.where(n >= min_count, ks, np.inf)
@@ -170,7 +178,7 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
 def fit(h: LogHist, i: int, j: int) -> PowerLawFit:
     """The bounded power law on [edge i, edge j), with likelihood-ratio tests on the same range."""
     alpha, stderr, n, ks = (float(v[0]) for v in fit_range(h, i, j))
-    edges = h.grid.edges()
+    edges = h.edges()
     counts = h.counts[i:j]
     e = edges[i : j + 1]
     logp_pl = _binned_logp_powerlaw(e, alpha)

@@ -37,10 +37,8 @@ REPRESENTATIONS = {
 
 def tops(st: IncrementStats) -> np.ndarray:
     """(S,) the upper edge of each series' last populated bin of non-decay |dw| (0: none)."""
-    counts = st.hist.counts.sum(1)
-    edges = st.hist.grid.edges()
-    last = np.array([np.flatnonzero(c)[-1] if c.any() else -1 for c in counts])
-    return np.where(last >= 0, edges[last + 1], 0.0)
+    last = st.hist.last_bins()
+    return np.where(last >= 0, st.hist.grid.edges()[last + 1], 0.0)
 
 
 def linear_widths(st: IncrementStats, groups: list[list[int]], bins: int = LINEAR_BINS) -> np.ndarray:
