@@ -10,6 +10,8 @@ a fresh child process, with config.json listing the runs as
 and, with --baseline-src, the one-setting analysis by another socjax checkout (e.g. the release
 before groups: one pooled fit, no per-run fits). Rounds are interleaved; the median is reported.
 The passes over the data are shared by every grouping, so the extra cost is the extra fits.
+Each child uses the persistent compilation cache as the command line does (SOCJAX_COMPILE_CACHE=0:
+off), so from the second child on compiling is not part of what a layout costs.
 
     python benchmarks/analysis_groups.py [--steps 200000] [--rounds 2] [--only one sweep8 ...]
                                          [--baseline-src /path/to/old/checkout]
@@ -32,6 +34,11 @@ from analysis_stream import machine, write_result, write_trajectory  # noqa: E40
 
 CHILD = r"""
 import sys, time
+try:  # the command line's set-up; a checkout from before the compilation cache has none
+    from socjax.cache import enable_compilation_cache
+    enable_compilation_cache()
+except ImportError:
+    pass
 from socjax import analyze
 t = time.perf_counter()
 analyze.analyze(sys.argv[1], progress=False, figures=False)

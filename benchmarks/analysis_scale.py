@@ -7,12 +7,14 @@ analysed in a fresh child process, which reports its wall time and its own peak 
 (VmHWM). This checkout is timed twice per size: "cold", with the persistent compilation cache off
 (SOCJAX_COMPILE_CACHE=0, every program compiled in the process), and "warm", a second process
 with the cache filled by a first one (the command line's default: what a second `socjax analyze`
-of the same shapes costs). The baseline is timed cold. A case that runs past --budget-s is
+of the same shapes costs). The warm case's cache is a fresh temporary directory unless --cache
+names one (the test suite passes its own, already filled, so the smoke test compiles nothing). The baseline is timed cold. A case that runs past --budget-s is
 stopped and listed under "skipped" with that bound (so a slow baseline at 4,096 weights does not
 take the afternoon).
 
     python benchmarks/analysis_scale.py [--weights 16 256 4096] [--steps 100000] [--cases before cold warm]
                                         [--baseline-src /path/to/old/checkout] [--budget-s 1800]
+                                        [--cache DIR]
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", choices=["before", "cold", "warm"], default=["before", "cold", "warm"],
                    help="which cases to time (default all; before needs --baseline-src)")
     p.add_argument("--dir", default="/tmp/socjax-scale")
+    p.add_argument("--cache", help="the warm case's cache directory, kept (default: a fresh temporary one)")
     p.add_argument("--out", help="JSON path (default benchmarks/results/analysis_scale-<host>.json)")
     args = p.parse_args()
     if any(w < 1 for w in args.weights) or args.steps < 1000:
@@ -86,7 +89,8 @@ def main() -> None:
         gen = write_trajectory(run, 1, args.steps, weights)
         print(f"{weights} weights x {args.steps} steps written in {gen:.0f} s", flush=True)
         for name, src, mode in cases:
-            with tempfile.TemporaryDirectory() as cache:
+            with tempfile.TemporaryDirectory() as fresh:
+                cache = args.cache if args.cache and mode == "warm" else fresh
                 env = {"SOCJAX_CACHE": cache, "SOCJAX_COMPILE_CACHE": "0" if mode == "off" else "1"}
                 if mode == "warm":
                     child(run, src, env)  # fills the cache

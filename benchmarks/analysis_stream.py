@@ -3,7 +3,8 @@
 Writes a float32 trajectory of (runs, steps, weights) = (8, 1.2e7, 16) to disk (6.1 GB, the
 paper's 200 recorded epochs x 60,000 steps for 8 seeds; heavy-tailed random walks), then times
 `socjax analyze` on it (no figures) in a child process and reports that process's peak resident
-memory (its VmHWM), which the streaming design keeps bounded (target: below 4 GB).
+memory (its VmHWM), which the streaming design keeps bounded (target: below 4 GB). The child
+uses the persistent compilation cache as the command line does (SOCJAX_COMPILE_CACHE=0: off).
 
     python benchmarks/analysis_stream.py [--steps 12000000] [--runs 8] [--weights 16] [--dir /tmp/socjax-stream]
 """
@@ -24,6 +25,8 @@ import numpy as np
 
 CHILD = r"""
 import json, re, sys, time
+from socjax.cache import enable_compilation_cache
+enable_compilation_cache()  # as the command line does: a second run of the same shapes compiles nothing
 from socjax import analyze
 from socjax.analysis import increments
 t = time.perf_counter()

@@ -154,10 +154,13 @@ def test_analysis_benchmarks_run_at_their_smallest_size(name, tmp_path):
 
 
 def test_analysis_scale_benchmark_runs_at_its_smallest_size(tmp_path):
-    """One size, warm (two processes: one fills the cache, the second is timed)."""
+    """One size, warm (two processes: one fills the cache, the second is timed), in the suite's own
+    cache (socjax.cache.cache_dir(): what the other tests compiled is loaded, not compiled again)."""
+    from socjax.cache import cache_dir
+
     out = tmp_path / "result.json"
     assert run_script(REPO / "benchmarks" / "analysis_scale.py", "--weights", "2", "--steps", "3000", "--cases",
-                      "warm", "--dir", str(tmp_path / "traj"), "--out", str(out)) == 0
+                      "warm", "--dir", str(tmp_path / "traj"), "--out", str(out), "--cache", str(cache_dir())) == 0
     result = json.loads(out.read_text())
     assert [(r["weights"], r["case"]) for r in result["rows"]] == [(2, "after, warm")]
     assert all(r["seconds"] > 0 and r["peak_rss_gb"] > 0 for r in result["rows"])
