@@ -94,6 +94,19 @@ def _prefix(h: LogHist):
     return cum_n, cum_u, log_edges
 
 
+PAIRS_PER_CALL = 1 << 12  # ranges the search evaluates at once: bounds its (pairs, edges) temporaries
+
+
+@partial(jax.jit, static_argnames=("chunk",))
+def _search(cum_n, cum_u, log_edges, i, j, *, chunk: int):
+    """n and KS distance of `_fit_ranges` for the pairs (i, j) (P,), `chunk` pairs at a time (P a
+    multiple of it), so memory stays chunk x edges however many pairs a wide histogram has (a
+    diverged run's 70 decades: 230,000 pairs x 8,192 edges would be 17 GB at once)."""
+    one = lambda ij: _fit_ranges(cum_n, cum_u, log_edges, *ij)[2:]
+    n, ks = jax.lax.map(one, (i.reshape(-1, chunk), j.reshape(-1, chunk)))
+    return n.ravel(), ks.ravel()
+
+
 def fit_range(h: LogHist, i, j):
     """alpha, stderr, n, ks for ranges [edge i, edge j) of a one-series LogHist (arrays ok)."""
     with jax.enable_x64(True):
@@ -166,8 +179,8 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
     with jax.enable_x64(True):
         window = (jnp.asarray(np.pad(a[start : start + width], (0, max(0, start + width - nb - 1)), mode="edge"))
                   for a in _prefix(h))
-        out = _fit_ranges(*window, jnp.asarray(ii - start), jnp.asarray(jj - start))
-        _, _, n, ks = (np.asarray(o) for o in out)
+        out = _search(*window, jnp.asarray(ii - start), jnp.asarray(jj - start), chunk=min(size, PAIRS_PER_CALL))
+        n, ks = (np.asarray(o) for o in out)
     ks = np.where(n >= min_count, ks, np.inf)
     best = int(np.argmin(ks))
     if not np.isfinite(ks[best]):
