@@ -90,10 +90,9 @@ def _counts_chunk(w, q, zero, *, grid: Grid, stride: int):
     of any histogrammed |dw| (`loghist.spans`), the decay, zero and non-finite counts, and the
     moments of the non-decay dw."""
     dw, finite, decay = _classify(w, q, zero, stride)
-    valid = finite & ~decay & (dw != 0)
     x, series, (nondecay, _, moving_decay) = _kinds(dw, finite, decay)
     first, last = spans(x, series, nondecay | moving_decay, grid=grid, num_series=w.shape[1])
-    d = jnp.where(valid, dw, 0.0).astype(jnp.float64)
+    d = jnp.where(nondecay.reshape(dw.shape), dw, 0.0).astype(jnp.float64)
     moments = jnp.stack([jnp.sum(d**k, axis=0) for k in (1, 2, 3, 4)], axis=1)
     zero = finite & ~decay & (dw == 0)
     return first, last, decay.sum(0), zero.sum(0), (~finite).sum(0), moments

@@ -230,8 +230,7 @@ class SeriesHists:
         """The histograms (len(series), blocks, W) of several series on the window of them all."""
         parts = [self.take(int(s)) for s in series]
         lo, hi = min(h.origin for h in parts), max(h.stop for h in parts)
-        parts = [h.window(lo, hi) for h in parts]
-        return LogHist(self.grid, *(np.stack([getattr(h, f) for h in parts]) for f in ("counts", "offsets", "under", "over")), lo)
+        return stack([h.window(lo, hi) for h in parts])
 
     def totals(self) -> np.ndarray:
         """(S,) each series' samples on the grid, over every block."""
@@ -266,6 +265,14 @@ class SeriesHists:
         self._same_layout(other)
         return SeriesHists(self.grid, self.origin, self.start, self.counts - other.counts, self.offsets - other.offsets,
                            self.under - other.under, self.over - other.over)
+
+
+def stack(hists: list[LogHist]) -> LogHist:
+    """The LogHists (one grid and window) stacked along a new leading axis."""
+    first = hists[0]
+    assert all(h.grid == first.grid and h.origin == first.origin and h.stop == first.stop for h in hists)
+    return LogHist(first.grid, *(np.stack([getattr(h, f) for h in hists]) for f in ("counts", "offsets", "under", "over")),
+                   first.origin)
 
 
 def _bins(x, valid, grid: Grid):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from socjax.analysis.loghist import Grid, LogHist, from_samples
+from socjax.analysis.loghist import Grid, LogHist, from_samples, stack
 
 
 def bounded_powerlaw(rng, gamma: float, a: float, b: float, n: int) -> np.ndarray:
@@ -74,8 +74,7 @@ def sample(shape: str, rng, n: int, **params) -> np.ndarray:
 def hist_blocks(x: np.ndarray, blocks: int = 8, grid: Grid = Grid()) -> LogHist:
     """The LogHist (blocks, bins) of samples split into `blocks` consecutive stretches, as
     `increments.stream` splits a trajectory in time."""
-    parts = [from_samples(p, grid) for p in np.array_split(np.asarray(x), blocks)]
-    return LogHist(grid, *(np.stack([getattr(h, f) for h in parts]) for f in ("counts", "offsets", "under", "over")))
+    return stack([from_samples(p, grid) for p in np.array_split(np.asarray(x), blocks)])
 
 
 def trajectory(rng, dw_abs: np.ndarray, decay_fraction: float, q: float) -> np.ndarray:
