@@ -101,7 +101,9 @@ def test_batched_summary_equals_the_one_by_one_evaluation(fitted, name):
             batched, _ = cutoff._intervals(kind, theta[kind], data, 1000, opt.grads[kind])
             for key in ("stderr", "stderr_batch_means"):
                 for p, v in one_by_one[key].items():
-                    np.testing.assert_allclose(batched[key][p], v, rtol=1e-7, err_msg=(kind, key, p))
+                    # both Hessians are central differences (step 1e-5) of gradients summed in another
+                    # order (vmapped): rounding over the step reaches 1.5e-7 (the huge outlier's ln tau)
+                    np.testing.assert_allclose(batched[key][p], v, rtol=1e-6, err_msg=(kind, key, p))
         for kind in cutoff.FAMILY:
             cut = kind != "power_law"
             ref = cutoff.log_probs(jnp.asarray(theta[kind]), *data.args(cut)[1:], cut, data.quad)

@@ -77,6 +77,42 @@ def test_binned_likelihood_equals_integrated_density(gamma, tau, beta, quad):
     np.testing.assert_allclose(got[near], (logm - np.logaddexp.reduce(logm))[near], rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("bins", ["log", "linear"])
+def test_closed_form_derivatives_equal_jax_second_derivatives(bins):
+    """`_nll_derivatives` (the Newton fits' value, gradient and Hessian in closed form, the tail
+    bin's through L(s, a, b)) against `_nll`, JAX's gradient of it and that gradient's central
+    differences, on log bins
+    (quadrature per bin) and linear ones (`wide_nodes`), at parameters with the cutoff below, in
+    and beyond the data, s = (1 - gamma)/beta from -40 to 15 (both sides of the split at
+    max(1, s + 1)); the padding bins beyond the tail, where ly passes 600 and is compressed, must
+    leak nothing into either."""
+    if bins == "log":
+        data = cutoff._Binned(np.arange(1.0, 301.0)[None, ::-1] * 10, np.log(GRID.edges()[400:701]))
+    else:
+        data = cutoff._Binned(np.arange(1.0, 61.0)[None, ::-1] * 10, np.log(1e-3 * np.arange(1, 62)))
+    lo, hi = data.lx[0], data.lx[int(np.argmax(data.tail))]
+    thetas = [(1.5, lo + 1.0, 2.0), (2.5, hi + 3.0, 0.5), (0.5, hi - 0.5, 3.0), (-2.0, hi - 1.0, 0.2),
+              (7.0, hi + 20.0, 0.2), (1.0, lo + 0.3, 1.0), (3.0, lo - 1.0, 8.0), (1.2, (lo + hi) / 2, 1.3)]
+    with jax.enable_x64(True):
+        args = data.args(True)
+        nodes = None if data.nodes is None else tuple(jnp.asarray(a) for a in data.nodes)
+        nll = lambda t: cutoff._nll(t, *args, True, data.quad, nodes)
+        closed = jax.jit(lambda t: cutoff._nll_derivatives(t, *args, data.quad, nodes))
+        grad = jax.jit(jax.grad(nll))
+        for theta in map(jnp.asarray, thetas):
+            v, g, h = closed(theta)
+            np.testing.assert_allclose(float(v), float(nll(theta)), rtol=1e-13)
+            g0 = np.asarray(grad(theta))
+            np.testing.assert_allclose(np.asarray(g), g0, rtol=1e-9, atol=1e-9 * np.abs(g0).max())
+            # the Hessian against central differences of JAX's gradient (JAX's own second
+            # derivatives take minutes to compile, and overflow where the tail bin of a cutoff far
+            # below the data holds e^-e^60 of the mass)
+            step = 1e-6 * np.maximum(1.0, np.abs(np.asarray(theta)))
+            diff = np.stack([(np.asarray(grad(theta + e)) - np.asarray(grad(theta - e))) / (2 * e.sum())
+                             for e in map(jnp.asarray, np.diag(step))])
+            np.testing.assert_allclose(np.asarray(h), diff, rtol=1e-5, atol=1e-7 * np.abs(diff).max())
+
+
 @pytest.mark.parametrize("gamma, tau, beta", [(1.5, 0.02, 2.0), (1.2, 3e-3, 1.0), (2.0, 0.01, 0.5), (0.5, 0.04, 3.0),
                                               (3.0, 0.2, 2.0)])
 def test_wide_bins_by_quadrature_on_parts_equal_the_exact_integrals(gamma, tau, beta):

@@ -111,11 +111,12 @@ def quad_log_bin_mass(theta, lx):
     gamma, ln_tau, beta = theta[0], theta[1], theta[2]
     xi, w = np.polynomial.legendre.leggauss(QUAD_NODES)
     half = (lx[1:] - lx[:-1]) / 2
-    u = (lx[1:] + lx[:-1])[:, None] / 2 + half[:, None] * xi[None, :]
+    # nodes (QUAD_NODES, B): reductions over the leading axis vectorise over the bins
+    u = (lx[1:] + lx[:-1])[None, :] / 2 + xi[:, None] * half[None, :]
     ly = beta * (u - ln_tau)
     ly = jnp.where(ly > 600.0, 600.0 + jnp.log1p(jnp.maximum(ly - 600.0, 0.0)), ly)  # as in log_bin_mass
-    f = (1.0 - gamma) * u - jnp.exp(ly) + jnp.log(w)[None, :]
-    return jax.scipy.special.logsumexp(f, axis=1) + jnp.log(half)
+    f = (1.0 - gamma) * u - jnp.exp(ly) + jnp.log(w)[:, None]
+    return jax.scipy.special.logsumexp(f, axis=0) + jnp.log(half)
 
 
 def wide_nodes(lx: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,6 +175,153 @@ def _nll(theta, counts, lx, support, tail, cutoff, quad, nodes=None):
     logm = jnp.where(support, model_log_mass(theta, lx, tail, cutoff, quad, nodes), -jnp.inf)
     logz = jax.scipy.special.logsumexp(logm)
     return -jnp.sum(jnp.where(support, counts * (logm - logz), 0.0))
+
+
+PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # the Hessian's upper triangle, as its components are kept
+
+
+def _node_terms(theta, u):
+    """The log integrand f = (1 - gamma) u - y (y = (e^u / tau)^beta, compressed above ly = 600 as
+    in `log_bin_mass`) at nodes u (any shape), without the quadrature weights, and its exact
+    derivatives in theta = (gamma, ln tau, beta): f, df (3 arrays like u), d2f (a dict over PAIRS
+    of the nonzero second derivatives). One array per component: XLA's CPU kernels are far
+    slower on trailing axes of 3."""
+    gamma, ln_tau, beta = theta[0], theta[1], theta[2]
+    v = u - ln_tau
+    raw = beta * v
+    far = raw > 600.0
+    ly = jnp.where(far, 600.0 + jnp.log1p(jnp.maximum(raw - 600.0, 0.0)), raw)
+    y = jnp.exp(ly)
+    yr = y * jnp.where(far, 1.0 / (1.0 + jnp.maximum(raw - 600.0, 0.0)), 1.0)  # y d ly / d raw
+    yc = jnp.where(far, 0.0, y)  # y (r^2 + d2 ly / d raw^2)
+    df = (-u, yr * beta, -yr * v)
+    d2f = {(1, 1): -yc * beta**2, (1, 2): yc * beta * v + yr, (2, 2): -yc * v**2}
+    return (1.0 - gamma) * u - y, df, d2f
+
+
+def _bin_moments(f, df, d2f, sum_bins, to_nodes, max_bins):
+    """log of each bin's sum of e^f over its nodes and that log's gradient (3 arrays (B,)) and
+    Hessian (a dict over PAIRS of arrays (B,)), from the nodes' f, df and d2f (`_node_terms`):
+    sum_bins sums nodes into bins, to_nodes spreads a bin's value to its nodes, max_bins is the
+    bins' maximum. The Hessian is the nodes' d2f averaged plus the covariance of their df, centred
+    before it is multiplied (within a narrow bin df hardly varies, and the uncentred second moment
+    would cancel to nothing)."""
+    top = max_bins(f)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    e = jnp.exp(f - to_nodes(top))
+    total = sum_bins(e)
+    q = e / to_nodes(jnp.where(total > 0, total, 1.0))
+    g = tuple(sum_bins(q * d) for d in df)
+    dev = tuple(d - to_nodes(gi) for d, gi in zip(df, g))
+    h = {(i, j): sum_bins(q * (dev[i] * dev[j] + d2f.get((i, j), 0.0))) for i, j in PAIRS}
+    return top + jnp.log(total), g, h
+
+
+def _quad_derivatives(theta, lx, quad, nodes, bins: int):
+    """`quad_log_bin_mass` (quad=True) or `node_log_bin_mass` (nodes) with their exact gradients
+    and Hessians in theta (`_bin_moments`), from the same nodes and weights."""
+    if quad:
+        xi, w = np.polynomial.legendre.leggauss(QUAD_NODES)
+        half = (lx[1:] - lx[:-1]) / 2
+        # nodes (QUAD_NODES, B): sums over the leading axis vectorise over the bins
+        u = (lx[1:] + lx[:-1])[None, :] / 2 + xi[:, None] * half[None, :]
+        log_w = np.log(w)[:, None] + jnp.log(half)[None, :]
+        sum_bins, to_nodes, max_bins = (lambda x: x.sum(0)), (lambda x: x[None, :]), (lambda x: x.max(0))
+    else:
+        u, log_w, b = nodes
+        sum_bins = lambda x: jax.ops.segment_sum(x, b, num_segments=bins, indices_are_sorted=True)
+        to_nodes = lambda x: x[b]
+        max_bins = lambda x: jax.ops.segment_max(x, b, num_segments=bins, indices_are_sorted=True)
+    f, df, d2f = _node_terms(theta, u)
+    return _bin_moments(f + log_w, df, d2f, sum_bins, to_nodes, max_bins)
+
+
+def _compressed(raw):
+    """ly as `log_bin_mass` takes it (compressed above 600), and its first and second derivatives in raw."""
+    far = raw > 600.0
+    t = jnp.maximum(raw - 600.0, 0.0)
+    return (jnp.where(far, 600.0 + jnp.log1p(t), raw), jnp.where(far, 1.0 / (1.0 + t), 1.0),
+            jnp.where(far, -1.0 / (1.0 + t) ** 2, 0.0))
+
+
+def _tail_derivatives(theta, lx2):
+    """The exactly integrated tail bin [e^lx2_0, e^lx2_1): `log_bin_mass`, with its exact gradient
+    (3,) and Hessian (3, 3) in theta. The mass is (1 - gamma) ln tau - ln beta + L(s, a, b), L
+    = `incgamma.log_bins` of s = (1 - gamma)/beta between the edges' ln y, a and b: only L's
+    first and second derivatives in s need the special functions (forward mode in s alone); its
+    derivatives in a and b are the integrand at the edges,
+
+        L_a = -exp(s a - e^a - L),  L_b = exp(s b - e^b - L),
+        L_aa = L_a (s - e^a - L_a),  L_bb = L_b (s - e^b - L_b),  L_ab = -L_a L_b,
+        L_sa = L_a (a - L_s),  L_sb = L_b (b - L_s),
+
+    and the rest is the chain rule through s(gamma, beta) and a, b (beta (lx - ln tau), compressed
+    as in `log_bin_mass`)."""
+    gamma, ln_tau, beta = theta[0], theta[1], theta[2]
+    s = (1.0 - gamma) / beta
+    ends = [_compressed(beta * (lx2[k] - ln_tau)) for k in (0, 1)]
+    a, b = ends[0][0], ends[1][0]
+    # the upper edge's own term is below e^-700 of the bin once y_b - y_a >= 800 (LN_FAR makes it
+    # so wherever the bin has mass), and its s-derivatives overflow to NaN for y_b near e^400: the
+    # bin is taken to y_a + 800 (or 2 y_a, where y_a + 800 rounds to y_a) then, equal to the last bit
+    ly = jnp.stack([a, jnp.minimum(b, jnp.maximum(jnp.logaddexp(a, np.log(800.0)), a + np.log(2.0)))])
+    big_l = lambda s_: incgamma.log_bins(s_, ly)[0]
+    (l0, l_s), (_, l_ss) = jax.jvp(lambda s_: jax.jvp(big_l, (s_,), (jnp.ones_like(s_),)), (s,), (jnp.ones_like(s),))
+    l_a = -jnp.exp(s * a - jnp.exp(a) - l0)
+    l_b = jnp.exp(s * b - jnp.exp(b) - l0)
+    m = jnp.array([[l_ss, l_a * (a - l_s), l_b * (b - l_s)],
+                   [l_a * (a - l_s), l_a * (s - jnp.exp(a) - l_a), -l_a * l_b],
+                   [l_b * (b - l_s), -l_a * l_b, l_b * (s - jnp.exp(b) - l_b)]])
+    zero = jnp.zeros_like(s)
+    # Jacobian rows: s, a, b in (gamma, ln tau, beta); and their Hessians
+    jac, curv = [jnp.stack([-1.0 / beta, zero, -s / beta])], [jnp.array([[zero, zero, 1.0 / beta**2],
+                                                                          [zero, zero, zero],
+                                                                          [1.0 / beta**2, zero, 2.0 * s / beta**2]])]
+    for k, (_, d1, d2) in enumerate(ends):
+        v = lx2[k] - ln_tau  # raw = beta v
+        draw = jnp.stack([zero, -beta, v])
+        raw2 = jnp.array([[zero, zero, zero], [zero, zero, -1.0 + zero], [zero, -1.0 + zero, zero]])
+        jac.append(d1 * draw)
+        curv.append(d2 * jnp.outer(draw, draw) + d1 * raw2)
+    jac = jnp.stack(jac)
+    value = (1.0 - gamma) * ln_tau - jnp.log(beta) + l0
+    grad = jnp.stack([-ln_tau, 1.0 - gamma, -1.0 / beta]) + jnp.stack([l_s, l_a, l_b]) @ jac
+    own = jnp.array([[zero, -1.0 + zero, zero], [-1.0 + zero, zero, zero], [zero, zero, 1.0 / beta**2]])
+    hess = own + jac.T @ m @ jac + l_s * curv[0] + l_a * curv[1] + l_b * curv[2]
+    return value, grad, hess
+
+
+def _nll_derivatives(theta, counts, lx, support, tail, quad, nodes=None):
+    """`_nll` of a cutoff model (the quadrature path: quad=True, or nodes) with its exact gradient
+    (3,) and Hessian (3, 3), for `newton.minimize`: from each bin's log mass, gradient and
+    Hessian (`_quad_derivatives`, the tail bin's by `_tail_derivatives`),
+
+        NLL = -sum_k c_k log m_k + n log Z,   Z = sum over the support of m_k,
+        grad = sum_k (n p_k - c_k) G_k,       p_k = m_k / Z,  Gbar = sum_k p_k G_k,
+        Hess = sum_k (n p_k - c_k) H_k + n sum_k p_k (G_k - Gbar)(G_k - Gbar)^T."""
+    bins = tail.shape[0]
+    logm, g, h = _quad_derivatives(theta, lx, quad, nodes, bins)
+    b = jnp.argmax(tail)
+    lt, gt, ht = _tail_derivatives(theta, jax.lax.dynamic_slice(lx, (b,), (2,)))
+    logm = jnp.where(support, jnp.where(tail, lt, logm), -jnp.inf)
+    logz = jax.scipy.special.logsumexp(logm)
+    p = jnp.exp(logm - logz)
+    c = jnp.where(support, counts, 0.0)
+    n = c.sum()
+    weight = n * p - c  # 0 outside the support
+    # a bin without counts or mass adds nothing, even where its derivatives overflow (e^-e^400 of
+    # mass beyond a cutoff far below it)
+    used, held = weight != 0, p > 0
+    g = [jnp.where(support, jnp.where(tail, gt[i], g[i]), 0.0) for i in range(3)]
+    gbar = [jnp.sum(jnp.where(held, p * gi, 0.0)) for gi in g]
+    dev = [gi - m for gi, m in zip(g, gbar)]
+    hess = jnp.zeros((3, 3), theta.dtype)
+    for i, j in PAIRS:
+        hij = jnp.where(tail, ht[i, j], h[i, j])
+        v = jnp.sum(jnp.where(used, weight * hij, 0.0)) + n * jnp.sum(jnp.where(held, p * dev[i] * dev[j], 0.0))
+        hess = hess.at[i, j].set(v).at[j, i].set(v)
+    value = -jnp.sum(jnp.where(support, c * (logm - logz), 0.0))
+    return value, jnp.stack([jnp.sum(jnp.where(used, weight * gi, 0.0)) for gi in g]), hess
 
 
 @partial(jax.jit, static_argnames=("cutoff", "quad"))
@@ -321,7 +469,17 @@ def _newton_batch(x0, free, cutoff, max_iter, counts, lx, support, tail, lower, 
             return jax.lax.cond(cutoff, lambda t: _nll(t, counts, lx, support, tail, True, quad, nodes),
                                 lambda t: _nll(t, counts, lx, support, tail, False, quad), theta) / n
 
-        return newton.minimize(f, x0, lower, upper, free=free, max_iter=max_iter, ftol=NEWTON_FTOL, gtol=NEWTON_GTOL)
+        def power_law(theta):  # one parameter and elementary functions: JAX's own derivatives
+            nll = lambda t: _nll(t, counts, lx, support, tail, False, quad)
+            return nll(theta), jax.grad(nll)(theta), jax.hessian(nll)(theta)
+
+        def derivatives(theta):  # exact: the cutoff models' in closed form (`_nll_derivatives`)
+            v, g, h = jax.lax.cond(cutoff, lambda t: _nll_derivatives(t, counts, lx, support, tail, quad, nodes),
+                                   power_law, theta)
+            return v / n, g / n, h / n
+
+        return newton.minimize(f, x0, lower, upper, free=free, max_iter=max_iter, ftol=NEWTON_FTOL, gtol=NEWTON_GTOL,
+                               derivatives=derivatives)
 
     return jax.vmap(one)(x0, counts, lx, support, tail, lower, upper, nodes)
 
