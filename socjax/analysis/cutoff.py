@@ -21,7 +21,8 @@ lognormal on [xmin, inf) is compared by Vuong's test. Fits are binned maximum li
 `LogHist`: bin probabilities are integrals of the density, by an 8-point Gauss-Legendre rule in
 ln x on narrow bins (`quad_log_bin_mass`) and exactly on the wide ones (`incgamma.log_bins`: the
 tail bin beyond the data, linear bins). The models of many series are optimised at once
-(`optimize_batch`: `newton.minimize`, vmapped over the series, float64), from the starts that
+(`optimize_batch`: `newton.minimize`, vmapped over the series, float64, with the NLL's gradient
+and Hessian in closed form, `_nll_derivatives`), from the starts that
 `optimize_sequential`, the reference (L-BFGS-B on the gradient from JAX, polished by Newton
 steps), uses for one; the Hessian (central differences of that gradient) is the Fisher
 information. A model that does not converge is listed in the fit's `unconverged`, and the

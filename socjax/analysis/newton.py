@@ -1,6 +1,6 @@
 """A compiled minimiser for the analysis's small, smooth maximum-likelihood problems: projected,
-damped Newton steps with JAX's exact gradient and a Hessian from its forward differences, inside
-box bounds, as one `lax.while_loop`, so a whole fit is one compiled call and `jax.vmap` fits many
+damped Newton steps with JAX's exact gradient and a Hessian from its forward differences (or the
+caller's own exact derivatives, `derivatives=`), inside box bounds, as one `lax.while_loop`, so a whole fit is one compiled call and `jax.vmap` fits many
 series at once.
 
 Each iteration: the gradient and Hessian at x; the variables at a bound whose gradient pushes
