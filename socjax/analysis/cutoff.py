@@ -110,14 +110,19 @@ def quad_log_bin_mass(theta, lx):
     twelfth of their cost. Far beyond the cutoff the relative error of the log grows (5e-6 at
     y = 200), where a bin holds e^-y of the mass. Returns (B,), float64."""
     gamma, ln_tau, beta = theta[0], theta[1], theta[2]
+    u, log_w, log_half = _quad_nodes(lx)
+    ly = _compressed(beta * (u - ln_tau))[0]  # as in log_bin_mass
+    f = (1.0 - gamma) * u - jnp.exp(ly) + log_w
+    return jax.scipy.special.logsumexp(f, axis=0) + log_half
+
+
+def _quad_nodes(lx):
+    """The Gauss-Legendre nodes of every bin of `quad_log_bin_mass`: u = ln x (QUAD_NODES, B)
+    (on the leading axis, so reductions over it vectorise over the bins), the rule's log weights
+    on [-1, 1] (QUAD_NODES, 1) and each bin's log half-width (B,)."""
     xi, w = np.polynomial.legendre.leggauss(QUAD_NODES)
     half = (lx[1:] - lx[:-1]) / 2
-    # nodes (QUAD_NODES, B): reductions over the leading axis vectorise over the bins
-    u = (lx[1:] + lx[:-1])[None, :] / 2 + xi[:, None] * half[None, :]
-    ly = beta * (u - ln_tau)
-    ly = jnp.where(ly > 600.0, 600.0 + jnp.log1p(jnp.maximum(ly - 600.0, 0.0)), ly)  # as in log_bin_mass
-    f = (1.0 - gamma) * u - jnp.exp(ly) + jnp.log(w)[:, None]
-    return jax.scipy.special.logsumexp(f, axis=0) + jnp.log(half)
+    return (lx[1:] + lx[:-1])[None, :] / 2 + xi[:, None] * half[None, :], np.log(w)[:, None], jnp.log(half)
 
 
 def wide_nodes(lx: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,6 +186,14 @@ def _nll(theta, counts, lx, support, tail, cutoff, quad, nodes=None):
 PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))  # the Hessian's upper triangle, as its components are kept
 
 
+def _compressed(raw):
+    """ly as `log_bin_mass` takes it (compressed above 600), and its first and second derivatives in raw."""
+    far = raw > 600.0
+    t = jnp.maximum(raw - 600.0, 0.0)
+    return (jnp.where(far, 600.0 + jnp.log1p(t), raw), jnp.where(far, 1.0 / (1.0 + t), 1.0),
+            jnp.where(far, -1.0 / (1.0 + t) ** 2, 0.0))
+
+
 def _node_terms(theta, u):
     """The log integrand f = (1 - gamma) u - y (y = (e^u / tau)^beta, compressed above ly = 600 as
     in `log_bin_mass`) at nodes u (any shape), without the quadrature weights, and its exact
@@ -190,11 +203,10 @@ def _node_terms(theta, u):
     gamma, ln_tau, beta = theta[0], theta[1], theta[2]
     v = u - ln_tau
     raw = beta * v
-    far = raw > 600.0
-    ly = jnp.where(far, 600.0 + jnp.log1p(jnp.maximum(raw - 600.0, 0.0)), raw)
+    ly, d1, _ = _compressed(raw)
     y = jnp.exp(ly)
-    yr = y * jnp.where(far, 1.0 / (1.0 + jnp.maximum(raw - 600.0, 0.0)), 1.0)  # y d ly / d raw
-    yc = jnp.where(far, 0.0, y)  # y (r^2 + d2 ly / d raw^2)
+    yr = y * d1  # y d ly / d raw
+    yc = jnp.where(raw > 600.0, 0.0, y)  # y ((d ly / d raw)^2 + d2 ly / d raw^2): 0 where compressed
     df = (-u, yr * beta, -yr * v)
     d2f = {(1, 1): -yc * beta**2, (1, 2): yc * beta * v + yr, (2, 2): -yc * v**2}
     return (1.0 - gamma) * u - y, df, d2f
@@ -222,11 +234,8 @@ def _quad_derivatives(theta, lx, quad, nodes, bins: int):
     """`quad_log_bin_mass` (quad=True) or `node_log_bin_mass` (nodes) with their exact gradients
     and Hessians in theta (`_bin_moments`), from the same nodes and weights."""
     if quad:
-        xi, w = np.polynomial.legendre.leggauss(QUAD_NODES)
-        half = (lx[1:] - lx[:-1]) / 2
-        # nodes (QUAD_NODES, B): sums over the leading axis vectorise over the bins
-        u = (lx[1:] + lx[:-1])[None, :] / 2 + xi[:, None] * half[None, :]
-        log_w = np.log(w)[:, None] + jnp.log(half)[None, :]
+        u, log_w, log_half = _quad_nodes(lx)
+        log_w = log_w + log_half[None, :]
         sum_bins, to_nodes, max_bins = (lambda x: x.sum(0)), (lambda x: x[None, :]), (lambda x: x.max(0))
     else:
         u, log_w, b = nodes
@@ -235,14 +244,6 @@ def _quad_derivatives(theta, lx, quad, nodes, bins: int):
         max_bins = lambda x: jax.ops.segment_max(x, b, num_segments=bins, indices_are_sorted=True)
     f, df, d2f = _node_terms(theta, u)
     return _bin_moments(f + log_w, df, d2f, sum_bins, to_nodes, max_bins)
-
-
-def _compressed(raw):
-    """ly as `log_bin_mass` takes it (compressed above 600), and its first and second derivatives in raw."""
-    far = raw > 600.0
-    t = jnp.maximum(raw - 600.0, 0.0)
-    return (jnp.where(far, 600.0 + jnp.log1p(t), raw), jnp.where(far, 1.0 / (1.0 + t), 1.0),
-            jnp.where(far, -1.0 / (1.0 + t) ** 2, 0.0))
 
 
 def _tail_derivatives(theta, lx2):

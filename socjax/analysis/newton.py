@@ -83,10 +83,9 @@ def minimize(f: Callable, x0, lower, upper, *args, free=None, max_iter: int = 10
         lam = jnp.maximum(0.0, -jnp.linalg.eigvalsh(h)[0]) * 1.01 + 1e-12 * jnp.abs(jnp.trace(h))
         d = -jnp.linalg.solve(h + lam * eye, gp)
         d = jnp.where(jnp.isfinite(d), d, 0.0)
-        # the predicted gain: below ftol, the full step alone is tried, and the loop ends
-        worth = -0.5 * jnp.dot(gp, d) >= ftol
-
         slope = jnp.dot(gp, d)  # f's slope along d at x (< 0 for a descent direction)
+        # the predicted gain: below ftol, the full step alone is tried, and the loop ends
+        worth = -0.5 * slope >= ftol
 
         # backtracking until f falls, at most LADDER trials: from the full step, each next length
         # the minimiser of the quadratic through f(x), the slope and the last trial, kept within
