@@ -1,7 +1,7 @@
 """The batched fits against the sequential ones: `cutoff.optimize_batch` (compiled Newton steps over
 all series at once) against `cutoff.optimize_sequential` (SciPy's L-BFGS-B per series, polished by
 Newton steps), on every synthetic shape and on degenerate series; `newton.minimize` on problems
-with known minima; the lognormal in natural parameters against its (mu, sigma) form."""
+with known minima, and `newton.minimize_many` against it; the lognormal in natural parameters against its (mu, sigma) form."""
 
 from __future__ import annotations
 
@@ -139,6 +139,40 @@ def test_newton_finds_known_minima_and_names_a_stopped_fit():
         short = newton.minimize(rosen, jnp.array([-1.2, 1.0]), jnp.array([-5.0, -5.0]), jnp.array([5.0, 5.0]), 1.0,
                                 max_iter=1)
         assert not bool(short.converged) and int(short.iterations) == 1
+
+
+@pytest.mark.parametrize("max_iter", [200, 5, 0])
+def test_minimize_many_takes_each_start_the_path_minimize_takes_alone(max_iter):
+    """`newton.minimize_many` (a pool of workers, each taking the next start when its own ends)
+    against `newton.minimize` vmapped over the same starts: a bumpy Rosenbrock valley per start,
+    some with a bound that holds; every field equal (the same trials, the same accepted points),
+    for pools of 1, 4 and 64 workers, for iteration limits that stop some or all starts, and with
+    padding left unfitted."""
+    def bumpy(x, a):
+        return (a - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2 + 0.1 * jnp.sin(3 * x[0]) ** 2
+
+    rng = np.random.default_rng(0)
+    r = 37
+    x0 = rng.uniform(-3, 3, (r, 2))
+    lo, hi = np.full((r, 2), -5.0), np.where(rng.uniform(size=(r, 2)) < 0.3, 0.5, 5.0)
+    a = rng.uniform(0.5, 2, r)
+    with jax.enable_x64(True):
+        ref = jax.jit(jax.vmap(lambda x0, lo, hi, a: newton.minimize(bumpy, x0, lo, hi, a, max_iter=max_iter,
+                                                                     gtol=1e-8)))(x0, lo, hi, a)
+        assert 0 < int(ref.converged.sum()) < r or max_iter == 0  # some starts end short of the minimum
+        for workers in (1, 4, 64):
+            got = jax.jit(lambda x0, lo, hi, a: newton.minimize_many(bumpy, x0, lo, hi, (a,), workers=workers,
+                                                                     max_iter=max_iter, gtol=1e-8))(x0, lo, hi, a)
+            for field in newton.Result._fields:
+                np.testing.assert_allclose(getattr(got, field), getattr(ref, field), rtol=1e-12, atol=1e-14,
+                                           err_msg=(workers, field))
+        part = jax.jit(lambda x0, lo, hi, a: newton.minimize_many(bumpy, x0, lo, hi, (a,), count=30, workers=8,
+                                                                  max_iter=max_iter, gtol=1e-8))(x0, lo, hi, a)
+        np.testing.assert_allclose(part.x[:30], ref.x[:30], rtol=1e-12, atol=1e-14)
+        np.testing.assert_array_equal(part.iterations[:30], ref.iterations[:30])
+        # the padding is left as it came: its start, no value, no iteration
+        np.testing.assert_array_equal(part.x[30:], np.clip(x0[30:], lo[30:], hi[30:]))
+        assert np.all(np.isinf(part.f[30:])) and not np.any(part.iterations[30:])
 
 
 def _lognormal_mu_sigma(counts, e, tail_end=None):

@@ -21,8 +21,8 @@ lognormal on [xmin, inf) is compared by Vuong's test. Fits are binned maximum li
 `LogHist`: bin probabilities are integrals of the density, by an 8-point Gauss-Legendre rule in
 ln x on narrow bins (`quad_log_bin_mass`) and exactly on the wide ones (`incgamma.log_bins`: the
 tail bin beyond the data, linear bins). The models of many series are optimised at once
-(`optimize_batch`: `newton.minimize`, vmapped over the series, float64, with the NLL's gradient
-and Hessian in closed form, `_nll_derivatives`), from the starts that
+(`optimize_batch`: `newton.minimize_many` over every start of every series, float64, with the
+NLL's gradient and Hessian in closed form, `_nll_derivatives`), from the starts that
 `optimize_sequential`, the reference (L-BFGS-B on the gradient from JAX, polished by Newton
 steps), uses for one; the Hessian (central differences of that gradient) is the Fisher
 information. A model that does not converge is listed in the fit's `unconverged`, and the
@@ -456,38 +456,34 @@ def _fit(kind: str, data: _Binned, starts) -> tuple[np.ndarray, float]:
 
 
 @partial(persistent, static_argnames=("quad",))
-def _newton_batch(x0, free, cutoff, max_iter, counts, lx, support, tail, lower, upper, nodes, *, quad: bool) -> newton.Result:
-    """One model fitted from R starts at once, each on its own series: x0 (R, 3) full thetas;
-    free (3,) bool: the model's free parameters; cutoff: bool, False for the pure power law;
-    max_iter: the Newton iterations each may take; counts (R, P), lx (R, P + 1), support and tail
-    (R, P), lower and upper (R, 3) bounds, nodes: `wide_nodes` (each (R, N)) or None. Returns `newton.Result` with a leading axis R, f the
-    NLL per sample. One compilation serves every model: `cutoff` is not batched, so it stays a
-    branch and only the model asked for is computed."""
+def _newton_batch(x0, free, cutoff, count, counts, lx, support, tail, lower, upper, nodes, *, quad: bool) -> newton.Result:
+    """One model fitted from R starts, each on its own series (`newton.minimize_many`, NEWTON_WORKERS
+    at a time): x0 (R, 3) full thetas; free (3,) bool: the model's free parameters; cutoff: bool,
+    False for the pure power law; count: the starts to fit (the rest pad R to a bucket); counts
+    (R, P), lx (R, P + 1), support and tail (R, P), lower and upper (R, 3) bounds, nodes:
+    `wide_nodes` (each (R, N)) or None. Returns `newton.Result` with a leading axis R, f the NLL
+    per sample. One compilation serves every model: `cutoff` is not batched, so it stays a branch
+    and only the model asked for is computed."""
 
-    def one(x0, counts, lx, support, tail, lower, upper, nodes):
-        n = counts.sum()
-
-        def f(theta):  # O(1) values: the tolerances are per sample
-            return jax.lax.cond(cutoff, lambda t: _nll(t, counts, lx, support, tail, True, quad, nodes),
-                                lambda t: _nll(t, counts, lx, support, tail, False, quad), theta) / n
+    def derivatives(theta, counts, lx, support, tail, nodes):
+        n = counts.sum()  # O(1) values: the tolerances are per sample
 
         def power_law(theta):  # one parameter and elementary functions: JAX's own derivatives
             nll = lambda t: _nll(t, counts, lx, support, tail, False, quad)
             return nll(theta), jax.grad(nll)(theta), jax.hessian(nll)(theta)
 
-        def derivatives(theta):  # exact: the cutoff models' in closed form (`_nll_derivatives`)
-            v, g, h = jax.lax.cond(cutoff, lambda t: _nll_derivatives(t, counts, lx, support, tail, quad, nodes),
-                                   power_law, theta)
-            return v / n, g / n, h / n
+        # exact: the cutoff models' in closed form (`_nll_derivatives`)
+        v, g, h = jax.lax.cond(cutoff, lambda t: _nll_derivatives(t, counts, lx, support, tail, quad, nodes),
+                               power_law, theta)
+        return v / n, g / n, h / n
 
-        return newton.minimize(f, x0, lower, upper, free=free, max_iter=max_iter, ftol=NEWTON_FTOL, gtol=NEWTON_GTOL,
-                               derivatives=derivatives)
-
-    return jax.vmap(one)(x0, counts, lx, support, tail, lower, upper, nodes)
+    return newton.minimize_many(None, x0, lower, upper, (counts, lx, support, tail, nodes), count=count, free=free,
+                                workers=NEWTON_WORKERS, max_iter=NEWTON_MAX_ITER, ftol=NEWTON_FTOL,
+                                gtol=NEWTON_GTOL, derivatives=derivatives)
 
 
 BUCKETS = (2, 16, 128)  # starts per compiled call are padded to one of these or to 2 BATCH
-ROUND_ITER = 12  # Newton iterations per call: the starts still going after it are resumed in a smaller bucket
+NEWTON_WORKERS = 64  # starts minimised at a time by `newton.minimize_many`
 
 
 def _bucket(r: int) -> int:
@@ -504,28 +500,17 @@ def _stack(datas: list["_Binned"], cutoff: bool) -> tuple:
 
 
 def _minimize_starts(kind: str, starts: np.ndarray, data: tuple[np.ndarray, ...], quad: bool) -> tuple[np.ndarray, ...]:
-    """Every start (S, K, 3) of one model minimised on its series (data: `_stack`'s rows, S),
-    as `newton.minimize` would take each alone with NEWTON_MAX_ITER iterations: the starts run in
-    rounds of ROUND_ITER iterations, and those still going after a round are resumed from where
-    they stopped (newton's state is x alone, so the path is the same) in the smallest bucket that
-    holds them: a batch is as slow as its slowest member, and a few slow starts no longer hold
-    all the others. Returns x (S, K, 3), f (S, K) per sample, converged (S, K)."""
+    """Every start (S, K, 3) of one model minimised on its series (data: `_stack`'s rows, S), as
+    `newton.minimize` would take each alone with NEWTON_MAX_ITER iterations, in one compiled call
+    (the starts padded to a bucket). Returns x (S, K, 3), f (S, K) per sample, converged (S, K)."""
     S, K = starts.shape[:2]
-    x, f = starts.reshape(S * K, 3).copy(), np.full(S * K, np.inf)
-    conv = np.zeros(S * K, bool)
-    row = np.repeat(np.arange(S), K)  # the series of each start
+    r = S * K
+    pad = np.concatenate([np.arange(r), np.zeros(_bucket(r) - r, int)])
+    row = np.repeat(np.arange(S), K)[pad]  # the series of each start
     free = jnp.asarray(np.isin(np.arange(3), FREE[kind]))
-    cut = jnp.asarray(kind != "power_law")
-    going, used = np.arange(S * K), 0
-    while going.size and used < NEWTON_MAX_ITER:
-        take = min(ROUND_ITER, NEWTON_MAX_ITER - used)
-        pad = np.concatenate([going, np.repeat(going[:1], _bucket(going.size) - going.size)])
-        res = jax.device_get(_newton_batch(jnp.asarray(x[pad]), free, cut, jnp.asarray(take),
-                                           *jax.tree.map(lambda d: jnp.asarray(d[row[pad]]), data), quad=quad))
-        n = going.size
-        x[going], f[going], conv[going] = res.x[:n], res.f[:n], res.converged[:n]
-        going, used = going[~res.ended[:n]], used + take
-    return x.reshape(S, K, 3), f.reshape(S, K), conv.reshape(S, K)
+    res = jax.device_get(_newton_batch(jnp.asarray(starts.reshape(r, 3)[pad]), free, jnp.asarray(kind != "power_law"),
+                                       jnp.asarray(r), *jax.tree.map(lambda d: jnp.asarray(d[row]), data), quad=quad))
+    return res.x[:r].reshape(S, K, 3), res.f[:r].reshape(S, K), res.converged[:r].reshape(S, K)
 
 
 def optimize_batch(datas: list["_Binned"], start_gammas) -> list[tuple[dict, dict, dict]]:

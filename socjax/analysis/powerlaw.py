@@ -271,24 +271,28 @@ def _lognormal_log_mass(p, v, tail, sub: int):
     return jnp.where(tail, exact, quad)
 
 
-def _lognormal_nll(p, counts, v, support, tail, sub):
+def _lognormal_log_probs(p, v, support, tail, sub):
     logm = jnp.where(support, _lognormal_log_mass(p, v, tail, sub), -jnp.inf)
-    logp = logm - jax.scipy.special.logsumexp(logm)
+    return logm - jax.scipy.special.logsumexp(logm)
+
+
+def _lognormal_nll(p, counts, v, support, tail, sub):
+    logp = _lognormal_log_probs(p, v, support, tail, sub)
     return -jnp.sum(jnp.where(support, counts * logp, 0.0)) / jnp.sum(counts)
 
 
-def _lognormal_fit(p0, counts, v, support, tail, sub):
-    res = newton.minimize(_lognormal_nll, p0, jnp.array([A_BOUNDS[0], C_BOUNDS[0]]),
-                          jnp.array([A_BOUNDS[1], C_BOUNDS[1]]), counts, v, support, tail, sub, max_iter=200,
-                          ftol=1e-15, gtol=1e-7)
-    logm = jnp.where(support, _lognormal_log_mass(res.x, v, tail, sub), -jnp.inf)
-    return res, logm - jax.scipy.special.logsumexp(logm)
-
-
 @partial(persistent, static_argnames=("sub",))
-def _lognormal_fit_batch(p0, counts, v, support, tail, *, sub):
-    """`_lognormal_fit` of a batch (a leading axis on every argument but `sub`; tail may be None)."""
-    return jax.vmap(lambda *a: _lognormal_fit(*a, sub))(p0, counts, v, support, tail)
+def _lognormal_fit_batch(p0, counts, v, support, tail, count, *, sub):
+    """The lognormal fitted to a batch (a leading axis on every argument but `sub` and `count`,
+    the rows to fit, the rest padding; tail may be None): `newton.minimize_many` from p0 (a, c),
+    then each bin's log probability at the optimum."""
+    r = p0.shape[0]
+    res = newton.minimize_many(lambda p, *data: _lognormal_nll(p, *data, sub), p0,
+                               jnp.broadcast_to(jnp.array([A_BOUNDS[0], C_BOUNDS[0]]), (r, 2)),
+                               jnp.broadcast_to(jnp.array([A_BOUNDS[1], C_BOUNDS[1]]), (r, 2)),
+                               (counts, v, support, tail), count=count, max_iter=200, ftol=1e-15, gtol=1e-7)
+    in_axes = (0, 0, 0, None if tail is None else 0, None)
+    return res, jax.vmap(_lognormal_log_probs, in_axes=in_axes)(res.x, v, support, tail, sub)
 
 
 def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray, bool]:
@@ -305,7 +309,7 @@ def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray,
 
 
 def _lognormal_inputs(counts, e, tail_end):
-    """(p0, padded counts, v, support, tail or None, sub) of `_lognormal_fit` for one fit."""
+    """(p0, padded counts, v, support, tail or None, sub) of `_lognormal_fit_batch` for one fit."""
     counts = np.asarray(counts, np.float64)
     b = counts.size
     ln_e = np.log(np.asarray(e, np.float64))
@@ -345,7 +349,8 @@ def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
             size = next((b for b in BATCH_SIZES if len(rows) <= b), -(-len(rows) // BATCH_SIZES[-1]) * BATCH_SIZES[-1])
             pad = rows + [rows[0]] * (size - len(rows))
             stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
-            res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), sub=sub))
+            res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), jnp.asarray(len(rows)),
+                                                          sub=sub))
             for q, r in enumerate(rows):
                 out[r] = (np.asarray(logp[q])[: np.asarray(items[r][0]).size], bool(res.converged[q]))
     return out
