@@ -483,7 +483,7 @@ def _newton_batch(x0, free, cutoff, count, counts, lx, support, tail, lower, upp
 
 
 BUCKETS = (2, 16, 128)  # starts per compiled call are padded to one of these or to 2 BATCH
-NEWTON_WORKERS = 64  # starts minimised at a time by `newton.minimize_many`
+NEWTON_WORKERS = 32  # starts minimised at a time by `newton.minimize_many` (128 series, 512 starts: 16, 32, 64, 128 workers took 2.6, 2.7, 3.4, 8.3 s: the last starts' tail)
 
 
 def _bucket(r: int) -> int:

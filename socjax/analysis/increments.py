@@ -245,14 +245,12 @@ def fit_distribution(h_blocks: LogHist, min_count: int = 1000, slope_tol: float 
 
 
 def fit_distributions(hists: list[LogHist], min_count: int = 1000, slope_tol: float = 0.1, progress=None) -> list[dict]:
-    """`fit_distribution` of each of `hists`, the models of all of them optimised together
-    (`cutoff.fit_many`: batched compiled calls); progress(k) after each k are done."""
-    outs, prepared, gammas = [], [], []
-    for h_blocks in hists:
-        out, sel = _range_fit(h_blocks, min_count)
-        outs.append(out)
-        prepared.append(None if sel is None else cutoff.prepare(h_blocks, sel, min_count))
-        gammas.append(None if sel is None else out["powerlaw"]["exponent"])
+    """`fit_distribution` of each of `hists`, the range fits' lognormals and block exponents
+    batched (`_range_fits`) and the models of all of them optimised together (`cutoff.fit_many`:
+    batched compiled calls); progress(k) after each k are done."""
+    outs, sels = _range_fits(hists, min_count)
+    prepared = [None if sel is None else cutoff.prepare(h, sel, min_count) for h, sel in zip(hists, sels)]
+    gammas = [None if sel is None else out["powerlaw"]["exponent"] for out, sel in zip(outs, sels)]
     models = cutoff.fit_many(prepared, gammas, slope_tol, min_count, progress=progress)
     for out, model in zip(outs, models):
         if "powerlaw" in out and out["powerlaw"] is not None:
@@ -261,34 +259,45 @@ def fit_distributions(hists: list[LogHist], min_count: int = 1000, slope_tol: fl
     return outs
 
 
-def _range_fit(h_blocks: LogHist, min_count: int) -> tuple[dict, int | None]:
-    """The bounded power-law range of one distribution (blocks, bins): (the fit's dict so far,
-    the range's first edge, or None when no range qualifies)."""
-    h = h_blocks.sum(0)
-    total = float(h.counts.sum())
-    out: dict = dict(n=int(total))
-    # "intermediate |dw|": the range must hold a tenth of the increments. By KS alone, with 2e7
-    # increments, a decade in the far tail holding 0.02% of them can win, and there a lognormal's
-    # tail passes for a power law (17% of synthetic lognormal sets were called power laws)
-    need = max(min_count, int(np.ceil(INTERMEDIATE_SHARE * total)))
-    sel = powerlaw.select_range(h, min_count=need)
-    if sel is None:
-        out["powerlaw"] = out["model"] = None
-        out["note"] = f"no range of at least one decade holds {need} samples"
-        return out, None
-    i, j = sel
-    pl = powerlaw.fit(h, i, j)
+def _range_fits(hists: list[LogHist], min_count: int) -> tuple[list[dict], list[int | None]]:
+    """The bounded power-law range of each distribution (blocks, bins): (the fit's dict so far,
+    the range's first edge, or None when no range qualifies), per distribution."""
+    outs, found = [], []
+    for h_blocks in hists:
+        h = h_blocks.sum(0)
+        total = float(h.counts.sum())
+        out: dict = dict(n=int(total))
+        # "intermediate |dw|": the range must hold a tenth of the increments. By KS alone, with 2e7
+        # increments, a decade in the far tail holding 0.02% of them can win, and there a lognormal's
+        # tail passes for a power law (17% of synthetic lognormal sets were called power laws)
+        need = max(min_count, int(np.ceil(INTERMEDIATE_SHARE * total)))
+        sel = powerlaw.select_range(h, min_count=need)
+        if sel is None:
+            out["powerlaw"] = out["model"] = None
+            out["note"] = f"no range of at least one decade holds {need} samples"
+        else:
+            found.append((h_blocks, h, *sel))
+        outs.append(out)
+    fits = powerlaw.fit_many([(h, i, j) for _, h, i, j in found])
     # batch means over time blocks: increments are autocorrelated, so the Fisher stderr (which
     # assumes independence) can be too small; the spread of per-block exponents is not
-    alphas = powerlaw.fit_range_blocks(h_blocks, i, j)
-    blocks = h_blocks.counts.shape[0]
-    ok = np.isfinite(alphas) & (h_blocks.counts[:, i:j].sum(1) >= min_count / blocks)
-    se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
-    se = max(pl.stderr, se_bm) if np.isfinite(se_bm) else pl.stderr
-    tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
-    out["powerlaw"] = dict(pl.to_json(), stderr_batch_means=se_bm, blocks=int(ok.sum()),
-                           ci95=[pl.exponent - tq * se, pl.exponent + tq * se])
-    return out, i
+    block_alphas = powerlaw.fit_range_blocks_many([(h_blocks, i, j) for h_blocks, _, i, j in found])
+    done = iter(zip(found, fits, block_alphas))
+    sels: list[int | None] = []
+    for out in outs:
+        if "powerlaw" in out:
+            sels.append(None)
+            continue
+        (h_blocks, _, i, j), pl, alphas = next(done)
+        blocks = h_blocks.counts.shape[0]
+        ok = np.isfinite(alphas) & (h_blocks.counts[:, i:j].sum(1) >= min_count / blocks)
+        se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
+        se = max(pl.stderr, se_bm) if np.isfinite(se_bm) else pl.stderr
+        tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
+        out["powerlaw"] = dict(pl.to_json(), stderr_batch_means=se_bm, blocks=int(ok.sum()),
+                               ci95=[pl.exponent - tq * se, pl.exponent + tq * se])
+        sels.append(i)
+    return outs, sels
 
 
 def scales(st: IncrementStats) -> np.ndarray:

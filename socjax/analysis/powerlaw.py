@@ -115,16 +115,39 @@ def fit_range(h: LogHist, i, j):
         return tuple(np.asarray(o) for o in out)
 
 
-_fit_ranges_blocks = jax.jit(jax.vmap(_fit_ranges, in_axes=(0, 0, None, None, None)))
+@jax.jit
+def _range_exponents(n, sum_u, a, w):
+    """alpha of `_fit_ranges` from a range's sufficient statistics (any equal shapes): its count
+    n, the sum of ln x over it, ln of its first edge a and its width w in ln x."""
+    vbar = sum_u / jnp.maximum(n, 1) - a
+    return 1.0 + _solve_s(jnp.clip(vbar / w, 1e-12, 1 - 1e-12)) / w
 
 
 def fit_range_blocks(h_blocks: LogHist, i: int, j: int) -> np.ndarray:
     """(blocks,) alpha of the range [edge i, edge j) fitted to each time block of h_blocks (blocks, bins)."""
+    return fit_range_blocks_many([(h_blocks, i, j)])[0]
+
+
+def fit_range_blocks_many(items) -> list[np.ndarray]:
+    """`fit_range_blocks` of each (h_blocks, i, j) of `items`, in one compiled call (the blocks of
+    all of them padded to a power of two)."""
+    stats = []
+    for h, i, j in items:
+        g = h.grid
+        k = np.arange(h.origin + i, h.origin + j)  # the range's bins on the grid
+        lnx = (g.lo + k / g.bins_per_decade) * LN10  # ln of their left edges
+        n = h.counts[:, i:j].sum(1)
+        sum_u = (h.counts[:, i:j] * lnx + h.offsets[:, i:j] * (LN10 / g.bins_per_decade)).sum(1)
+        a, b = (g.lo + (h.origin + np.array([i, j])) / g.bins_per_decade) * LN10
+        stats.append(np.stack([n, sum_u, np.full(n.shape, a), np.full(n.shape, b - a)]))
+    if not stats:
+        return []
+    flat = np.concatenate(stats, axis=1)
+    size = 1 << int(np.ceil(np.log2(max(flat.shape[1], 16))))
+    flat = np.pad(flat, ((0, 0), (0, size - flat.shape[1])), constant_values=1.0)
     with jax.enable_x64(True):
-        pre = [_prefix(h_blocks.take(b)) for b in range(h_blocks.counts.shape[0])]
-        cum_n, cum_u = (jnp.asarray(np.stack([p[k] for p in pre])) for k in (0, 1))
-        out = _fit_ranges_blocks(cum_n, cum_u, jnp.asarray(pre[0][2]), jnp.atleast_1d(i), jnp.atleast_1d(j))
-        return np.asarray(out[0])[:, 0]
+        alpha = np.asarray(_range_exponents(*(jnp.asarray(r) for r in flat)))
+    return np.split(alpha[: sum(s.shape[1] for s in stats)], np.cumsum([s.shape[1] for s in stats])[:-1])
 
 
 @dataclass
@@ -190,16 +213,25 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
 
 def fit(h: LogHist, i: int, j: int) -> PowerLawFit:
     """The bounded power law on [edge i, edge j), with likelihood-ratio tests on the same range."""
-    alpha, stderr, n, ks = (float(v[0]) for v in fit_range(h, i, j))
-    edges = h.edges()
-    counts = h.counts[i:j]
-    e = edges[i : j + 1]
-    logp_pl = _binned_logp_powerlaw(e, alpha)
-    lr_exp, p_exp = vuong(counts, logp_pl, _fit_binned(counts, e, _logp_exponential, [None]))
-    logp_ln, ln_converged = fit_lognormal(counts, e)
-    lr_ln, p_ln = vuong(counts, logp_pl, logp_ln) if ln_converged else (float("nan"), float("nan"))
-    return PowerLawFit(alpha, stderr, float(e[0]), float(e[-1]), int(round(n)), ks,
-                       float((j - i) / h.grid.bins_per_decade), lr_exp, p_exp, lr_ln, p_ln)
+    return fit_many([(h, i, j)])[0]
+
+
+def fit_many(items) -> list[PowerLawFit]:
+    """`fit` of each (h, i, j) of `items`, their lognormals fitted together (`fit_lognormal_many`)."""
+    ranges = []
+    for h, i, j in items:
+        alpha, stderr, n, ks = (float(v[0]) for v in fit_range(h, i, j))
+        counts, e = h.counts[i:j], h.edges()[i : j + 1]
+        ranges.append((alpha, stderr, n, ks, counts, e, _binned_logp_powerlaw(e, alpha),
+                       float((j - i) / h.grid.bins_per_decade)))
+    lognormals = fit_lognormal_many([(r[4], r[5], None) for r in ranges])
+    out = []
+    for (alpha, stderr, n, ks, counts, e, logp_pl, width), (logp_ln, ln_converged) in zip(ranges, lognormals):
+        lr_exp, p_exp = vuong(counts, logp_pl, _fit_binned(counts, e, _logp_exponential, [None]))
+        lr_ln, p_ln = vuong(counts, logp_pl, logp_ln) if ln_converged else (float("nan"), float("nan"))
+        out.append(PowerLawFit(alpha, stderr, float(e[0]), float(e[-1]), int(round(n)), ks, width,
+                               lr_exp, p_exp, lr_ln, p_ln))
+    return out
 
 
 def _binned_logp_powerlaw(e, alpha):
