@@ -456,67 +456,67 @@ def _fit(kind: str, data: _Binned, starts) -> tuple[np.ndarray, float]:
 
 
 @partial(persistent, static_argnames=("quad",))
-def _newton_batch(x0, free, cutoff, count, counts, lx, support, tail, lower, upper, nodes, *, quad: bool) -> newton.Result:
-    """One model fitted from R starts, each on its own series (`newton.minimize_many`, NEWTON_WORKERS
-    at a time): x0 (R, 3) full thetas; free (3,) bool: the model's free parameters; cutoff: bool,
-    False for the pure power law; count: the starts to fit (the rest pad R to a bucket); counts
-    (R, P), lx (R, P + 1), support and tail (R, P), lower and upper (R, 3) bounds, nodes:
-    `wide_nodes` (each (R, N)) or None. Returns `newton.Result` with a leading axis R, f the NLL
-    per sample. One compilation serves every model: `cutoff` is not batched, so it stays a branch
-    and only the model asked for is computed."""
+def _newton_batch(x0, row, free, cutoff, count, lower, upper, counts, lx, support, tail, nodes, *,
+                  quad: bool) -> newton.Result:
+    """One model fitted from R starts, start r on series row[r] (`newton.minimize_many`,
+    NEWTON_WORKERS at a time): x0 (R, 3) full thetas; free (3,) bool: the model's free
+    parameters; cutoff: bool, False for the pure power law; count: the starts to fit (the rest
+    pad R); lower and upper (R, 3) bounds; the series' counts (S, P), lx (S, P + 1), support and
+    tail (S, P), nodes: `wide_nodes` (each (S, N)) or None. Returns `newton.Result` with a leading
+    axis R, f the NLL per sample. One compilation serves every model and number of starts: `cutoff`
+    is not batched, so it stays a branch and only the model asked for is computed, and the cost
+    follows the workers and the starts fitted, not R."""
 
-    def derivatives(theta, counts, lx, support, tail, nodes):
-        n = counts.sum()  # O(1) values: the tolerances are per sample
+    def derivatives(theta, r):
+        c, x, sup, t, nod = jax.tree.map(lambda a: a[r], (counts, lx, support, tail, nodes))
+        n = c.sum()  # O(1) values: the tolerances are per sample
 
         def power_law(theta):  # one parameter and elementary functions: JAX's own derivatives
-            nll = lambda t: _nll(t, counts, lx, support, tail, False, quad)
+            nll = lambda th: _nll(th, c, x, sup, t, False, quad)
             return nll(theta), jax.grad(nll)(theta), jax.hessian(nll)(theta)
 
         # exact: the cutoff models' in closed form (`_nll_derivatives`)
-        v, g, h = jax.lax.cond(cutoff, lambda t: _nll_derivatives(t, counts, lx, support, tail, quad, nodes),
-                               power_law, theta)
+        v, g, h = jax.lax.cond(cutoff, lambda th: _nll_derivatives(th, c, x, sup, t, quad, nod), power_law, theta)
         return v / n, g / n, h / n
 
-    return newton.minimize_many(None, x0, lower, upper, (counts, lx, support, tail, nodes), count=count, free=free,
-                                workers=NEWTON_WORKERS, max_iter=NEWTON_MAX_ITER, ftol=NEWTON_FTOL,
-                                gtol=NEWTON_GTOL, derivatives=derivatives)
+    return newton.minimize_many(None, x0, lower, upper, (row,), count=count, free=free, workers=NEWTON_WORKERS,
+                                max_iter=NEWTON_MAX_ITER, ftol=NEWTON_FTOL, gtol=NEWTON_GTOL,
+                                derivatives=derivatives)
 
 
-BUCKETS = (2, 16, 128)  # starts per compiled call are padded to one of these or to 2 BATCH
 NEWTON_WORKERS = 32  # starts minimised at a time by `newton.minimize_many` (128 series, 512 starts: 16, 32, 64, 128 workers took 2.6, 2.7, 3.4, 8.3 s: the last starts' tail)
 
 
-def _bucket(r: int) -> int:
-    return next((b for b in BUCKETS if r <= b), 2 * BATCH)
-
-
 def _stack(datas: list["_Binned"], cutoff: bool) -> tuple:
-    """The data arguments of `_newton_batch` (counts, lx, support, tail, lower, upper, nodes),
-    one row per series."""
-    nodes = None if datas[0].nodes is None else tuple(np.stack([d.nodes[k] for d in datas]) for k in range(3))
-    return (np.stack([d.counts for d in datas]), np.stack([d.lx for d in datas]), np.stack([d.mask(cutoff) for d in datas]),
-            np.stack([d.tail for d in datas]), np.stack([np.array(d.bounds)[:, 0] for d in datas]),
-            np.stack([np.array(d.bounds)[:, 1] for d in datas]), nodes)
+    """The series' data of `_newton_batch` (counts, lx, support, tail, nodes), one row per series,
+    padded to BATCH rows (repeating the first), and their bounds (lower, upper), one row per series."""
+    rows = list(range(len(datas))) + [0] * (BATCH - len(datas))
+    stack = lambda f: np.stack([f(datas[r]) for r in rows])
+    nodes = None if datas[0].nodes is None else tuple(stack(lambda d: d.nodes[k]) for k in range(3))
+    return ((stack(lambda d: d.counts), stack(lambda d: d.lx), stack(lambda d: d.mask(cutoff)), stack(lambda d: d.tail),
+             nodes), (stack(lambda d: np.array(d.bounds)[:, 0]), stack(lambda d: np.array(d.bounds)[:, 1])))
 
 
-def _minimize_starts(kind: str, starts: np.ndarray, data: tuple[np.ndarray, ...], quad: bool) -> tuple[np.ndarray, ...]:
-    """Every start (S, K, 3) of one model minimised on its series (data: `_stack`'s rows, S), as
+def _minimize_starts(kind: str, starts: np.ndarray, data: tuple, quad: bool) -> tuple[np.ndarray, ...]:
+    """Every start (S, K, 3) of one model minimised on its series (data: `_stack`'s), as
     `newton.minimize` would take each alone with NEWTON_MAX_ITER iterations, in one compiled call
-    (the starts padded to a bucket). Returns x (S, K, 3), f (S, K) per sample, converged (S, K)."""
+    (the starts padded to 2 BATCH). Returns x (S, K, 3), f (S, K) per sample, converged (S, K)."""
     S, K = starts.shape[:2]
     r = S * K
-    pad = np.concatenate([np.arange(r), np.zeros(_bucket(r) - r, int)])
+    pad = np.concatenate([np.arange(r), np.zeros(2 * BATCH - r, int)])
     row = np.repeat(np.arange(S), K)[pad]  # the series of each start
+    series, (lower, upper) = data
     free = jnp.asarray(np.isin(np.arange(3), FREE[kind]))
-    res = jax.device_get(_newton_batch(jnp.asarray(starts.reshape(r, 3)[pad]), free, jnp.asarray(kind != "power_law"),
-                                       jnp.asarray(r), *jax.tree.map(lambda d: jnp.asarray(d[row]), data), quad=quad))
+    res = jax.device_get(_newton_batch(jnp.asarray(starts.reshape(r, 3)[pad]), jnp.asarray(row), free,
+                                       jnp.asarray(kind != "power_law"), jnp.asarray(r), jnp.asarray(lower[row]),
+                                       jnp.asarray(upper[row]), *jax.tree.map(jnp.asarray, series), quad=quad))
     return res.x[:r].reshape(S, K, 3), res.f[:r].reshape(S, K), res.converged[:r].reshape(S, K)
 
 
 def optimize_batch(datas: list["_Binned"], start_gammas) -> list[tuple[dict, dict, dict]]:
     """Every model of the family fitted to each of `datas` (one bin count and quad flag), as
-    `optimize_sequential` does for one, by `newton.minimize` over all series and starts at once
-    (`_minimize_starts`): per series (theta, nll, converged), dicts over FAMILY; of several
+    `optimize_sequential` does for one, by `newton.minimize_many` over all series and starts at
+    once (`_minimize_starts`): per series (theta, nll, converged), dicts over FAMILY; of several
     starts, the lowest NLL is kept."""
     s = len(datas)
     quad = datas[0].quad

@@ -364,27 +364,29 @@ def _lognormal_inputs(counts, e, tail_end):
     return p0, pad(counts), v, pad(np.ones(n_bins, bool)), tail, sub
 
 
-BATCH_SIZES = (1, 16, 64, 256)  # lognormal fits per compiled call are padded to one of these (or a multiple of the last)
+LOGNORMAL_BATCH = 256  # lognormal fits per compiled call, padded (`newton.minimize_many` costs what the fits
+# cost, not the padding: one program serves every number of fits)
 
 
 def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
     """`fit_lognormal` of each (counts, e, tail_end) of `items`, those of one padded size, tail
-    flag and quadrature in one vmapped compiled call (series padded to one of BATCH_SIZES by
-    repeating the first, so a process compiles few programs)."""
+    flag and quadrature in compiled calls of LOGNORMAL_BATCH (padded by repeating the first, so a
+    process compiles one program per shape)."""
     inputs = [_lognormal_inputs(*it) for it in items]
     groups: dict = {}
     for r, x in enumerate(inputs):
         groups.setdefault((x[1].size, x[4] is None, x[5]), []).append(r)
     out: list = [None] * len(items)
     with jax.enable_x64(True):
-        for (_, no_tail, sub), rows in groups.items():
-            size = next((b for b in BATCH_SIZES if len(rows) <= b), -(-len(rows) // BATCH_SIZES[-1]) * BATCH_SIZES[-1])
-            pad = rows + [rows[0]] * (size - len(rows))
-            stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
-            res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)), jnp.asarray(len(rows)),
-                                                          sub=sub))
-            for q, r in enumerate(rows):
-                out[r] = (np.asarray(logp[q])[: np.asarray(items[r][0]).size], bool(res.converged[q]))
+        for (_, no_tail, sub), group in groups.items():
+            for c in range(0, len(group), LOGNORMAL_BATCH):
+                rows = group[c : c + LOGNORMAL_BATCH]
+                pad = rows + [rows[0]] * (LOGNORMAL_BATCH - len(rows))
+                stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
+                res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)),
+                                                              jnp.asarray(len(rows)), sub=sub))
+                for q, r in enumerate(rows):
+                    out[r] = (np.asarray(logp[q])[: np.asarray(items[r][0]).size], bool(res.converged[q]))
     return out
 
 
