@@ -262,7 +262,7 @@ def fit_distributions(hists: list[LogHist], min_count: int = 1000, slope_tol: fl
 def _range_fits(hists: list[LogHist], min_count: int) -> tuple[list[dict], list[int | None]]:
     """The bounded power-law range of each distribution (blocks, bins): (the fit's dict so far,
     the range's first edge, or None when no range qualifies), per distribution."""
-    outs, found = [], []
+    outs, sels, found = [], [], []
     for h_blocks in hists:
         h = h_blocks.sum(0)
         total = float(h.counts.sum())
@@ -276,19 +276,14 @@ def _range_fits(hists: list[LogHist], min_count: int) -> tuple[list[dict], list[
             out["powerlaw"] = out["model"] = None
             out["note"] = f"no range of at least one decade holds {need} samples"
         else:
-            found.append((h_blocks, h, *sel))
+            found.append((h_blocks, h, *sel, out))
         outs.append(out)
-    fits = powerlaw.fit_many([(h, i, j) for _, h, i, j in found])
+        sels.append(None if sel is None else sel[0])
+    fits = powerlaw.fit_many([(h, i, j) for _, h, i, j, _ in found])
     # batch means over time blocks: increments are autocorrelated, so the Fisher stderr (which
     # assumes independence) can be too small; the spread of per-block exponents is not
-    block_alphas = powerlaw.fit_range_blocks_many([(h_blocks, i, j) for h_blocks, _, i, j in found])
-    done = iter(zip(found, fits, block_alphas))
-    sels: list[int | None] = []
-    for out in outs:
-        if "powerlaw" in out:
-            sels.append(None)
-            continue
-        (h_blocks, _, i, j), pl, alphas = next(done)
+    block_alphas = powerlaw.fit_range_blocks_many([(h_blocks, i, j) for h_blocks, _, i, j, _ in found])
+    for (h_blocks, _, i, j, out), pl, alphas in zip(found, fits, block_alphas):
         blocks = h_blocks.counts.shape[0]
         ok = np.isfinite(alphas) & (h_blocks.counts[:, i:j].sum(1) >= min_count / blocks)
         se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
@@ -296,7 +291,6 @@ def _range_fits(hists: list[LogHist], min_count: int) -> tuple[list[dict], list[
         tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
         out["powerlaw"] = dict(pl.to_json(), stderr_batch_means=se_bm, blocks=int(ok.sum()),
                                ci95=[pl.exponent - tq * se, pl.exponent + tq * se])
-        sels.append(i)
     return outs, sels
 
 

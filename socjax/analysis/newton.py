@@ -185,21 +185,19 @@ def minimize_many(f: Callable | None, x0, lower, upper, data=(), *, count=None, 
     free = jnp.ones(P, bool) if free is None else jnp.asarray(free)
     full = jax.vmap(_with_derivatives(f, derivatives, fd_step))
     direction = jax.vmap(_direction, in_axes=(0, 0, 0, 0, 0, None, None))
-    row = lambda a, t: a[t]
 
-    def assign(task, fresh, nxt, idle):
-        # idle workers take the next starts in order
-        rank = jnp.cumsum(idle) - 1
-        new = nxt + rank
+    def assign(task, nxt, idle):
+        # idle workers take the next starts in order: (tasks, which workers start afresh, next start)
+        new = nxt + jnp.cumsum(idle) - 1
         take = idle & (new < count)
-        return jnp.where(idle, jnp.where(take, new, -1), task), take | (fresh & ~idle), jnp.minimum(nxt + idle.sum(), count)
+        return jnp.where(idle, jnp.where(take, new, -1), task), take, jnp.minimum(nxt + idle.sum(), count)
 
     def body(c):
         s, out, nxt = c
         t = jnp.maximum(s.task, 0)
         lo, hi = lower[t], upper[t]
         cand = jnp.clip(jnp.where(s.fresh[:, None], x0[t], s.x + s.step[:, None] * s.d), lo, hi)
-        fc, gc, hc = full(cand, *jax.tree.map(lambda a: row(a, t), data))
+        fc, gc, hc = full(cand, *jax.tree.map(lambda a: a[t], data))
         # the line search's trial (fresh workers: their start, always taken)
         k = s.k + 1
         found = jnp.isfinite(fc) & (fc < s.fx)
@@ -223,11 +221,10 @@ def minimize_many(f: Callable | None, x0, lower, upper, data=(), *, count=None, 
         d, slope, worth = direction(x, g, h, lo, hi, free, ftol)
         again = take & ~end
         step = jnp.where(again, 1.0, jnp.where(searching, _shorter(fc, s.fx, s.slope, s.step), s.step))
-        s = _Slots(s.task, jnp.zeros_like(s.fresh), x, fx, g, h, jnp.where(again[:, None], d, s.d),
-                   jnp.where(again, slope, s.slope), jnp.where(again, worth, s.worth), step,
-                   jnp.where(again, 0, k), it)
-        task, fresh, nxt = assign(s.task, s.fresh, nxt, end | ~active)
-        return s._replace(task=task, fresh=fresh), out, nxt
+        task, fresh, nxt = assign(s.task, nxt, end | ~active)
+        s = _Slots(task, fresh, x, fx, g, h, jnp.where(again[:, None], d, s.d), jnp.where(again, slope, s.slope),
+                   jnp.where(again, worth, s.worth), step, jnp.where(again, 0, k), it)
+        return s, out, nxt
 
     first = jnp.arange(W)
     task = jnp.where(first < count, first, -1)
