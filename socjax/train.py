@@ -114,11 +114,15 @@ def init_state(key: jax.Array, cfg: ModelConfig, with_stats: bool = False, opt: 
     return TrainState(params, opt_state, order_key, jnp.zeros((), jnp.int32), stats)
 
 
+# one jitted function for the process: a second call with the same configuration and number of
+# seeds reuses its compiled program (a jit made per call traced and looked it up again each time)
+_init_many = jax.jit(jax.vmap(init_state, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3))
+
+
 def init_runs(seeds, cfg: ModelConfig, with_stats: bool = False, opt: OptimizerConfig = SGD) -> TrainState:
     """Initial states of several runs, stacked on a leading axis: one per seed in `seeds`."""
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
-    return jax.jit(jax.vmap(init_state, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3))(
-        keys, cfg, with_stats, opt)
+    return _init_many(keys, cfg, with_stats, opt)
 
 
 def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:

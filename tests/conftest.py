@@ -44,14 +44,9 @@ def mini():
     return data.decode(data.load_embedded())
 
 
-@pytest.fixture(scope="session")
-def analysed(tmp_path_factory):
-    """A small run (784-16-12-10 on 400 images) with a recording window and --weight-stats, analysed
-    and pruned twice (the default prune/ and a second output directory), as the experiments
-    publish theirs."""
+def _build_analysed(run: Path) -> None:
     from test_cli import main
 
-    run = tmp_path_factory.mktemp("analysed") / "run"
     assert main(["train", "--preset", "smoke", "--out", str(run), "--hidden", "16", "12", "--train-limit", "400",
                  "--seeds", "2", "--epochs", "16", "--record-epochs", "6", "--record-windows", "2", "--window-epochs",
                  "6", "--weight-stats", "--track", "4", "--no-progress"]) == 0
@@ -59,4 +54,30 @@ def analysed(tmp_path_factory):
     for out in ([], ["--out", str(run / "prune_global"), "--scope", "global"]):
         assert main(["prune", str(run), "--sparsities", "0,0.5", "--draws", "1", "--finetune-epochs", "0",
                      "--no-progress", *out]) == 0
-    return run
+
+
+@pytest.fixture(scope="session")
+def analysed(tmp_path_factory, worker_id):
+    """A small run (784-16-12-10 on 400 images) with a recording window and --weight-stats, analysed
+    and pruned twice (the default prune/ and a second output directory), as the experiments
+    publish theirs. Built once for the whole suite: the first worker process to need it builds it
+    in the workers' shared temporary directory while it holds a lock (pytest-xdist's recipe), and
+    every process gets its own copy, so a test in one process never sees another's use of it
+    (its files name the shared directory as the run's path)."""
+    import fcntl
+    import shutil
+
+    mine = tmp_path_factory.mktemp("analysed") / "run"
+    if worker_id == "master":  # -n 0: one process, nothing to share
+        _build_analysed(mine)
+        return mine
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of this session
+    shared, done = root / "analysed" / "run", root / "analysed" / "done"
+    with open(root / "analysed.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process ends
+        if not done.exists():
+            shutil.rmtree(shared.parent, ignore_errors=True)  # what a worker that failed left
+            shared.parent.mkdir()
+            _build_analysed(shared)
+            done.touch()
+    return Path(shutil.copytree(shared, mine))
