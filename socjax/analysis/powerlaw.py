@@ -267,22 +267,21 @@ ASYM_Z = 0.005
 ASYM_COEFFS = np.array([float(np.prod(np.arange(1, 2 * n, 2))) for n in range(12)])[::-1]
 
 
-def _lognormal_log_mass(p, v, tail, sub: int):
-    """log of the integral of exp(a t - c t^2) over each bin [v_k, v_k+1) (B,): p = (a, c), v
-    (B + 1,) standardised ln x. Every bin by Gauss-Legendre quadrature on `sub` equal parts (the
-    integrand is smooth across a narrow bin: 1e-14 relative), except the bin marked by the one-hot
-    `tail` (None: none), whose exact integral is a difference of F(v) = log int_v^inf = a v - c v^2 +
-    log(sqrt(pi/c)/2 erfcx(k/(2 sqrt c))), k = 2 c v - a (no cancellation as c -> 0, where it
-    tends to -log k)."""
-    a, c = p[0], p[1]
+def _lognormal_nodes(v, sub: int):
+    """The quadrature of `_lognormal_log_mass` on every bin of v (B + 1,): nodes (B, QUAD_NODES
+    sub) in v, the rule's log weights on [0, 1] (QUAD_NODES sub,) and the bins' widths (B,)."""
     xi, w = np.polynomial.legendre.leggauss(QUAD_NODES)
     t = (np.arange(sub)[:, None] + (xi[None, :] + 1) / 2).ravel() / sub  # nodes in [0, 1]
     lw = np.log(np.tile(w, sub) / (2 * sub))
     width = v[1:] - v[:-1]
-    nodes = v[:-1, None] + width[:, None] * t[None, :]
-    quad = jax.scipy.special.logsumexp(a * nodes - c * nodes**2 + lw[None, :], axis=1) + jnp.log(width)
-    if tail is None:
-        return quad
+    return v[:-1, None] + width[:, None] * t[None, :], lw, width
+
+
+def _lognormal_tail(p, v, tail):
+    """log of the exact integral of exp(a t - c t^2) over the bin marked by the one-hot `tail`: a
+    difference of F(v) = log int_v^inf = a v - c v^2 + log(sqrt(pi/c)/2 erfcx(k/(2 sqrt c))), k =
+    2 c v - a (no cancellation as c -> 0, where it tends to -log k)."""
+    a, c = p[0], p[1]
 
     def upper(x):  # log int_x^inf exp(a t - c t^2) dt
         k = 2 * c * x - a
@@ -299,8 +298,66 @@ def _lognormal_log_mass(p, v, tail, sub: int):
 
     b = jnp.argmax(tail)
     fa, fb = upper(v[b]), upper(v[b + 1])
-    exact = fa + jnp.log(-jnp.expm1(jnp.minimum(fb - fa, -1e-300)))
-    return jnp.where(tail, exact, quad)
+    return fa + jnp.log(-jnp.expm1(jnp.minimum(fb - fa, -1e-300)))
+
+
+def _lognormal_log_mass(p, v, tail, sub: int):
+    """log of the integral of exp(a t - c t^2) over each bin [v_k, v_k+1) (B,): p = (a, c), v
+    (B + 1,) standardised ln x. Every bin by Gauss-Legendre quadrature on `sub` equal parts (the
+    integrand is smooth across a narrow bin: 1e-14 relative), except the bin marked by the one-hot
+    `tail` (None: none), integrated exactly (`_lognormal_tail`)."""
+    a, c = p[0], p[1]
+    nodes, lw, width = _lognormal_nodes(v, sub)
+    quad = jax.scipy.special.logsumexp(a * nodes - c * nodes**2 + lw[None, :], axis=1) + jnp.log(width)
+    if tail is None:
+        return quad
+    return jnp.where(tail, _lognormal_tail(p, v, tail), quad)
+
+
+def _lognormal_derivatives(p, counts, v, support, tail, sub):
+    """`_lognormal_nll` with its exact gradient (2,) and Hessian (2, 2), for `newton.minimize_many`.
+    The lognormal is an exponential family in p = (a, c) with statistics (t, -t^2), so a bin's log
+    mass L_k has gradient G_k = E_k[(t, -t^2)] and Hessian H_k = Cov_k[(t, -t^2)], the mean and
+    covariance over its quadrature nodes weighted by the integrand (the tail bin's by JAX's
+    derivatives of `_lognormal_tail`); then, as `cutoff._nll_derivatives`,
+
+        NLL = -(1/n) sum_k c_k (L_k - log Z),   grad = (1/n) sum_k (n p_k - c_k) G_k,
+        Hess = (1/n) [sum_k (n p_k - c_k) H_k + n sum_k p_k (G_k - Gbar)(G_k - Gbar)^T]."""
+    a, c = p[0], p[1]
+    nodes, lw, width = _lognormal_nodes(v, sub)
+    f = a * nodes - c * nodes**2 + lw[None, :]
+    top = jnp.max(f, axis=1, keepdims=True)
+    e = jnp.exp(f - top)
+    total = e.sum(1, keepdims=True)
+    q = e / total
+    logm = (top + jnp.log(total))[:, 0] + jnp.log(width)
+    stats = (nodes, -(nodes**2))
+    g = [jnp.sum(q * s_, axis=1) for s_ in stats]
+    dev = [s_ - gi[:, None] for s_, gi in zip(stats, g)]
+    h = {(i, j): jnp.sum(q * dev[i] * dev[j], axis=1) for i, j in ((0, 0), (0, 1), (1, 1))}
+    if tail is not None:
+        lt = _lognormal_tail(p, v, tail)
+        gt = jax.grad(_lognormal_tail)(p, v, tail)
+        ht = jax.hessian(_lognormal_tail)(p, v, tail)
+        logm = jnp.where(tail, lt, logm)
+        g = [jnp.where(tail, gt[i], g[i]) for i in range(2)]
+        h = {(i, j): jnp.where(tail, ht[i, j], h[i, j]) for i, j in h}
+    logm = jnp.where(support, logm, -jnp.inf)
+    logz = jax.scipy.special.logsumexp(logm)
+    prob = jnp.exp(logm - logz)
+    cnt = jnp.where(support, counts, 0.0)
+    n = counts.sum()
+    weight = jnp.where(support, n * prob - cnt, 0.0)
+    g = [jnp.where(support, gi, 0.0) for gi in g]
+    gbar = [jnp.sum(prob * gi) for gi in g]
+    grad = jnp.stack([jnp.sum(weight * gi) for gi in g]) / n
+    hess = jnp.zeros((2, 2), p.dtype)
+    for (i, j), hij in h.items():
+        v_ = (jnp.sum(weight * jnp.where(support, hij, 0.0))
+              + n * jnp.sum(prob * (g[i] - gbar[i]) * (g[j] - gbar[j]))) / n
+        hess = hess.at[i, j].set(v_).at[j, i].set(v_)
+    value = -jnp.sum(jnp.where(support, counts * (logm - logz), 0.0)) / n
+    return value, grad, hess
 
 
 def _lognormal_log_probs(p, v, support, tail, sub):
@@ -319,10 +376,10 @@ def _lognormal_fit_batch(p0, counts, v, support, tail, count, *, sub):
     the rows to fit, the rest padding; tail may be None): `newton.minimize_many` from p0 (a, c),
     then each bin's log probability at the optimum."""
     r = p0.shape[0]
-    res = newton.minimize_many(lambda p, *data: _lognormal_nll(p, *data, sub), p0,
-                               jnp.broadcast_to(jnp.array([A_BOUNDS[0], C_BOUNDS[0]]), (r, 2)),
+    res = newton.minimize_many(None, p0, jnp.broadcast_to(jnp.array([A_BOUNDS[0], C_BOUNDS[0]]), (r, 2)),
                                jnp.broadcast_to(jnp.array([A_BOUNDS[1], C_BOUNDS[1]]), (r, 2)),
-                               (counts, v, support, tail), count=count, max_iter=200, ftol=1e-15, gtol=1e-7)
+                               (counts, v, support, tail), count=count, max_iter=200, ftol=1e-15, gtol=1e-7,
+                               derivatives=lambda p, *data: _lognormal_derivatives(p, *data, sub))
     in_axes = (0, 0, 0, None if tail is None else 0, None)
     return res, jax.vmap(_lognormal_log_probs, in_axes=in_axes)(res.x, v, support, tail, sub)
 
