@@ -186,7 +186,10 @@ def select_range(h: LogHist, min_decades: float = 1.0, step: int | None = None, 
     first, last = (nz[0] // step) * step, min(nb, -(-(nz[-1] + 1) // step) * step)
     cand = np.arange(first, last + 1, step)
     ii, jj = np.meshgrid(cand, cand, indexing="ij")
-    ok = (jj - ii) >= int(round(min_decades * g.bins_per_decade))
+    # a range must be wide enough and hold min_count samples: the rest are never searched (their
+    # KS distance would not count), so the search costs what the qualifying ranges cost
+    cum = np.concatenate([[0.0], np.cumsum(h.counts)])
+    ok = ((jj - ii) >= int(round(min_decades * g.bins_per_decade))) & (cum[np.minimum(jj, nb)] - cum[ii] >= min_count)
     ii, jj = ii[ok], jj[ok]
     if ii.size == 0:
         return None
