@@ -226,8 +226,13 @@ def _bin_moments(f, df, d2f, sum_bins, to_nodes, max_bins):
     q = e / to_nodes(jnp.where(total > 0, total, 1.0))
     g = tuple(sum_bins(q * d) for d in df)
     dev = tuple(d - to_nodes(gi) for d, gi in zip(df, g))
-    h = {(i, j): sum_bins(q * (dev[i] * dev[j] + d2f.get((i, j), 0.0))) for i, j in PAIRS}
+    h = {(i, j): sum_bins(q * (dev[i] * dev[j] + d2f.get((i, j), 0.0))) for i, j in _pairs(len(df))}
     return top + jnp.log(total), g, h
+
+
+def _pairs(k: int) -> tuple:
+    """The upper triangle of a k x k Hessian, as its components are kept (PAIRS for k = 3)."""
+    return tuple((i, j) for i in range(k) for j in range(i, k))
 
 
 def _quad_derivatives(theta, lx, quad, nodes, bins: int):
@@ -295,17 +300,26 @@ def _tail_derivatives(theta, lx2):
 
 def _nll_derivatives(theta, counts, lx, support, tail, quad, nodes=None):
     """`_nll` of a cutoff model (the quadrature path: quad=True, or nodes) with its exact gradient
-    (3,) and Hessian (3, 3), for `newton.minimize`: from each bin's log mass, gradient and
-    Hessian (`_quad_derivatives`, the tail bin's by `_tail_derivatives`),
-
-        NLL = -sum_k c_k log m_k + n log Z,   Z = sum over the support of m_k,
-        grad = sum_k (n p_k - c_k) G_k,       p_k = m_k / Z,  Gbar = sum_k p_k G_k,
-        Hess = sum_k (n p_k - c_k) H_k + n sum_k p_k (G_k - Gbar)(G_k - Gbar)^T."""
+    (3,) and Hessian (3, 3), for `newton.minimize`: each bin's log mass, gradient and Hessian
+    (`_quad_derivatives`, the tail bin's by `_tail_derivatives`) combined by
+    `binned_nll_derivatives`."""
     bins = tail.shape[0]
     logm, g, h = _quad_derivatives(theta, lx, quad, nodes, bins)
     b = jnp.argmax(tail)
     lt, gt, ht = _tail_derivatives(theta, jax.lax.dynamic_slice(lx, (b,), (2,)))
-    logm = jnp.where(support, jnp.where(tail, lt, logm), -jnp.inf)
+    return binned_nll_derivatives(jnp.where(tail, lt, logm), [jnp.where(tail, gt[i], g[i]) for i in range(3)],
+                                  {(i, j): jnp.where(tail, ht[i, j], h[i, j]) for i, j in PAIRS}, counts, support)
+
+
+def binned_nll_derivatives(logm, g, h, counts, support):
+    """The NLL of binned counts (B,) under a model normalised over the `support` bins, with its
+    gradient (K,) and Hessian (K, K), from each bin's log mass logm (B,), its gradient g (K arrays
+    (B,)) and Hessian h (a dict over `_pairs(K)` of arrays (B,)):
+
+        NLL = -sum_k c_k log m_k + n log Z,   Z = sum over the support of m_k,
+        grad = sum_k (n p_k - c_k) G_k,       p_k = m_k / Z,  Gbar = sum_k p_k G_k,
+        Hess = sum_k (n p_k - c_k) H_k + n sum_k p_k (G_k - Gbar)(G_k - Gbar)^T."""
+    logm = jnp.where(support, logm, -jnp.inf)
     logz = jax.scipy.special.logsumexp(logm)
     p = jnp.exp(logm - logz)
     c = jnp.where(support, counts, 0.0)
@@ -314,13 +328,12 @@ def _nll_derivatives(theta, counts, lx, support, tail, quad, nodes=None):
     # a bin without counts or mass adds nothing, even where its derivatives overflow (e^-e^400 of
     # mass beyond a cutoff far below it)
     used, held = weight != 0, p > 0
-    g = [jnp.where(support, jnp.where(tail, gt[i], g[i]), 0.0) for i in range(3)]
+    g = [jnp.where(support, gi, 0.0) for gi in g]
     gbar = [jnp.sum(jnp.where(held, p * gi, 0.0)) for gi in g]
     dev = [gi - m for gi, m in zip(g, gbar)]
-    hess = jnp.zeros((3, 3), theta.dtype)
-    for i, j in PAIRS:
-        hij = jnp.where(tail, ht[i, j], h[i, j])
-        v = jnp.sum(jnp.where(used, weight * hij, 0.0)) + n * jnp.sum(jnp.where(held, p * dev[i] * dev[j], 0.0))
+    hess = jnp.zeros((len(g), len(g)), logm.dtype)
+    for i, j in _pairs(len(g)):
+        v = jnp.sum(jnp.where(used, weight * h[i, j], 0.0)) + n * jnp.sum(jnp.where(held, p * dev[i] * dev[j], 0.0))
         hess = hess.at[i, j].set(v).at[j, i].set(v)
     value = -jnp.sum(jnp.where(support, c * (logm - logz), 0.0))
     return value, jnp.stack([jnp.sum(jnp.where(used, weight * gi, 0.0)) for gi in g]), hess

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize, special, stats
 
-from socjax.analysis import newton
+from socjax.analysis import cutoff, newton
 from socjax.cache import persistent
 from socjax.analysis.loghist import LN10, LogHist
 
@@ -321,46 +321,22 @@ def _lognormal_derivatives(p, counts, v, support, tail, sub):
     """`_lognormal_nll` with its exact gradient (2,) and Hessian (2, 2), for `newton.minimize_many`.
     The lognormal is an exponential family in p = (a, c) with statistics (t, -t^2), so a bin's log
     mass L_k has gradient G_k = E_k[(t, -t^2)] and Hessian H_k = Cov_k[(t, -t^2)], the mean and
-    covariance over its quadrature nodes weighted by the integrand (the tail bin's by JAX's
-    derivatives of `_lognormal_tail`); then, as `cutoff._nll_derivatives`,
-
-        NLL = -(1/n) sum_k c_k (L_k - log Z),   grad = (1/n) sum_k (n p_k - c_k) G_k,
-        Hess = (1/n) [sum_k (n p_k - c_k) H_k + n sum_k p_k (G_k - Gbar)(G_k - Gbar)^T]."""
+    covariance over its quadrature nodes weighted by the integrand (`cutoff._bin_moments`; the tail
+    bin's by JAX's derivatives of `_lognormal_tail`), combined as the cutoff models' are
+    (`cutoff.binned_nll_derivatives`), per sample."""
     a, c = p[0], p[1]
     nodes, lw, width = _lognormal_nodes(v, sub)
-    f = a * nodes - c * nodes**2 + lw[None, :]
-    top = jnp.max(f, axis=1, keepdims=True)
-    e = jnp.exp(f - top)
-    total = e.sum(1, keepdims=True)
-    q = e / total
-    logm = (top + jnp.log(total))[:, 0] + jnp.log(width)
-    stats = (nodes, -(nodes**2))
-    g = [jnp.sum(q * s_, axis=1) for s_ in stats]
-    dev = [s_ - gi[:, None] for s_, gi in zip(stats, g)]
-    h = {(i, j): jnp.sum(q * dev[i] * dev[j], axis=1) for i, j in ((0, 0), (0, 1), (1, 1))}
+    logm, g, h = cutoff._bin_moments(a * nodes - c * nodes**2 + lw[None, :], (nodes, -(nodes**2)), {},
+                                     lambda x: x.sum(1), lambda x: x[:, None], lambda x: x.max(1))
+    logm = logm + jnp.log(width)
     if tail is not None:
-        lt = _lognormal_tail(p, v, tail)
-        gt = jax.grad(_lognormal_tail)(p, v, tail)
-        ht = jax.hessian(_lognormal_tail)(p, v, tail)
-        logm = jnp.where(tail, lt, logm)
+        gt, ht = jax.grad(_lognormal_tail)(p, v, tail), jax.hessian(_lognormal_tail)(p, v, tail)
+        logm = jnp.where(tail, _lognormal_tail(p, v, tail), logm)
         g = [jnp.where(tail, gt[i], g[i]) for i in range(2)]
-        h = {(i, j): jnp.where(tail, ht[i, j], h[i, j]) for i, j in h}
-    logm = jnp.where(support, logm, -jnp.inf)
-    logz = jax.scipy.special.logsumexp(logm)
-    prob = jnp.exp(logm - logz)
-    cnt = jnp.where(support, counts, 0.0)
+        h = {(i, j): jnp.where(tail, ht[i, j], hij) for (i, j), hij in h.items()}
     n = counts.sum()
-    weight = jnp.where(support, n * prob - cnt, 0.0)
-    g = [jnp.where(support, gi, 0.0) for gi in g]
-    gbar = [jnp.sum(prob * gi) for gi in g]
-    grad = jnp.stack([jnp.sum(weight * gi) for gi in g]) / n
-    hess = jnp.zeros((2, 2), p.dtype)
-    for (i, j), hij in h.items():
-        v_ = (jnp.sum(weight * jnp.where(support, hij, 0.0))
-              + n * jnp.sum(prob * (g[i] - gbar[i]) * (g[j] - gbar[j]))) / n
-        hess = hess.at[i, j].set(v_).at[j, i].set(v_)
-    value = -jnp.sum(jnp.where(support, counts * (logm - logz), 0.0)) / n
-    return value, grad, hess
+    value, grad, hess = cutoff.binned_nll_derivatives(logm, g, h, counts, support)
+    return value / n, grad / n, hess / n
 
 
 def _lognormal_log_probs(p, v, support, tail, sub):
