@@ -91,18 +91,19 @@ def test_batched_optimum_equals_sequential(fitted, name):
 @pytest.mark.parametrize("name", ["paper", "huge outlier"])
 def test_batched_summary_equals_the_one_by_one_evaluation(fitted, name):
     """`_summaries` (one compiled call over series) against the per-series evaluation: the
-    intervals from its gradients against `_Objective`'s Hessian and block gradients, the bins'
+    intervals from its exact Hessian and block gradients against `_Objective`'s (the Hessian by
+    central differences of JAX's gradient) and block gradients, the bins'
     log probabilities against `log_probs`, the lognormal against `fit_lognormal`."""
     fit, (data, total), (theta, nll, ok) = fitted[name]
     opt = cutoff._summaries([data, data], [(theta, nll, ok)] * 2)[1]  # a batch of two: padding and stacking
     with jax.enable_x64(True):
         for kind in ("power_law", "stretched_cutoff"):
             one_by_one, _ = cutoff._intervals(kind, theta[kind], data, 1000)
-            batched, _ = cutoff._intervals(kind, theta[kind], data, 1000, opt.grads[kind])
+            batched, _ = cutoff._intervals(kind, theta[kind], data, 1000, opt.curvature[kind])
             for key in ("stderr", "stderr_batch_means"):
                 for p, v in one_by_one[key].items():
-                    # both Hessians are central differences (step 1e-5) of gradients summed in another
-                    # order (vmapped): rounding over the step reaches 1.5e-7 (the huge outlier's ln tau)
+                    # the reference's central differences (step 1e-5) carry rounding over the step
+                    # (1.5e-7 of the huge outlier's ln tau, when both Hessians were differences)
                     np.testing.assert_allclose(batched[key][p], v, rtol=1e-6, err_msg=(kind, key, p))
         for kind in cutoff.FAMILY:
             cut = kind != "power_law"

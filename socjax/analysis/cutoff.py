@@ -24,8 +24,8 @@ tail bin beyond the data, linear bins). The models of many series are optimised 
 (`optimize_batch`: `newton.minimize_many` over every start of every series, float64, with the
 NLL's gradient and Hessian in closed form, `_nll_derivatives`), from the starts that
 `optimize_sequential`, the reference (L-BFGS-B on the gradient from JAX, polished by Newton
-steps), uses for one; the Hessian (central differences of that gradient) is the Fisher
-information. A model that does not converge is listed in the fit's `unconverged`, and the
+steps), uses for one; the Fisher information is the NLL's Hessian, exact in the batched path
+(the reference's: central differences of JAX's gradient). A model that does not converge is listed in the fit's `unconverged`, and the
 verdicts are then "not resolved".
 
 Intervals: the larger of the Fisher error (which assumes independent increments) and the
@@ -55,7 +55,7 @@ of the delta-method Fisher error and the batch-means error over the time blocks.
 
 from __future__ import annotations
 
-from functools import partial
+from functools import cached_property, partial
 from typing import NamedTuple
 
 import jax
@@ -298,17 +298,22 @@ def _tail_derivatives(theta, lx2):
     return value, grad, hess
 
 
-def _nll_derivatives(theta, counts, lx, support, tail, quad, nodes=None):
-    """`_nll` of a cutoff model (the quadrature path: quad=True, or nodes) with its exact gradient
-    (3,) and Hessian (3, 3), for `newton.minimize`: each bin's log mass, gradient and Hessian
-    (`_quad_derivatives`, the tail bin's by `_tail_derivatives`) combined by
-    `binned_nll_derivatives`."""
-    bins = tail.shape[0]
-    logm, g, h = _quad_derivatives(theta, lx, quad, nodes, bins)
+def _bin_derivatives(theta, lx, tail, quad, nodes=None):
+    """Each bin's log mass under a cutoff model (the quadrature path: quad=True, or nodes) with
+    its exact gradient (3 arrays (B,)) and Hessian (a dict over PAIRS) in theta: the bins'
+    by `_quad_derivatives`, the tail bin's by `_tail_derivatives`. What `binned_nll_derivatives`
+    takes; they do not depend on the counts."""
+    logm, g, h = _quad_derivatives(theta, lx, quad, nodes, tail.shape[0])
     b = jnp.argmax(tail)
     lt, gt, ht = _tail_derivatives(theta, jax.lax.dynamic_slice(lx, (b,), (2,)))
-    return binned_nll_derivatives(jnp.where(tail, lt, logm), [jnp.where(tail, gt[i], g[i]) for i in range(3)],
-                                  {(i, j): jnp.where(tail, ht[i, j], h[i, j]) for i, j in PAIRS}, counts, support)
+    return (jnp.where(tail, lt, logm), [jnp.where(tail, gt[i], g[i]) for i in range(3)],
+            {(i, j): jnp.where(tail, ht[i, j], h[i, j]) for i, j in PAIRS})
+
+
+def _nll_derivatives(theta, counts, lx, support, tail, quad, nodes=None):
+    """`_nll` of a cutoff model (the quadrature path) with its exact gradient (3,) and Hessian
+    (3, 3), for `newton.minimize`: `binned_nll_derivatives` of `_bin_derivatives`."""
+    return binned_nll_derivatives(*_bin_derivatives(theta, lx, tail, quad, nodes), counts, support)
 
 
 def binned_nll_derivatives(logm, g, h, counts, support):
@@ -353,6 +358,18 @@ def _log_probs(theta, lx, support, tail, cutoff, quad, nodes=None):
 log_probs = jax.jit(_log_probs, static_argnames=("cutoff", "quad"))
 
 
+LEAST_QUAD_BINS = 384  # narrow (log) bins are padded to at least this many
+
+
+def padded_size(n: int, least: int) -> int:
+    """The bins of n padded to a bucket, at least `least`: the smallest 2^k or 3 * 2^(k - 2) that
+    holds them, so padding is at most a third of the bins and a process compiles few shapes
+    (a fit's cost follows the padded bins: 255 series of 273-388 log bins took 1.24 s in 384
+    bins against 1.55 s in 512, identical fits)."""
+    k = 1 << int(np.ceil(np.log2(max(n, least))))
+    return 3 * k // 4 if 3 * k // 4 >= max(n, least) else k
+
+
 class _Binned:
     """The data bins [edge i, edge last) of a LogHist, one tail bin [xend, xend e^LN_FAR) with no
     counts (the cutoff models' mass beyond the data), and padding to a bucket of bins, so
@@ -361,12 +378,13 @@ class _Binned:
     a model is `mask(cutoff)`: the data bins for the pure power law, with the tail bin for the
     cutoff models."""
 
-    def __init__(self, block_counts: np.ndarray, lx: np.ndarray):
-        """block_counts (blocks, B): the data bins' counts per time block; lx (B + 1,): their ln edges."""
+    def __init__(self, block_counts: np.ndarray, lx: np.ndarray, size: int | None = None):
+        """block_counts (blocks, B): the data bins' counts per time block; lx (B + 1,): their ln edges;
+        size: the padded bins (default, and at least: `padded_size` of the bins and the tail bin)."""
         b = block_counts.shape[1]
         self.quad = bool(np.max(np.diff(lx), initial=0.0) <= QUAD_MAX_WIDTH)  # narrow bins: `quad_log_bin_mass`
-        # log bins: 5 decades and a tail bin, one compilation; wide bins (linear): 64
-        size = max(512 if self.quad else 64, 1 << int(np.ceil(np.log2(b + 1))))
+        # log bins: 3.8 decades and a tail bin, or 5 (a series spans 2.7-4.2 at 1e5 steps); wide bins (linear): 64
+        size = max(size or 0, padded_size(b + 1, LEAST_QUAD_BINS if self.quad else 64))
         # wide bins: `node_log_bin_mass` on these nodes (None: the exact integrals, the reference)
         self.nodes = None if self.quad else wide_nodes(lx, size)
         self.block_counts = np.zeros((block_counts.shape[0], size))
@@ -379,6 +397,11 @@ class _Binned:
         self.tail = np.arange(size) == b
         self.edges = np.exp(lx)
         self.bounds = [GAMMA_BOUNDS, (lx[0] - LN_TAU_MARGIN, lx[-1] + LN_TAU_ABOVE), BETA_BOUNDS]
+
+    def padded(self, size: int) -> "_Binned":
+        """The same bins padded to `size` (at least their own): fits equal to rounding."""
+        b = int(self.data.sum())
+        return self if size == self.counts.size else _Binned(self.block_counts[:, :b], self.lx[: b + 1], size)
 
     @classmethod
     def from_loghist(cls, h_blocks: LogHist, i: int, last: int) -> "_Binned":
@@ -409,8 +432,12 @@ class _Objective:
 
     def __init__(self, kind: str, data: _Binned, counts=None):
         self.kind, self.free, self.cutoff = kind, list(FREE[kind]), kind != "power_law"
-        self.args, self.quad, self.nodes = data.args(self.cutoff, counts), data.quad, data.nodes
+        self.data, self.counts, self.quad, self.nodes = data, counts, data.quad, data.nodes
         self.bounds = np.array([data.bounds[k] for k in self.free])
+
+    @cached_property
+    def args(self) -> tuple:  # on the device at the first evaluation (`_intervals` may need none)
+        return self.data.args(self.cutoff, self.counts)
 
     def __call__(self, p) -> tuple[float, np.ndarray]:
         v, g = _nll_grad(jnp.asarray(_full(self.kind, p)), *self.args, self.cutoff, self.quad, self.nodes)
@@ -558,15 +585,16 @@ class _Optimum(NamedTuple):
     """One series' fitted family and what `fit_bins` computes from it, evaluated in batches
     (`optimize_batch`, `_summaries`): dicts over FAMILY of theta (3,), nll and converged; logp:
     log probability of each bin at the optimum (P,); log_norm: each model's normaliser on its
-    support (for `density`); grads: NLL gradients at `_interval_points` for "power_law" and
-    "stretched_cutoff"; lognormal: (logp of the data bins, converged) of the lognormal on [xmin, inf)."""
+    support (for `density`); curvature: for "power_law" and "stretched_cutoff", the NLL's Hessian
+    (3, 3) at the optimum and its gradient on each time block's counts (blocks, 3), what
+    `_intervals` needs; lognormal: (logp of the data bins, converged) of the lognormal on [xmin, inf)."""
 
     theta: dict
     nll: dict
     converged: dict
     logp: dict
     log_norm: dict
-    grads: dict
+    curvature: dict
     lognormal: tuple
 
 
@@ -575,31 +603,32 @@ SUMMARY_BUCKETS = (1, 16, 64, BATCH)  # series per `_summary_batch` call are pad
 
 
 @partial(persistent, static_argnames=("quad",))
-def _summary_batch(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends, nodes, *, quad: bool):
-    """Per series (leading axis S): thetas (4, 3) over FAMILY; the power law's and the stretched
-    cutoff's `_interval_points` (M, 3) and their counts (M, P); lx (P + 1,); data and tail (P,);
-    ends (2, 2): ln of each support's ends, the power law's and the cutoff models'; nodes:
-    `wide_nodes` or None. Returns the
-    bins' log probabilities (4, P), the normalisers (4,) and the two gradient sets (M, 3): the
-    power law's by JAX's reverse mode (elementary functions), the stretched cutoff's in closed
-    form (`_nll_derivatives`, forward mode through the tail bin's special functions: reverse mode
-    through them cost 28 s of compilation per shape)."""
-    grad = jax.grad(_nll)
-    cutoff_grad = lambda t, c, lx, support, tail, quad, nodes: _nll_derivatives(t, c, lx, support, tail, quad,
-                                                                                nodes)[1]
+def _summary_batch(thetas, block_counts, lx, data, tail, ends, nodes, *, quad: bool):
+    """Per series (leading axis S): thetas (4, 3) over FAMILY; block_counts (blocks, P); lx (P + 1,);
+    data and tail (P,); ends (2, 2): ln of each support's ends, the power law's and the cutoff
+    models'; nodes: `wide_nodes` or None. Returns the bins' log probabilities (4, P), the
+    normalisers (4,), and of the power law and the stretched cutoff the NLL's Hessian (3, 3) on
+    the whole counts and its gradient on each block's (blocks, 3). The power law's by JAX
+    (elementary functions); the stretched cutoff's in closed form from one evaluation of the
+    bins' derivatives (`_bin_derivatives`), which the NLL of any counts combines linearly
+    (`binned_nll_derivatives`); forward mode through the tail bin's special functions: reverse
+    mode through them cost 28 s of compilation per shape."""
 
-    def one(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends, nodes):
+    def one(thetas, block_counts, lx, data, tail, ends, nodes):
+        counts = block_counts.sum(0)
         logp, log_norm = [], []
         for k, kind in enumerate(FAMILY):
             cut = kind != "power_law"
             logp.append(_log_probs(thetas[k], lx, data | tail if cut else data, tail, cut, quad, nodes))
             log_norm.append(log_bin_mass(thetas[k], ends[int(cut)], cut)[0])
-        g_pl = jax.vmap(grad, in_axes=(0, 0) + (None,) * 6)(points_pl, counts_pl, lx, data, tail, False, quad, None)
-        g_st = jax.vmap(cutoff_grad, in_axes=(0, 0) + (None,) * 5)(points_st, counts_st, lx, data | tail, tail, quad,
-                                                                    nodes)
-        return jnp.stack(logp), jnp.stack(log_norm), g_pl, g_st
+        pl = lambda t, c: _nll(t, c, lx, data, tail, False, quad)
+        curvature_pl = jax.hessian(pl)(thetas[0], counts), jax.vmap(jax.grad(pl), (None, 0))(thetas[0], block_counts)
+        bins = _bin_derivatives(thetas[3], lx, tail, quad, nodes)
+        nll = lambda c: binned_nll_derivatives(*bins, c, data | tail)
+        curvature_st = nll(counts)[2], jax.vmap(lambda c: nll(c)[1])(block_counts)
+        return jnp.stack(logp), jnp.stack(log_norm), curvature_pl, curvature_st
 
-    return jax.vmap(one)(thetas, points_pl, counts_pl, points_st, counts_st, lx, data, tail, ends, nodes)
+    return jax.vmap(one)(thetas, block_counts, lx, data, tail, ends, nodes)
 
 
 def _summaries(datas: list["_Binned"], optima: list[tuple[dict, dict, dict]]) -> list[_Optimum]:
@@ -611,22 +640,20 @@ def _summaries(datas: list["_Binned"], optima: list[tuple[dict, dict, dict]]) ->
     s = len(datas)
     size = next(b for b in SUMMARY_BUCKETS if s <= b)
     idx = list(range(s)) + [0] * (size - s)
-    pts = {k: [_interval_points(k, optima[r][0][k], datas[r]) for r in idx] for k in ("power_law", "stretched_cutoff")}
     top = [d.edges[-1] * np.exp(LN_FAR) for d in datas]
     with jax.enable_x64(True):
         stack = lambda xs: jnp.asarray(np.stack(xs))
         args = (stack([[optima[r][0][k] for k in FAMILY] for r in idx]),
-                stack([p[0] for p in pts["power_law"]]), stack([p[1] for p in pts["power_law"]]),
-                stack([p[0] for p in pts["stretched_cutoff"]]), stack([p[1] for p in pts["stretched_cutoff"]]),
+                stack([datas[r].block_counts for r in idx]),
                 stack([datas[r].lx for r in idx]), stack([datas[r].data for r in idx]),
                 stack([datas[r].tail for r in idx]),
                 stack([np.log([[datas[r].edges[0], datas[r].edges[-1]], [datas[r].edges[0], top[r]]]) for r in idx]),
                 None if datas[0].nodes is None else tuple(stack([datas[r].nodes[k] for r in idx]) for k in range(3)))
-        logp, log_norm, g_pl, g_st = jax.device_get(_summary_batch(*args, quad=datas[0].quad))
+        logp, log_norm, c_pl, c_st = jax.device_get(_summary_batch(*args, quad=datas[0].quad))
     lognormal = powerlaw.fit_lognormal_many([(d.counts[d.data], d.edges, t) for d, t in zip(datas, top)])
     return [_Optimum(*optima[r], logp={k: np.asarray(logp[r, i]) for i, k in enumerate(FAMILY)},
                      log_norm={k: float(log_norm[r, i]) for i, k in enumerate(FAMILY)},
-                     grads=dict(power_law=np.asarray(g_pl[r]), stretched_cutoff=np.asarray(g_st[r])),
+                     curvature=dict(power_law=(c_pl[0][r], c_pl[1][r]), stretched_cutoff=(c_st[0][r], c_st[1][r])),
                      lognormal=lognormal[r])
             for r in range(s)]
 
@@ -656,29 +683,13 @@ def _start_taus(data: "_Binned") -> list[float]:
 HESS_STEP = 1e-5  # the central-difference step of the Fisher information's Hessian (`_Objective.hessian`)
 
 
-def _interval_points(kind: str, theta: np.ndarray, data: _Binned) -> tuple[np.ndarray, np.ndarray]:
-    """Where `_intervals` needs the NLL's gradient: theta + HESS_STEP e_j, theta - HESS_STEP e_j
-    for each free j on the whole counts (the Hessian's central differences), then theta on each
-    time block's counts. Returns thetas (M, 3) and counts (M, P), M = 2 len(FREE[kind]) + blocks."""
-    thetas, counts = [], []
-    for j in FREE[kind]:
-        for sign in (1.0, -1.0):
-            t = np.array(theta, np.float64)
-            t[j] += sign * HESS_STEP
-            thetas.append(t)
-            counts.append(data.counts)
-    for b in range(data.block_counts.shape[0]):
-        thetas.append(np.array(theta, np.float64))
-        counts.append(data.block_counts[b])
-    return np.array(thetas), np.array(counts)
-
-
 def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int,
-               grads: np.ndarray | None = None) -> tuple[dict, "_Spread"]:
+               curvature: tuple | None = None) -> tuple[dict, "_Spread"]:
     """Fisher and batch-means standard errors of the free parameters, and 95% intervals; and the
-    `_Spread` that gives the same kind of interval to a function of the parameters. grads
-    (M, 3): the NLL's gradients at `_interval_points` (from `_summaries`, batched); default:
-    computed here one by one (`_Objective`, the reference).
+    `_Spread` that gives the same kind of interval to a function of the parameters. curvature:
+    the NLL's Hessian (3, 3) at theta and its gradients on the time blocks' counts (blocks, 3),
+    exact (from `_summaries`, batched); default: computed here (`_Objective`, the reference: the
+    Hessian by central differences of JAX's gradient, HESS_STEP).
 
     Batch means over the time blocks use one Newton step per block from the whole fit,
     theta_b = theta - (n / n_b) H^-1 g_b (g_b: the block's NLL gradient, H: the whole Hessian),
@@ -686,15 +697,13 @@ def _intervals(kind: str, theta: np.ndarray, data: _Binned, min_count: int,
     block-clustered sandwich variance, which survives autocorrelation within blocks."""
     obj = _Objective(kind, data)
     p = theta[obj.free]
-    nfree = len(obj.free)
-    if grads is None:
+    if curvature is None:
         hess = obj.hessian(p, HESS_STEP)
         block_grad = lambda b: _Objective(kind, data, data.block_counts[b])(p)[1]
     else:
-        g = np.asarray(grads)[:, obj.free]
-        hess = np.array([(g[2 * j] - g[2 * j + 1]) / (2 * HESS_STEP) for j in range(nfree)])
-        hess = 0.5 * (hess + hess.T)
-        block_grad = lambda b: g[2 * nfree + b]
+        full, grads = (np.asarray(a) for a in curvature)
+        hess = full[np.ix_(obj.free, obj.free)]
+        block_grad = lambda b: grads[b, obj.free]
     positive = np.all(np.isfinite(hess)) and np.all(np.linalg.eigvalsh(hess) > 0)
     cov = np.linalg.inv(hess) if positive else np.full_like(hess, np.nan)
     fisher = np.sqrt(np.diag(cov))
@@ -813,24 +822,26 @@ def fit_edges(block_counts: np.ndarray, edges: np.ndarray, i: int, start_gamma: 
 
 def fit_many(prepared: list, start_gammas, slope_tol: float = 0.1, min_count: int = 1000, progress=None) -> list[dict | None]:
     """`fit_bins` of many series, their models optimised together (`optimize_batch`, BATCH series
-    per call, grouped by bin count and quadrature); prepared: `prepare` / `prepare_edges` results
-    (None gives None). progress(k) after each k series are done (those with nothing to fit first)."""
+    per call, grouped by quadrature; by their padded bins, the largest of a call's serving all of
+    it: a call costs what its series' padded bins cost, and each call more costs the slowest
+    start's iterations again); prepared: `prepare` / `prepare_edges` results (None gives None).
+    progress(k) after each k series are done (those with nothing to fit first)."""
     out: list[dict | None] = [None] * len(prepared)
     groups: dict = {}
     for r, p in enumerate(prepared):
         if p is not None:
-            groups.setdefault((p[0].counts.size, p[0].quad, None if p[0].nodes is None else p[0].nodes[0].size),
-                              []).append(r)
+            groups.setdefault((p[0].quad, None if p[0].nodes is None else p[0].nodes[0].size), []).append(r)
     if progress is not None and len(prepared) > sum(map(len, groups.values())):
         progress(len(prepared) - sum(map(len, groups.values())))  # nothing to fit
     for rows in groups.values():
+        rows = sorted(rows, key=lambda r: prepared[r][0].counts.size)  # stable: series order within a size
         for c in range(0, len(rows), BATCH):
             chunk = rows[c : c + BATCH]
-            datas = [prepared[r][0] for r in chunk]
+            size = max(prepared[r][0].counts.size for r in chunk)
+            datas = [prepared[r][0].padded(size) for r in chunk]
             opt = _summaries(datas, optimize_batch(datas, [start_gammas[r] for r in chunk]))
-            for r, o in zip(chunk, opt):
-                data, total = prepared[r]
-                out[r] = fit_bins(data, total, start_gammas[r], slope_tol, min_count, optimized=o)
+            for r, data, o in zip(chunk, datas, opt):
+                out[r] = fit_bins(data, prepared[r][1], start_gammas[r], slope_tol, min_count, optimized=o)
             if progress is not None:
                 progress(len(chunk))
     return out
@@ -864,9 +875,9 @@ def fit_bins(data: _Binned, total: float, start_gamma: float, slope_tol: float, 
     for k in FAMILY:  # each model's normaliser on its support, for `density`
         models[k]["log_norm"] = opt.log_norm[k]
     iv_free, spread_free = _intervals("stretched_cutoff", theta["stretched_cutoff"], data, min_count,
-                                      opt.grads["stretched_cutoff"])
+                                      opt.curvature["stretched_cutoff"])
     iv, spread = (iv_free, spread_free) if selected == "stretched_cutoff" else \
-        _intervals("power_law", theta["power_law"], data, min_count, opt.grads["power_law"])
+        _intervals("power_law", theta["power_law"], data, min_count, opt.curvature["power_law"])
     models["stretched_cutoff"].update(iv_free)
     if selected == "power_law":
         models["power_law"].update(iv)

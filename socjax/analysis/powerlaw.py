@@ -372,21 +372,33 @@ def fit_lognormal(counts, e, tail_end: float | None = None) -> tuple[np.ndarray,
     exponential family, whose boundary c -> 0 is the bounded power law, where the (mu, sigma) form
     has no optimum (a fit there runs along mu -> -inf, sigma -> inf). The fit is
     `newton.minimize` over a and c >= 1e-12 from the binned moments, in one compiled call; the
-    bins are padded to a power of two (at least 512) so one compilation serves every fit."""
+    bins are padded as the cutoff models' (`cutoff.padded_size`), so few compilations serve every fit."""
     return fit_lognormal_many([(counts, e, tail_end)])[0]
 
 
-def _lognormal_inputs(counts, e, tail_end):
-    """(p0, padded counts, v, support, tail or None, sub) of `_lognormal_fit_batch` for one fit."""
+def _lognormal_bins(counts, tail_end) -> int:
+    """The bins of one lognormal fit: its counts' and the tail bin's."""
+    return np.asarray(counts).size + (tail_end is not None)
+
+
+def _lognormal_parts(e) -> int:
+    """Quadrature parts per bin of a lognormal fit on the data edges e: the widest bin split to
+    QUAD_MAX_WIDTH."""
+    widest = float(np.max(np.diff(np.log(np.asarray(e, np.float64)))))
+    return 1 << max(0, int(np.ceil(np.log2(widest / QUAD_MAX_WIDTH))))
+
+
+def _lognormal_inputs(counts, e, tail_end, size: int | None = None):
+    """(p0, padded counts, v, support, tail or None, sub) of `_lognormal_fit_batch` for one fit,
+    its bins padded to `size` (default: `cutoff.padded_size` of its own)."""
+    size = size or cutoff.padded_size(_lognormal_bins(counts, tail_end), cutoff.LEAST_QUAD_BINS)
     counts = np.asarray(counts, np.float64)
     b = counts.size
     ln_e = np.log(np.asarray(e, np.float64))
     if tail_end is not None:
         ln_e, counts = np.append(ln_e, np.log(tail_end)), np.append(counts, 0.0)
     n_bins = counts.size
-    size = max(512, 1 << int(np.ceil(np.log2(n_bins))))
-    widest = float(np.max(np.diff(ln_e[: b + 1])))
-    sub = 1 << max(0, int(np.ceil(np.log2(widest / QUAD_MAX_WIDTH))))
+    sub = _lognormal_parts(e)
     u0, span = ln_e[0], ln_e[b] - ln_e[0]
     v = (ln_e - u0) / span
     v = np.concatenate([v, v[-1] + (v[-1] - v[-2]) * np.arange(1, size - n_bins + 1)])
@@ -405,18 +417,22 @@ LOGNORMAL_BATCH = 256  # lognormal fits per compiled call, padded (`newton.minim
 
 
 def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
-    """`fit_lognormal` of each (counts, e, tail_end) of `items`, those of one padded size, tail
-    flag and quadrature in compiled calls of LOGNORMAL_BATCH (padded by repeating the first, so a
-    process compiles one program per shape)."""
-    inputs = [_lognormal_inputs(*it) for it in items]
+    """`fit_lognormal` of each (counts, e, tail_end) of `items`, those of one tail flag and
+    quadrature in compiled calls of LOGNORMAL_BATCH fits (padded by repeating the first, so a
+    process compiles one program per shape), in order of their bins, each call's padded to the
+    largest of its fits' `cutoff.padded_size`, as `cutoff.fit_many` pads its calls."""
+    need = [cutoff.padded_size(_lognormal_bins(it[0], it[2]), cutoff.LEAST_QUAD_BINS) for it in items]
     groups: dict = {}
-    for r, x in enumerate(inputs):
-        groups.setdefault((x[1].size, x[4] is None, x[5]), []).append(r)
+    for r, it in enumerate(items):
+        groups.setdefault((it[2] is None, _lognormal_parts(it[1])), []).append(r)
     out: list = [None] * len(items)
     with jax.enable_x64(True):
-        for (_, no_tail, sub), group in groups.items():
+        for (no_tail, sub), group in groups.items():
+            group = sorted(group, key=lambda r: need[r])  # stable: the items' order within a size
             for c in range(0, len(group), LOGNORMAL_BATCH):
                 rows = group[c : c + LOGNORMAL_BATCH]
+                size = max(need[r] for r in rows)
+                inputs = {r: _lognormal_inputs(*items[r], size) for r in rows}
                 pad = rows + [rows[0]] * (LOGNORMAL_BATCH - len(rows))
                 stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
                 res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)),
