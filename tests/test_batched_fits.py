@@ -56,6 +56,29 @@ def test_degenerate_series_are_named_not_fitted(fitted):
     np.testing.assert_allclose(alone["model"]["gamma"], fit["model"]["gamma"], rtol=1e-8)  # summation order
 
 
+def test_padded_size_is_the_smallest_bucket_that_holds_the_bins():
+    buckets = sorted({1 << k for k in range(14)} | {3 << k for k in range(12)})  # 2^k and 3 * 2^(k - 2)
+    for least in (64, cutoff.LEAST_QUAD_BINS):
+        for n in range(1, 5000):
+            assert cutoff.padded_size(n, least) == next(b for b in buckets if b >= max(n, least)), (n, least)
+
+
+def test_a_series_padded_for_a_wider_one_fits_as_in_its_own_bins(fitted):
+    """`fit_many` pads each call to its widest series: a series fitted beside one of more bins
+    (here itself, padded further) gets the fit of its own padding to rounding, every verdict the same."""
+    fit, (data, total), _ = fitted["paper"]
+    gamma = fit["powerlaw"]["exponent"]
+    alone = cutoff.fit_many([(data, total)], [gamma])[0]
+    wider = 512 if data.counts.size < 512 else 2 * data.counts.size
+    for beside in cutoff.fit_many([(data, total), (data.padded(wider), total)], [gamma, gamma]):
+        assert beside["verdicts"] == alone["verdicts"] and beside["selected"] == alone["selected"]
+        for kind in cutoff.FAMILY:
+            for key, value in alone["models"][kind].items():
+                if isinstance(value, float):
+                    np.testing.assert_allclose(beside["models"][kind][key], value, rtol=1e-9, err_msg=(kind, key))
+        np.testing.assert_allclose(beside["gamma_ci95"], alone["gamma_ci95"], rtol=1e-8)
+
+
 @pytest.mark.parametrize("name", [*synthetic.SHAPES, "huge outlier"])
 def test_batched_optimum_equals_sequential(fitted, name):
     """Every model's parameters within 1e-6 relative or a tenth of their standard error (or a

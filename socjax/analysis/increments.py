@@ -27,6 +27,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import special
 from scipy import stats as sps
 
 from socjax.analysis import cutoff, powerlaw
@@ -288,7 +289,7 @@ def _range_fits(hists: list[LogHist], min_count: int) -> tuple[list[dict], list[
         ok = np.isfinite(alphas) & (h_blocks.counts[:, i:j].sum(1) >= min_count / blocks)
         se_bm = float(np.std(alphas[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum() >= 3 else float("nan")
         se = max(pl.stderr, se_bm) if np.isfinite(se_bm) else pl.stderr
-        tq = float(sps.t.ppf(0.975, max(int(ok.sum()) - 1, 1))) if np.isfinite(se_bm) else 1.96
+        tq = float(special.stdtrit(max(int(ok.sum()) - 1, 1), 0.975)) if np.isfinite(se_bm) else 1.96
         out["powerlaw"] = dict(pl.to_json(), stderr_batch_means=se_bm, blocks=int(ok.sum()),
                                ci95=[pl.exponent - tq * se, pl.exponent + tq * se])
     return outs, sels
