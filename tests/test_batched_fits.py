@@ -63,20 +63,25 @@ def test_padded_size_is_the_smallest_bucket_that_holds_the_bins():
             assert cutoff.padded_size(n, least) == next(b for b in buckets if b >= max(n, least)), (n, least)
 
 
-def test_a_series_padded_for_a_wider_one_fits_as_in_its_own_bins(fitted):
-    """`fit_many` pads each call to its widest series: a series fitted beside one of more bins
-    (here itself, padded further) gets the fit of its own padding to rounding, every verdict the same."""
+def test_a_series_fits_the_same_in_any_padding(fitted):
+    """`fit_many` pads a call to its widest series, narrow bins to at least LEAST_QUAD_BINS in a
+    full call and SMALL_CALL_QUAD_BINS in a smaller one (`call_bins`): a series fitted in its own
+    384 bins gets its fit in a small call's 512 to rounding, every verdict the same."""
+    assert cutoff.call_bins([300, 384], True, full=True) == 384 and cutoff.call_bins([384], True, full=False) == 512
+    assert cutoff.call_bins([64, 128], False, full=False) == 128 and cutoff.call_bins([1024], True, full=False) == 1024
     fit, (data, total), _ = fitted["paper"]
     gamma = fit["powerlaw"]["exponent"]
-    alone = cutoff.fit_many([(data, total)], [gamma])[0]
-    wider = 512 if data.counts.size < 512 else 2 * data.counts.size
-    for beside in cutoff.fit_many([(data, total), (data.padded(wider), total)], [gamma, gamma]):
-        assert beside["verdicts"] == alone["verdicts"] and beside["selected"] == alone["selected"]
-        for kind in cutoff.FAMILY:
-            for key, value in alone["models"][kind].items():
-                if isinstance(value, float):
-                    np.testing.assert_allclose(beside["models"][kind][key], value, rtol=1e-9, err_msg=(kind, key))
-        np.testing.assert_allclose(beside["gamma_ci95"], alone["gamma_ci95"], rtol=1e-8)
+    assert data.counts.size == cutoff.LEAST_QUAD_BINS  # its own padding: 280 bins and the tail bin
+    in_a_small_call = cutoff.fit_many([(data, total)], [gamma])[0]  # 512 bins
+    pair = [data, data]  # the summaries' smallest bucket above one, as test_batched_summary's
+    own = cutoff.fit_bins(data, total, gamma, 0.1, 1000,
+                          optimized=cutoff._summaries(pair, cutoff.optimize_batch(pair, [gamma] * 2))[0])
+    assert own["verdicts"] == in_a_small_call["verdicts"] and own["selected"] == in_a_small_call["selected"]
+    for kind in cutoff.FAMILY:
+        for key, value in in_a_small_call["models"][kind].items():
+            if isinstance(value, float):
+                np.testing.assert_allclose(own["models"][kind][key], value, rtol=1e-9, err_msg=(kind, key))
+    np.testing.assert_allclose(own["gamma_ci95"], in_a_small_call["gamma_ci95"], rtol=1e-8)
 
 
 @pytest.mark.parametrize("name", [*synthetic.SHAPES, "huge outlier"])
