@@ -16,6 +16,19 @@ def edge(x):
     return int(round((np.log10(x) - GRID.lo) * GRID.bins_per_decade))
 
 
+def test_range_fits_in_one_call_equal_each_fitted_on_its_whole_histogram():
+    """`fit_ranges` (each range's own stretch of prefix sums, padded, vmapped) against
+    `fit_range` on each whole histogram: alpha, stderr, n and KS distance."""
+    rng = np.random.default_rng(4)
+    items = []
+    for a, lo, hi, n, (i, j) in ((1.7, 1e-4, 1e-1, 50_000, (1e-4, 1e-1)), (2.5, 1e-5, 1e-1, 8_000, (1e-4, 1e-2)),
+                                  (1.1, 1e-3, 1.0, 20_000, (1e-3, 1.0))):
+        h = loghist.from_samples(bounded_powerlaw(rng, a, lo, hi, n))
+        items.append((h, edge(i) - h.origin, edge(j) - h.origin))
+    for (h, i, j), got in zip(items, powerlaw.fit_ranges(items)):
+        np.testing.assert_allclose(got, [v[0] for v in powerlaw.fit_range(h, i, j)], rtol=1e-12)
+
+
 def test_mle_equals_scipy_on_raw_samples():
     rng = np.random.default_rng(0)
     x = bounded_powerlaw(rng, 1.7, 1e-4, 1e-1, 50_000)

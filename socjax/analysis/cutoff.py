@@ -25,8 +25,8 @@ tail bin beyond the data, linear bins). The models of many series are optimised 
 NLL's gradient and Hessian in closed form, `_nll_derivatives`), from the starts that
 `optimize_sequential`, the reference (L-BFGS-B on the gradient from JAX, polished by Newton
 steps), uses for one; the Fisher information is the NLL's Hessian, exact in the batched path
-(the reference's: central differences of JAX's gradient). A model that does not converge is listed in the fit's `unconverged`, and the
-verdicts are then "not resolved".
+(the reference's: central differences of JAX's gradient). A model that does not converge is
+listed in the fit's `unconverged`, and the verdicts are then "not resolved".
 
 Intervals: the larger of the Fisher error (which assumes independent increments) and the
 batch-means error over the histogram's time blocks (one Newton step per block from the whole fit),

@@ -118,6 +118,28 @@ def fit_range(h: LogHist, i, j):
         return tuple(np.asarray(o) for o in out)
 
 
+_fit_ranges_many = jax.jit(jax.vmap(_fit_ranges))
+
+
+def fit_ranges(items) -> list[tuple[float, float, float, float]]:
+    """`fit_range` of one range per (h, i, j) of `items`, in one compiled call: each range's own
+    stretch of its prefix sums (edges i to j, all its fit and KS distance read), padded to a
+    power of two of edges by repeating the last, the items to a power of two (at least 16).
+    (256 ranges: 0.017 s, against 0.29 s one by one.)"""
+    if not items:
+        return []
+    windows = [np.stack([a[i : j + 1] for a in _prefix(h)]) for h, i, j in items]
+    width = 1 << int(np.ceil(np.log2(max(w.shape[1] for w in windows))))
+    size = max(16, 1 << int(np.ceil(np.log2(len(items)))))
+    rows = list(range(len(items))) + [0] * (size - len(items))
+    stack = np.stack([np.pad(windows[r], ((0, 0), (0, width - windows[r].shape[1])), mode="edge") for r in rows])
+    j = np.array([[items[r][2] - items[r][1]] for r in rows])
+    with jax.enable_x64(True):
+        out = jax.device_get(_fit_ranges_many(*(jnp.asarray(stack[:, k]) for k in range(3)),
+                                              jnp.zeros_like(jnp.asarray(j)), jnp.asarray(j)))
+    return [tuple(float(o[r, 0]) for o in out) for r in range(len(items))]
+
+
 @jax.jit
 def _range_exponents(n, sum_u, a, w):
     """alpha of `_fit_ranges` from a range's sufficient statistics (any equal shapes): its count
@@ -225,8 +247,7 @@ def fit(h: LogHist, i: int, j: int) -> PowerLawFit:
 def fit_many(items) -> list[PowerLawFit]:
     """`fit` of each (h, i, j) of `items`, their lognormals fitted together (`fit_lognormal_many`)."""
     ranges = []
-    for h, i, j in items:
-        alpha, stderr, n, ks = (float(v[0]) for v in fit_range(h, i, j))
+    for (h, i, j), (alpha, stderr, n, ks) in zip(items, fit_ranges(items)):
         counts, e = h.counts[i:j], h.edges()[i : j + 1]
         ranges.append((alpha, stderr, n, ks, counts, e, _binned_logp_powerlaw(e, alpha),
                        float((j - i) / h.grid.bins_per_decade)))
