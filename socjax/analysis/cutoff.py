@@ -371,6 +371,16 @@ def call_bins(sizes: list[int], quad: bool, full: bool) -> int:
     return max(max(sizes), SMALL_CALL_QUAD_BINS if quad and not full else 0)
 
 
+def padded_calls(rows: list[int], sizes, batch: int, quad: bool):
+    """The compiled calls of a batched fit of the series `rows` (series r padded to sizes[r]
+    bins): in order of their bins (the given order within a size), `batch` at a time. Yields (the
+    call's rows, its padded bins: `call_bins`)."""
+    rows = sorted(rows, key=lambda r: sizes[r])
+    for c in range(0, len(rows), batch):
+        chunk = rows[c : c + batch]
+        yield chunk, call_bins([sizes[r] for r in chunk], quad, full=len(chunk) == batch)
+
+
 def padded_size(n: int, least: int) -> int:
     """The bins of n padded to a bucket, at least `least`: the smallest 2^k or 3 * 2^(k - 2) that
     holds them, so padding is at most a third of the bins and a process compiles few shapes
@@ -833,7 +843,7 @@ def fit_edges(block_counts: np.ndarray, edges: np.ndarray, i: int, start_gamma: 
 def fit_many(prepared: list, start_gammas, slope_tol: float = 0.1, min_count: int = 1000, progress=None) -> list[dict | None]:
     """`fit_bins` of many series, their models optimised together (`optimize_batch`, BATCH series
     per call, grouped by quadrature; in order of their padded bins, the largest of a call's serving
-    all of it (`call_bins`): a call costs what its series' padded bins cost, and each call more
+    all of it (`padded_calls`): a call costs what its series' padded bins cost, and each call more
     costs the slowest start's iterations again); prepared: `prepare` / `prepare_edges` results (None gives None).
     progress(k) after each k series are done (those with nothing to fit first)."""
     out: list[dict | None] = [None] * len(prepared)
@@ -843,12 +853,8 @@ def fit_many(prepared: list, start_gammas, slope_tol: float = 0.1, min_count: in
             groups.setdefault((p[0].quad, None if p[0].nodes is None else p[0].nodes[0].size), []).append(r)
     if progress is not None and len(prepared) > sum(map(len, groups.values())):
         progress(len(prepared) - sum(map(len, groups.values())))  # nothing to fit
-    for rows in groups.values():
-        rows = sorted(rows, key=lambda r: prepared[r][0].counts.size)  # stable: series order within a size
-        for c in range(0, len(rows), BATCH):
-            chunk = rows[c : c + BATCH]
-            size = call_bins([prepared[r][0].counts.size for r in chunk], prepared[chunk[0]][0].quad,
-                             full=len(chunk) == BATCH)
+    for (quad, _), rows in groups.items():
+        for chunk, size in padded_calls(rows, {r: prepared[r][0].counts.size for r in rows}, BATCH, quad):
             datas = [prepared[r][0].padded(size) for r in chunk]
             opt = _summaries(datas, optimize_batch(datas, [start_gammas[r] for r in chunk]))
             for r, data, o in zip(chunk, datas, opt):

@@ -444,7 +444,7 @@ def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
     """`fit_lognormal` of each (counts, e, tail_end) of `items`, those of one tail flag and
     quadrature in compiled calls of LOGNORMAL_BATCH fits (padded by repeating the first, so a
     process compiles one program per shape), in order of their bins, each call's padded as
-    `cutoff.fit_many` pads its calls (`cutoff.call_bins` of its fits' `cutoff.padded_size`)."""
+    `cutoff.fit_many` pads its calls (`cutoff.padded_calls` of its fits' `cutoff.padded_size`)."""
     need = [cutoff.padded_size(_lognormal_bins(it[0], it[2]), cutoff.LEAST_QUAD_BINS) for it in items]
     groups: dict = {}
     for r, it in enumerate(items):
@@ -452,10 +452,7 @@ def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
     out: list = [None] * len(items)
     with jax.enable_x64(True):
         for (no_tail, sub), group in groups.items():
-            group = sorted(group, key=lambda r: need[r])  # stable: the items' order within a size
-            for c in range(0, len(group), LOGNORMAL_BATCH):
-                rows = group[c : c + LOGNORMAL_BATCH]
-                size = cutoff.call_bins([need[r] for r in rows], True, full=len(rows) == LOGNORMAL_BATCH)
+            for rows, size in cutoff.padded_calls(group, need, LOGNORMAL_BATCH, quad=True):
                 inputs = {r: _lognormal_inputs(*items[r], size) for r in rows}
                 pad = rows + [rows[0]] * (LOGNORMAL_BATCH - len(rows))
                 stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
