@@ -25,6 +25,9 @@ def listen(name, **kw):
         events["misses"] += 1
 monitoring.register_event_listener(listen)
 where = cache.enable_compilation_cache()
+# every program kept, however fast it compiles: with the 0.1 s threshold, one that compiles in
+# about 0.1 s is kept by one process and not by the next as the machine's load varies
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 import numpy as np
 from socjax.analysis import cutoff, increments, synthetic
 traced = []
