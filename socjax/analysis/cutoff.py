@@ -515,11 +515,11 @@ def _fit(kind: str, data: _Binned, starts) -> tuple[np.ndarray, float]:
     return _full(kind, p), obj(p)[0], bool(best.success)
 
 
-@partial(persistent, static_argnames=("quad",))
+@partial(persistent, static_argnames=("quad", "workers"))
 def _newton_batch(x0, row, free, cutoff, count, lower, upper, counts, lx, support, tail, nodes, *,
-                  quad: bool) -> newton.Result:
+                  quad: bool, workers: int) -> newton.Result:
     """One model fitted from R starts, start r on series row[r] (`newton.minimize_many`,
-    NEWTON_WORKERS at a time): x0 (R, 3) full thetas; free (3,) bool: the model's free
+    `workers` at a time, `newton.pool`): x0 (R, 3) full thetas; free (3,) bool: the model's free
     parameters; cutoff: bool, False for the pure power law; count: the starts to fit (the rest
     pad R); lower and upper (R, 3) bounds; the series' counts (S, P), lx (S, P + 1), support and
     tail (S, P), nodes: `wide_nodes` (each (S, N)) or None. Returns `newton.Result` with a leading
@@ -539,12 +539,12 @@ def _newton_batch(x0, row, free, cutoff, count, lower, upper, counts, lx, suppor
         v, g, h = jax.lax.cond(cutoff, lambda th: _nll_derivatives(th, c, x, sup, t, quad, nod), power_law, theta)
         return v / n, g / n, h / n
 
-    return newton.minimize_many(None, x0, lower, upper, (row,), count=count, free=free, workers=NEWTON_WORKERS,
+    return newton.minimize_many(None, x0, lower, upper, (row,), count=count, free=free, workers=workers,
                                 max_iter=NEWTON_MAX_ITER, ftol=NEWTON_FTOL, gtol=NEWTON_GTOL,
                                 derivatives=derivatives)
 
 
-NEWTON_WORKERS = 32  # starts minimised at a time by `newton.minimize_many` (128 series, 512 starts: 16, 32, 64, 128 workers took 2.6, 2.7, 3.4, 8.3 s: the last starts' tail)
+NEWTON_WORKERS = 32  # starts minimised at a time by `newton.minimize_many` in a call of many (`newton.pool`; 128 series, 512 starts: 16, 32, 64, 128 workers took 2.6, 2.7, 3.4, 8.3 s: the last starts' tail)
 
 
 def _stack(datas: list["_Binned"], cutoff: bool) -> tuple:
@@ -569,7 +569,8 @@ def _minimize_starts(kind: str, starts: np.ndarray, data: tuple, quad: bool) -> 
     free = jnp.asarray(np.isin(np.arange(3), FREE[kind]))
     res = jax.device_get(_newton_batch(jnp.asarray(starts.reshape(r, 3)[pad]), jnp.asarray(row), free,
                                        jnp.asarray(kind != "power_law"), jnp.asarray(r), jnp.asarray(lower[row]),
-                                       jnp.asarray(upper[row]), *jax.tree.map(jnp.asarray, series), quad=quad))
+                                       jnp.asarray(upper[row]), *jax.tree.map(jnp.asarray, series), quad=quad,
+                                       workers=newton.pool(r, NEWTON_WORKERS)))
     return res.x[:r].reshape(S, K, 3), res.f[:r].reshape(S, K), res.converged[:r].reshape(S, K)
 
 

@@ -373,15 +373,19 @@ def _lognormal_nll(p, counts, v, support, tail, sub):
     return -jnp.sum(jnp.where(support, counts * logp, 0.0)) / jnp.sum(counts)
 
 
-@partial(persistent, static_argnames=("sub",))
-def _lognormal_fit_batch(p0, counts, v, support, tail, count, *, sub):
+LOGNORMAL_WORKERS = 64  # `newton.minimize_many`'s workers in a call of many fits (`newton.pool`)
+
+
+@partial(persistent, static_argnames=("sub", "workers"))
+def _lognormal_fit_batch(p0, counts, v, support, tail, count, *, sub, workers):
     """The lognormal fitted to a batch (a leading axis on every argument but `sub` and `count`,
     the rows to fit, the rest padding; tail may be None): `newton.minimize_many` from p0 (a, c),
+    `workers` at a time,
     then each bin's log probability at the optimum."""
     r = p0.shape[0]
     res = newton.minimize_many(None, p0, jnp.broadcast_to(jnp.array([A_BOUNDS[0], C_BOUNDS[0]]), (r, 2)),
                                jnp.broadcast_to(jnp.array([A_BOUNDS[1], C_BOUNDS[1]]), (r, 2)),
-                               (counts, v, support, tail), count=count, max_iter=200, ftol=1e-15, gtol=1e-7,
+                               (counts, v, support, tail), count=count, workers=workers, max_iter=200, ftol=1e-15, gtol=1e-7,
                                derivatives=lambda p, *data: _lognormal_derivatives(p, *data, sub))
     in_axes = (0, 0, 0, None if tail is None else 0, None)
     return res, jax.vmap(_lognormal_log_probs, in_axes=in_axes)(res.x, v, support, tail, sub)
@@ -457,7 +461,8 @@ def fit_lognormal_many(items) -> list[tuple[np.ndarray, bool]]:
                 pad = rows + [rows[0]] * (LOGNORMAL_BATCH - len(rows))
                 stack = lambda k: None if no_tail and k == 4 else jnp.asarray(np.stack([inputs[r][k] for r in pad]))
                 res, logp = jax.device_get(_lognormal_fit_batch(*(stack(k) for k in range(5)),
-                                                              jnp.asarray(len(rows)), sub=sub))
+                                                              jnp.asarray(len(rows)), sub=sub,
+                                                              workers=newton.pool(len(rows), LOGNORMAL_WORKERS)))
                 for q, r in enumerate(rows):
                     out[r] = (np.asarray(logp[q])[: np.asarray(items[r][0]).size], bool(res.converged[q]))
     return out
