@@ -620,7 +620,9 @@ class _Optimum(NamedTuple):
 
 
 BATCH = 256  # series per compiled optimisation call: bounds the memory of the batched fits
-SUMMARY_BUCKETS = (1, 16, 64, BATCH)  # series per `_summary_batch` call are padded to one of these
+# series per `_summary_batch` call are padded to one of these: a program of its own costs about 6 s
+# to compile and a single series padded to 16 about as much to compute as alone (no bucket of 1)
+SUMMARY_BUCKETS = (16, 64, BATCH)
 
 
 @partial(persistent, static_argnames=("quad",))
