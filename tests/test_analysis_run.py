@@ -56,6 +56,29 @@ def test_pure_decay_steps_are_exactly_the_zero_gradient_steps(recorded):
     np.testing.assert_array_equal(st.n_decay, truth.sum(0))
 
 
+def test_a_pool_in_median_units_leaves_out_a_series_without_a_unit():
+    """A series whose every increment is decay (its zero-gradient flags all set) has no median
+    non-decay |dw|: pooling the decay increments with the others' in median units leaves it out,
+    so the pool equals the pool of the other series alone (it once entered with the grid's first
+    edge as its unit: its increments past the grid's top, the pool's window widened to 1e39)."""
+    rng = np.random.default_rng(0)
+    steps = 3000
+    traj = np.cumsum(rng.standard_normal((1, steps, 3)) * [1e-3, 1e-4, 1e-2], axis=1).astype(np.float32)
+    flags = np.zeros(traj.shape, bool)
+    flags[0, 1:, 2] = True  # series 2: pure decay
+    flags[0, 1::7, :2] = True  # some decay in the others too
+    st = increments.stream(traj, [LR], [L2], stride=1, zero_grad=flags)
+    assert st.hist.take(2).counts.sum() == 0 and st.hist_decay.take(2).counts.sum() == steps - 1
+    both = st.hist + st.hist_decay
+    pool = increments.pooled(st, hist=both)
+    alone = increments.pooled(st, series=[0, 1], hist=both)
+    for field in ("counts", "offsets", "under", "over"):
+        np.testing.assert_array_equal(getattr(pool.full(), field), getattr(alone.full(), field), err_msg=field)
+    assert (pool.origin, pool.stop) == (alone.origin, alone.stop)
+    assert pool.counts.sum() == both.take(0).counts.sum() + both.take(1).counts.sum()
+    assert pool.grid.edges()[pool.stop] < 1e3  # in median units: a few decades around 1
+
+
 def test_streamed_histogram_equals_numpy_and_is_chunk_independent(recorded):
     traj, _ = recorded
     whole = increments.stream(traj, [LR], [L2], stride=1, blocks=3)

@@ -304,7 +304,8 @@ def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: 
     """The histograms (blocks, bins) of the series in `series` (default all), each divided by its
     median non-decay |dw| rounded to the grid: the median edge of every series is moved to
     ref_index (default: the edge of x = 1). hist: another histogram of the same series to pool
-    in the same units (default st.hist). None when none of them has a sample."""
+    in the same units (default st.hist). A series without a non-decay increment (constant, or
+    pure decay) has no unit and is left out. None when none of them has a sample."""
     g = st.hist.grid
     ref = int(round(-g.lo * g.bins_per_decade)) if ref_index is None else ref_index
     med = scales(st)
@@ -312,7 +313,7 @@ def pooled(st: IncrementStats, series=None, ref_index: int | None = None, hist: 
     total = None
     for s in range(st.hist.num_series) if series is None else series:
         one = hist.take(int(s))
-        if one.counts.sum() == 0:
+        if one.counts.sum() == 0 or st.hist.take(int(s)).counts.sum() == 0:  # nothing, or no unit
             continue
         shifted = one.shifted(int(med[s] - ref))
         total = shifted if total is None else total + shifted
