@@ -121,6 +121,11 @@ def test_decay_and_sign_histograms_equal_numpy():
     med = grid.edges()[increments.scales(st)]
     top = sensitivity.tops(st)
     assert widths[1, 3] / med[3] == pytest.approx(top[3] / med[3] / 60)
+    # and the pool's width in median units is its series with a unit's, whichever comes first (a
+    # pure-decay first series once gave its width of 1 over the grid's first edge)
+    for group, s in (([0, 1], 1), ([2, 3], 3), ([3, 2], 3)):
+        assert sensitivity._median_units_width(st, widths, group) == pytest.approx(top[s] / med[s] / 60)
+    assert sensitivity._median_units_width(st, widths, [0, 2]) == 0.0
 
 
 @pytest.fixture(scope="module")

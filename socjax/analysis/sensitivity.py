@@ -142,7 +142,13 @@ def table(st: IncrementStats, linear: np.ndarray, widths: np.ndarray, series, pe
 
 
 def _median_units_width(st: IncrementStats, widths: np.ndarray, idx: list[int]) -> float:
-    """The pooled linear bins' width in median units (the same for every series of the pool)."""
+    """The pooled linear bins' width in median units: the same for every series of the pool that
+    has a unit (a non-decay increment, as `linear_widths` and `increments.pooled` count them);
+    0.0, nothing to fit, when none has one."""
+    idx = np.asarray(idx, int)
+    idx = idx[tops(st)[idx] > 0]
+    if idx.size == 0:
+        return 0.0
     median = st.hist.grid.edges()[scales(st)][idx]
     return float((widths[1, idx] / median)[0])
 
