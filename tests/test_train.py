@@ -105,6 +105,28 @@ def test_same_seed_is_bitwise_reproducible(small):
     assert not np.array_equal(s1.params[0].w[0], s1.params[0].w[1])  # different seeds differ
 
 
+@pytest.mark.parametrize("model_name, optimizer", [("mlp", "sgd"), ("flax-mlp", "adam")])
+def test_initial_states_built_seed_by_seed_equal_one_jit_of_the_vmapped_init(model_name, optimizer):
+    """init_runs draws seed by seed, op by op (each draw its own compiled program, shared by every
+    configuration); one jit of the vmapped init_state over the seeds' keys, how it was built
+    before, gives the same state bit for bit: keys, weight statistics, optimizer moments."""
+    from socjax import config
+
+    cfg = config.build(preset="smoke", hidden=(16, 12), model=model_name, optimizer=optimizer)
+    seeds = (0, 1, 2**32 - 1)
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+    vmapped = jax.jit(jax.vmap(train.init_state, in_axes=(0, None, None, None)), static_argnums=(1, 2, 3))
+    stats = model_name == "mlp"  # --weight-stats covers the pure-function MLP
+    want = vmapped(keys, cfg.model, stats, cfg.optimizer)
+    got = train.init_runs(seeds, cfg.model, stats, cfg.optimizer)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    assert (got.stats is not None) == stats and got.key.dtype == want.key.dtype
+    raw = lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(raw(a), raw(b))
+
+
 def test_epoch_order_is_a_fresh_permutation_each_epoch():
     key = jax.random.key(0)
     orders = [np.asarray(train.epoch_order(key, jnp.int32(e), 1000)) for e in range(3)]
