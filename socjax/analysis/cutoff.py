@@ -639,17 +639,18 @@ def _summary_batch(thetas, block_counts, lx, data, tail, ends, nodes, *, quad: b
 
     def one(thetas, block_counts, lx, data, tail, ends, nodes):
         counts = block_counts.sum(0)
-        logp, log_norm = [], []
-        for k, kind in enumerate(FAMILY):
-            cut = kind != "power_law"
-            logp.append(_log_probs(thetas[k], lx, data | tail if cut else data, tail, cut, quad, nodes))
-            log_norm.append(log_bin_mass(thetas[k], ends[int(cut)], cut)[0])
+        # the three cutoff models (FAMILY[1:]) vmapped: one copy of the special functions in the
+        # program, not three (6.0 s of compilation -> 4.3)
+        cut_logp = jax.vmap(lambda th: _log_probs(th, lx, data | tail, tail, True, quad, nodes))(thetas[1:])
+        cut_norm = jax.vmap(lambda th: log_bin_mass(th, ends[1], True)[0])(thetas[1:])
+        logp = [_log_probs(thetas[0], lx, data, tail, False, quad, nodes)[None], cut_logp]
+        log_norm = [log_bin_mass(thetas[0], ends[0], False)[:1], cut_norm]
         pl = lambda t, c: _nll(t, c, lx, data, tail, False, quad)
         curvature_pl = jax.hessian(pl)(thetas[0], counts), jax.vmap(jax.grad(pl), (None, 0))(thetas[0], block_counts)
         bins = _bin_derivatives(thetas[3], lx, tail, quad, nodes)
         nll = lambda c: binned_nll_derivatives(*bins, c, data | tail)
         curvature_st = nll(counts)[2], jax.vmap(lambda c: nll(c)[1])(block_counts)
-        return jnp.stack(logp), jnp.stack(log_norm), curvature_pl, curvature_st
+        return jnp.concatenate(logp), jnp.concatenate(log_norm), curvature_pl, curvature_st
 
     return jax.vmap(one)(thetas, block_counts, lx, data, tail, ends, nodes)
 
