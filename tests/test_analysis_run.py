@@ -98,6 +98,34 @@ def test_streamed_histogram_equals_numpy_and_is_chunk_independent(recorded):
         np.testing.assert_allclose(whole.moments[k, 1], (dw[keep[:, k], k].astype(np.float64) ** 2).sum(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("l2", [0.0, L2])
+def test_padded_chunks_count_only_their_own_increments(l2):
+    """A chunk is padded to a bucket of rows by repeating its last row (one compiled program per
+    bucket): its padded increments are 0, which with l2 = 0 (decay factor 1) is what pure decay
+    looks like, and must count nowhere. Decay, zero and non-finite counts, histogram totals and
+    moments equal NumPy's on the trajectory, in chunks of any length."""
+    rng = np.random.default_rng(1)
+    traj = (np.cumsum(rng.standard_normal((2, 1000, 3)), axis=1) * 1e-3).astype(np.float32)
+    traj[0, 100:140, 0] = traj[0, 99, 0]  # a stretch without motion: 40 increments of exactly 0
+    traj[1, 500, 2] = np.nan  # two non-finite increments
+    w = traj.astype(np.float64)
+    dw = np.diff(traj, axis=1)
+    finite = np.isfinite(dw)
+    with np.errstate(invalid="ignore"):
+        decay = finite & (np.abs(w[:, 1:] - w[:, :-1] * (1 - LR * l2)) <= 2 * np.spacing(np.abs(traj[:, :-1])))
+    counted = finite & ~decay & (dw != 0)
+    per_series = lambda x: x.sum(1).reshape(-1)  # series s = run * 3 + weight
+    moment2 = per_series(np.where(counted, dw.astype(np.float64), 0.0) ** 2)
+    for chunk_rows in (None, 37, 100):
+        st = increments.stream(traj, [LR] * 2, [l2] * 2, stride=1, chunk_rows=chunk_rows)
+        np.testing.assert_array_equal(st.n_decay, per_series(decay))
+        np.testing.assert_array_equal(st.n_zero, per_series(finite & ~decay & (dw == 0)))
+        np.testing.assert_array_equal(st.n_nonfinite, per_series(~finite))
+        np.testing.assert_array_equal([st.hist.take(k).counts.sum() for k in range(6)], per_series(counted))
+        np.testing.assert_allclose(st.moments[:, 1], moment2, rtol=1e-9)
+    assert per_series(decay)[0] >= (40 if l2 == 0 else 0) and per_series(~finite)[5] == 2
+
+
 def write_minimal_run(path, traj, stride=1, runs=None):
     path.mkdir()
     np.save(path / "trajectory.npy", traj.astype(np.float32))

@@ -58,13 +58,14 @@ class IncrementStats:
         return self.hist - self.hist_negative
 
 
-def _classify(w, q, zero, stride: int):
+def _classify(w, q, zero, live, stride: int):
     """The increments of consecutive rows w (Tc + 1, S) and which are finite and pure decay: by
     the recorded zero-gradient flags `zero` (Tc, S) where given, else inferred from the decay
-    factor q (S,) (the module docstring)."""
+    factor q (S,) (the module docstring). live: how many of the Tc increments are the chunk's
+    own; the rest pad it to a bucket of rows (`_chunks`) and are neither finite nor decay."""
     prev, nxt = w[:-1], w[1:]
     dw = nxt - prev
-    finite = jnp.isfinite(dw)
+    finite = jnp.isfinite(dw) & (jnp.arange(dw.shape[0]) < live)[:, None]
     if zero is None:
         ulp = jnp.spacing(jnp.abs(prev)).astype(jnp.float64)
         resid = nxt.astype(jnp.float64) - prev.astype(jnp.float64) * q[None, :]
@@ -84,35 +85,37 @@ def _kinds(dw, finite, decay):
 
 
 @partial(jax.jit, static_argnames=("grid", "stride"))
-def _counts_chunk(w, q, zero, *, grid: Grid, stride: int):
+def _counts_chunk(w, q, zero, live, *, grid: Grid, stride: int):
     """The first pass over one chunk. w: (Tc + 1, S) float32 consecutive rows; q: (S,) float64
     decay factor per recorded interval; zero: (Tc, S) bool recorded zero-gradient flags of the
-    increments, or None (then decay is inferred from q). Per series: the first and last grid bin
-    of any histogrammed |dw| (`loghist.spans`), the decay, zero and non-finite counts, and the
-    moments of the non-decay dw."""
-    dw, finite, decay = _classify(w, q, zero, stride)
+    increments, or None (then decay is inferred from q); live: the chunk's own increments, the
+    first `live` of the Tc (`_chunks`). Per series: the first and last grid bin of any
+    histogrammed |dw| (`loghist.spans`), the decay, zero and non-finite counts, and the moments
+    of the non-decay dw."""
+    dw, finite, decay = _classify(w, q, zero, live, stride)
     x, series, (nondecay, _, moving_decay) = _kinds(dw, finite, decay)
     first, last = spans(x, series, nondecay | moving_decay, grid=grid, num_series=w.shape[1])
     d = jnp.where(nondecay.reshape(dw.shape), dw, 0.0).astype(jnp.float64)
     moments = jnp.stack([jnp.sum(d**k, axis=0) for k in (1, 2, 3, 4)], axis=1)
     zero = finite & ~decay & (dw == 0)
-    return first, last, decay.sum(0), zero.sum(0), (~finite).sum(0), moments
+    nonfinite = ~finite & (jnp.arange(dw.shape[0]) < live)[:, None]
+    return first, last, decay.sum(0), zero.sum(0), nonfinite.sum(0), moments
 
 
 @partial(jax.jit, static_argnames=("grid", "stride", "size"))
-def _hist_chunk(w, q, zero, base, *, grid: Grid, stride: int, size: int):
+def _hist_chunk(w, q, zero, live, base, *, grid: Grid, stride: int, size: int):
     """The second pass over one chunk (arguments as `_counts_chunk`'s; base and size as
     `loghist.accumulate`'s): the three histograms of `_kinds` on the series' windows."""
-    x, series, keeps = _kinds(*_classify(w, q, zero, stride))
+    x, series, keeps = _kinds(*_classify(w, q, zero, live, stride))
     return tuple(accumulate(x, series, keep, base, grid=grid, size=size) for keep in keeps)
 
 
 @partial(jax.jit, static_argnames=("stride", "bins"))
-def _linear_chunk(w, q, zero, widths, *, stride: int, bins: int):
+def _linear_chunk(w, q, zero, live, widths, *, stride: int, bins: int):
     """Linear-bin histograms of the non-decay |dw| of one chunk: (W, S, bins) float32 counts, one
     histogram per row of widths (W, S), bin k = [k width, (k + 1) width), the last bin also
     holding everything above it."""
-    dw, finite, decay = _classify(w, q, zero, stride)
+    dw, finite, decay = _classify(w, q, zero, live, stride)
     valid = (finite & ~decay & (dw != 0)).ravel()
     s = w.shape[1]
     series = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), dw.shape).ravel()
@@ -148,8 +151,8 @@ def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8
     first, last = np.full(s, grid.num_bins), np.full(s, -1)
     n_decay, n_zero, n_nonfinite, moments = np.zeros(s), np.zeros(s), np.zeros(s), np.zeros((s, 4))
     with jax.enable_x64(True):
-        for _, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
-            f, l, nd, nz, nf, m = jax.device_get(_counts_chunk(rows, qj, zero, grid=grid, stride=stride))
+        for _, rows, zero, live, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            f, l, nd, nz, nf, m = jax.device_get(_counts_chunk(rows, qj, zero, live, grid=grid, stride=stride))
             first, last = np.minimum(first, f), np.maximum(last, l)
             n_decay += nd
             n_zero += nz
@@ -162,8 +165,8 @@ def stream(trajectory, lr, l2, stride: int, grid: Grid = Grid(), blocks: int = 8
         total = int(hists[0].start[-1])
         size = _flat_size(total + 1)
         base = jnp.asarray((hists[0].start[:-1] - origin).astype(np.int32))
-        for b, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
-            out = jax.device_get(_hist_chunk(rows, qj, zero, base, grid=grid, stride=stride, size=size))
+        for b, rows, zero, live, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            out = jax.device_get(_hist_chunk(rows, qj, zero, live, base, grid=grid, stride=stride, size=size))
             for h, (counts, offsets, under, over) in zip(hists, out):
                 h.counts[b] += counts[:total]
                 h.offsets[b] += offsets[:total]
@@ -181,8 +184,11 @@ def _flat_size(n: int) -> int:
 
 def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
     """The chunks of a streamed pass: (time block, rows (Tc + 1, S) float32, zero-gradient flags
-    (Tc, S) or None, the decay factor q (S,) as a float64 JAX array); `progress(rows)` after each.
-    Call with x64 enabled."""
+    (Tc, S) or None, live: how many of the Tc increments are the chunk's own, the decay factor q
+    (S,) as a float64 JAX array); `progress(rows)` after each. A chunk's increments are padded to
+    a bucket (`_flat_size`, at most chunk_rows) by repeating its last row (flags unset), so the
+    passes compile one program per bucket, not one per chunk length (the time blocks differ by a
+    row, a block's last chunk is shorter). Call with x64 enabled."""
     num_runs, steps, k = trajectory.shape
     s = num_runs * k
     chunk_rows = chunk_rows or max(2, ELEMENTS_PER_CHUNK // s)
@@ -199,10 +205,14 @@ def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress)
             t1 = min(t0 + chunk_rows, bounds[b + 1])
             rows = np.asarray(trajectory[:, t0 : t1 + 1, :], np.float32)  # (R, Tc+1, K)
             rows = rows.transpose(1, 0, 2).reshape(t1 + 1 - t0, s)
+            live = int(t1 - t0)
+            pad = min(_flat_size(live), max(chunk_rows, live)) - live
+            rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)])
             zero = None
             if zero_grad is not None:
-                zero = np.asarray(zero_grad[:, t0 + 1 : t1 + 1, :], bool).transpose(1, 0, 2).reshape(t1 - t0, s)
-            yield b, rows, zero, qj
+                zero = np.asarray(zero_grad[:, t0 + 1 : t1 + 1, :], bool).transpose(1, 0, 2).reshape(live, s)
+                zero = np.concatenate([zero, np.zeros((pad, s), bool)])
+            yield b, rows, zero, jnp.int32(live), qj
             if progress is not None:
                 progress(t1 - t0)
 
@@ -221,8 +231,8 @@ def linear_stream(trajectory, lr, l2, stride: int, widths: np.ndarray, bins: int
     out = np.zeros((widths.shape[0], widths.shape[1], blocks, bins))
     with jax.enable_x64(True):
         wj = jnp.asarray(widths)
-        for b, rows, zero, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
-            out[:, :, b] += np.asarray(_linear_chunk(rows, qj, zero, wj, stride=stride, bins=bins))
+        for b, rows, zero, live, qj in _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
+            out[:, :, b] += np.asarray(_linear_chunk(rows, qj, zero, live, wj, stride=stride, bins=bins))
     return out
 
 
