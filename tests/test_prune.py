@@ -179,13 +179,13 @@ def test_prune_refuses_a_run_without_weight_statistics(tmp_path, capsys):
 
 
 def test_prune_command_end_to_end(tmp_path, capsys):
-    """A smoke run with --weight-stats, analysed, then pruned: prune.json's curves agree with a
+    """A smoke run (784-16-12-10) with --weight-stats, analysed, then pruned: prune.json's curves agree with a
     NumPy forward pass of the same masks; at sparsity 0 every criterion gives the same network;
     the fine-tuned curve exists and left every pruned weight at 0; the figure and report exist, and
     the run's own report.md gains the Discussion's rows."""
     run = tmp_path / "run"
-    assert main(["train", "--preset", "smoke", "--out", str(run), "--seeds", "2", "--weight-stats", "--track", "8",
-                 "--no-progress"]) == 0
+    assert main(["train", "--preset", "smoke", "--hidden", "16", "12", "--out", str(run), "--seeds", "2",
+                 "--weight-stats", "--track", "8", "--no-progress"]) == 0
     assert main(["analyze", str(run), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["prune", str(run), "--sparsities", "0,0.5,0.9", "--draws", "2", "--step", "xla",
