@@ -206,12 +206,14 @@ def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress)
             rows = np.asarray(trajectory[:, t0 : t1 + 1, :], np.float32)  # (R, Tc+1, K)
             rows = rows.transpose(1, 0, 2).reshape(t1 + 1 - t0, s)
             live = int(t1 - t0)
-            pad = min(_flat_size(live), max(chunk_rows, live)) - live
-            rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)])
+            pad = min(_flat_size(live), max(chunk_rows, live)) - live  # 0 for a long run's full chunks: no copy
+            if pad:
+                rows = np.concatenate([rows, np.repeat(rows[-1:], pad, axis=0)])
             zero = None
             if zero_grad is not None:
                 zero = np.asarray(zero_grad[:, t0 + 1 : t1 + 1, :], bool).transpose(1, 0, 2).reshape(live, s)
-                zero = np.concatenate([zero, np.zeros((pad, s), bool)])
+                if pad:
+                    zero = np.concatenate([zero, np.zeros((pad, s), bool)])
             yield b, rows, zero, jnp.int32(live), qj
             if progress is not None:
                 progress(t1 - t0)
