@@ -132,10 +132,27 @@ def epoch_order(key: jax.Array, epoch: jax.Array, n: int) -> jax.Array:
 
 
 def evaluate(params: model.Params, x: jax.Array, y: jax.Array, cfg: ModelConfig):
-    """Mean data loss and accuracy over a set: x (M, 784), y (M,). Returns two () float32."""
-    out = jax.vmap(model.forward(cfg), in_axes=(None, 0))(params, x)
-    losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, y, cfg.loss)
-    return jnp.mean(losses), jnp.mean(jnp.argmax(out, axis=-1) == y)
+    """Mean data loss and accuracy over a set: x (M, 784), y (M,). Returns two () float32.
+
+    Vmapped over runs, each run is evaluated on its own (`sequential_vmap`: a loop over the runs,
+    not one batched product), so a run's test metrics do not depend on which runs share its
+    program: vmapped with 4 runs, XLA's CPU products of the whole test set round differently than
+    with 2 (a sweep sharded over processes or devices would differ in the last bit)."""
+
+    @jax.custom_batching.sequential_vmap
+    def one(params, x, y):
+        out = jax.vmap(model.forward(cfg), in_axes=(None, 0))(params, x)
+        losses = jax.vmap(model.data_loss, in_axes=(0, 0, None))(out, y, cfg.loss)
+        return jnp.mean(losses), jnp.mean(jnp.argmax(out, axis=-1) == y)
+
+    return one(params, x, y)
+
+
+@jax.custom_batching.sequential_vmap
+def _means(loss, correct):
+    """The epoch's mean train loss and accuracy over its steps, run by run when vmapped (as in
+    `evaluate`: a reduction batched over 4 runs rounds differently than over 2)."""
+    return jnp.mean(loss), jnp.mean(correct)
 
 
 def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSpec, num_epochs: int):
@@ -171,7 +188,7 @@ def train_chunk(state: TrainState, hyper: Hyper, data: Dataset, *, spec: TrainSp
         carry, ((loss, correct), (tracked, zero)) = jax.lax.scan(block, carry, blocks)
         params, opt_state, stats = stepper.leave(carry)
         test_loss, test_acc = evaluate(params, data.test_x, data.test_y, cfg)
-        metrics = EpochMetrics(jnp.mean(loss), jnp.mean(correct), test_loss, test_acc)
+        metrics = EpochMetrics(*_means(loss, correct), test_loss, test_acc)
         state = TrainState(params, opt_state, state.key, state.epoch + 1, stats)
         return state, (metrics, tracked, zero, order if spec.save_order else None)
 
