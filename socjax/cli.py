@@ -53,6 +53,29 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_train_args(t)
+    g = t.add_argument_group(
+        "several processes", "one sweep over many processes and hosts (jax.distributed): each process runs this same "
+        "command and trains its own block of the runs into DIR/shards/{i}; under srun or mpirun no flag is needed "
+        "(the launcher's environment says it all), else give all three, or use socjax launch")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, where JAX's coordination service "
+                   "listens")
+    g.add_argument("--num-processes", type=positive_int, metavar="N", help="processes in the job")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    g.add_argument("--heartbeat-seconds", type=positive_int, default=None, metavar="S",
+                   help="a process silent this long is lost, and the others stop after their chunk in flight, "
+                        "keeping their checkpoints (default 30)")
+
+    la = sub.add_parser(
+        "launch",
+        help="run socjax train as a job of N local processes (a coordinator on 127.0.0.1)",
+        description="Start N local processes of `socjax train ...` as one job (jax.distributed, a coordinator on "
+                    "127.0.0.1 and a free port), forward SIGINT and SIGTERM to them, and exit with the worst of "
+                    "their exit statuses. E.g. socjax launch --processes 2 -- train --preset smoke --seeds 4 --out runs/s",
+    )
+    la.add_argument("--processes", type=positive_int, required=True, metavar="N", help="processes to start")
+    la.add_argument("--cpus-per-process", type=positive_int, metavar="K",
+                    help="pin process i to cores [i K, (i + 1) K) of the launcher's (default: no pinning)")
+    la.add_argument("job", nargs=argparse.REMAINDER, metavar="-- train ...", help="the socjax command each process runs")
 
     a = sub.add_parser(
         "analyze",
@@ -313,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             code = _command(args, stop)
         except ConfigError as e:
-            print(f"socjax: error: {e}", file=sys.stderr)
+            if not getattr(e, "quiet", False):  # a process of a job that another's error stopped: that one says it
+                print(f"socjax: error: {e}", file=sys.stderr)
             return 2
         except Interrupted as e:
             print(f"socjax: {e}", file=sys.stderr)
@@ -325,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _command(args, stop) -> int:
+    if args.command == "launch":
+        from socjax import launch
+
+        job = args.job[1:] if args.job[:1] == ["--"] else args.job
+        return launch.launch(job, args.processes, stop, args.cpus_per_process)
+    if args.command == "train" and _several_processes(args):
+        return _train_processes(args, stop)
     if args.command in ("train", "reproduce"):
         from socjax.interrupt import Interrupted
 
@@ -353,6 +384,44 @@ def _command(args, stop) -> int:
         _prune(args)
     elif args.command == "toy":
         _toy(args)
+    return 0
+
+
+def _several_processes(args) -> bool:
+    """Whether this train command is one process of a job of several: the three flags, or a
+    cluster launcher's environment (socjax.distributed.launched_processes)."""
+    from socjax import distributed  # no JAX
+
+    return distributed.check_flags(args.coordinator, args.num_processes, args.process_id) or (
+        distributed.launched_processes() > 1)
+
+
+def _train_processes(args, stop) -> int:
+    """This process's part of a sweep trained by several (socjax.distributed). Process 0 says what
+    was written, and which other processes did not finish; the others say only their own errors."""
+    from socjax import distributed
+
+    stop.check()
+    cfg = train_config(args)
+    heartbeat = args.heartbeat_seconds or distributed.HEARTBEAT_SECONDS
+    group = distributed.initialize(args.coordinator, args.num_processes, args.process_id, heartbeat)
+    from socjax import runner
+
+    try:
+        out, problems = distributed.train(cfg, args.resume or args.out, group, progress=not args.no_progress,
+                                          resume=bool(args.resume), stop=stop, checkpoint_epochs=args.checkpoint_epochs,
+                                          checkpoint_minutes=args.checkpoint_minutes)
+    except runner.Diverged as e:
+        print(f"socjax: error: process {group.index}: {e}", file=sys.stderr)
+        return 3
+    if group.index:
+        return 0
+    for line in problems:
+        print(f"socjax: {line}", file=sys.stderr)
+    if problems:
+        print(f"socjax: {out} is not complete: rerun the same command with train --resume {out}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({group.count} processes)")
     return 0
 
 

@@ -312,6 +312,9 @@ class RunConfig:
     save_order: bool = False
     weight_stats: bool = False  # running statistics of every weight's increments while recording
     preset: str = "custom"
+    # one process's part of a sweep trained by several (socjax.distributed): runs()[start:stop] of
+    # the whole sweep's runs; None: every run
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self):
         _validate(self)
@@ -334,8 +337,10 @@ class RunConfig:
         return sum(max(0, min(end, epoch) - start) for start, end in self.recorded())
 
     def runs(self) -> list[tuple[int, float, float]]:
-        """(seed, lr, l2) of every run, in the order of the leading axis of every saved array."""
-        return list(itertools.product(self.seeds, self.lr, self.l2))
+        """(seed, lr, l2) of every run, in the order of the leading axis of every saved array (a
+        shard: its own runs of the sweep's, in the sweep's order)."""
+        runs = list(itertools.product(self.seeds, self.lr, self.l2))
+        return runs if self.shard is None else runs[self.shard[0] : self.shard[1]]
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -356,6 +361,8 @@ class RunConfig:
         for k in ("seeds", "lr", "l2", "record_windows"):
             if k in d:
                 d[k] = tuple(d[k])
+        if d.get("shard") is not None:
+            d["shard"] = tuple(d["shard"])
         return RunConfig(**d)
 
 
@@ -366,6 +373,11 @@ def _validate(cfg: RunConfig) -> None:
     _choose("step", cfg.step, tuple(STEP_CHOICES))
     if not cfg.seeds or not cfg.lr or not cfg.l2:
         raise ConfigError("seeds, lr and l2 each need at least one value")
+    if cfg.shard is not None:
+        total = len(cfg.seeds) * len(cfg.lr) * len(cfg.l2)
+        start, stop = cfg.shard
+        if not 0 <= start < stop <= total:
+            raise ConfigError(f"shard must be runs [start, stop) with 0 <= start < stop <= {total}, got {cfg.shard}")
     if len(set(cfg.seeds)) != len(cfg.seeds):
         raise ConfigError(f"seeds must be distinct, got {cfg.seeds}")
     for seed in cfg.seeds:

@@ -37,6 +37,11 @@ class StopSignal:
             self._at_once = False  # one Interrupted: a second signal must not break the clean-up
             self.check()
 
+    def request(self, name: str) -> None:
+        """Stop as a signal would, for a reason that is not one (e.g. "the loss of process 1"): from
+        any thread; the work stops where it next asks."""
+        self.requested, self.name = True, name
+
     def check(self, during: str = "start-up") -> None:
         """Raise Interrupted, saying what is kept (`kept`), if a signal came."""
         if self.requested:

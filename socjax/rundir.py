@@ -33,6 +33,12 @@
     .lock               flock'd by the one socjax process using the run (`RunLock`): train, analyze,
                         prune or plot, with its pid and command
 
+A sweep trained by several processes (socjax.distributed) is sharded: process i writes its own
+runs, a contiguous block of the sweep's, as a run directory of its own, shards/{i}/ (every file
+above, its config.json's "shard" naming the block, its own .lock), and nothing else; process 0
+also writes the top-level config.json (the whole sweep, with "processes": {"count", "shards": the
+block of each process}) and tracked.json. No file is written by two processes.
+
 and what `socjax analyze` derives from them (DERIVED): analysis.json, analysis.npz (bound to
 each other by analysis.json's "arrays_sha256"), report.md, the figures (FIGURES; per group
 `figure_name`), sweep.png, and with windows ages.json, ages.png and windows/age{A}/ (a window's
@@ -90,6 +96,7 @@ PRUNE_DIR, PRUNE_JSON, PRUNE_FIGURE = "prune", "prune.json", "prune.png"
 # params_age{A}.npz (`window_params`) too. Everything else is small and goes with it.
 BULK = (TRAJECTORY, ZERO_GRAD, ORDER, CHECKPOINT, WEIGHT_STATS, PARAMS_INIT, PARAMS_FINAL, LOCK)
 NOTES = "README.md"  # a published directory's own notes (how it was made): kept when it is published again
+SHARDS = "shards"  # a sharded run directory: shards/{i}/ is process i's run directory
 
 
 def figure_name(figure: str, label: str | None = None) -> str:
@@ -207,6 +214,9 @@ def check_new(out: str | Path) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirError(f"{out}: exists and is not a directory")
+    if out.is_dir() and (out / SHARDS).is_dir() and (out / CONFIG).exists():
+        raise RunDirError(f"{out}: already holds a run (trained by {len(read_shards(out) or [])} processes, "
+                          f"{SHARDS}/); choose another --out, or continue it with train --resume {out} in as many")
     if out.is_dir():
         present = [f for f in RUN_FILES if (out / f).exists()]
         if present and not (out / CHECKPOINT).exists():
@@ -466,6 +476,40 @@ def _grow(path: Path, shape) -> np.memmap:
 def _write_config(out: Path, cfg: RunConfig, layout: dict, source: str) -> None:
     write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
                                   environment=environment()))
+
+
+def shard_dir(run: str | Path, index: int) -> Path:
+    """The run directory of process `index` of a sharded run."""
+    return Path(run) / SHARDS / str(index)
+
+
+def read_shards(run: str | Path) -> list[tuple[int, int]] | None:
+    """The runs [start, stop) of each process of a sharded run directory (config.json's
+    "processes"), None for a run trained by one process (or no config.json yet)."""
+    path = Path(run) / CONFIG
+    if not path.exists():
+        return None
+    processes = load_config(run).get("processes")
+    if processes is None:
+        return None
+    try:
+        shards = [(int(a), int(b)) for a, b in processes["shards"]]
+    except (KeyError, TypeError, ValueError):
+        raise RunDirError(f"{path}: malformed \"processes\" section (no list of [start, stop] shards)") from None
+    return shards
+
+
+def write_sharded(out: Path, cfg: RunConfig, layout: dict, source: str, tracked: tuple[TrackedWeight, ...],
+                  shards: list[tuple[int, int]]) -> None:
+    """The top-level files of a sharded run (process 0): config.json (the whole sweep's `cfg` and
+    `layout`, the processes and their shards) and tracked.json."""
+    try:
+        write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
+                                      environment=environment(),
+                                      processes=dict(count=len(shards), shards=[list(s) for s in shards])))
+        write_json(out / TRACKED, _tracked_json(tracked))
+    except OSError as e:
+        raise RunDirError(f"{out}: cannot write ({e.strerror or e})") from None
 
 
 def _tracked_json(tracked) -> list[dict]:

@@ -88,8 +88,10 @@ def chunks(plan: list[tuple[Chunk, int]]) -> Iterator[Chunk]:
 
 
 def resume_config(out: str | Path, epochs: int | None = None) -> RunConfig:
-    """The configuration of the run in `out`, extended to `epochs` in total if given."""
-    rundir.require_checkpoint(out)  # before reading anything else, as load_checkpoint will
+    """The configuration of the run in `out`, extended to `epochs` in total if given (a sharded
+    run's: the whole sweep's; each shard's checkpoint is checked when it is resumed)."""
+    if rundir.read_shards(out) is None:
+        rundir.require_checkpoint(out)  # before reading anything else, as load_checkpoint will
     cfg = rundir.read_info(out).config
     if cfg is None:
         raise rundir.RunDirError(f"{out}: config.json holds no run configuration to resume")
@@ -97,24 +99,33 @@ def resume_config(out: str | Path, epochs: int | None = None) -> RunConfig:
 
 
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = False,
-        checkpoint_epochs: int | None = None, checkpoint_minutes: float = 10.0, stop: StopSignal | None = None) -> Path:
+        checkpoint_epochs: int | None = None, checkpoint_minutes: float = 10.0, stop: StopSignal | None = None,
+        ready: Callable[["_StartUp"], None] | None = None, resume_hint: str | None = None) -> Path:
     """Train every run of `cfg` and write the run directory `out`. Returns its path.
 
     resume: continue the run in `out` from its checkpoint (cfg from `resume_config`).
     checkpoint_epochs: checkpoint after every this many epochs (default: only by time and at the end).
     stop: an active StopSignal (the CLI starts one before it imports JAX); default: one of its own.
+    ready(start): called once start-up is done (data, state, compiled chunks), before anything is
+    written; an exception from it ends the start-up as any other (socjax.distributed: the processes
+    of a sharded run meet there). resume_hint: how to continue the run, for the messages (default
+    "socjax train --resume OUT").
     Raises ConfigError (or a subclass) for bad input before anything is written (RunDirError for a
     directory another process is writing, a changed config.json, too little disk space),
     Interrupted on SIGINT/SIGTERM and Diverged on non-finite values, each after saving what it can.
     """
     out = Path(out)
+    hint = resume_hint or f"socjax train --resume {out}"
     if not (checkpoint_minutes > 0 and math.isfinite(checkpoint_minutes)):
         raise config.ConfigError(f"checkpoint_minutes must be positive and finite, got {checkpoint_minutes}")
     if not resume:
         rundir.check_new(out)
+    elif (shards := rundir.read_shards(out)) is not None and cfg.shard is None:
+        raise rundir.RunDirError(f"{out}: trained by {len(shards)} processes ({rundir.SHARDS}/); resume it with as many: "
+                                 f"socjax launch --processes {len(shards)} -- train --resume {out}")
     with contextlib.nullcontext(stop) if stop is not None else StopSignal() as stop:
         if resume:
-            stop.kept = f"the run in {out} is unchanged; continue with: socjax train --resume {out}"
+            stop.kept = f"the run in {out} is unchanged; continue with: {hint}"
         lock = bar = None
         try:
             stop.check()
@@ -132,6 +143,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
                 compiled[c] = _compile(cfg, start, c)
                 stop.check()
             compile_seconds = time.perf_counter() - t
+            if ready is not None:
+                ready(start)
             writer = start.open_writer()  # a signal from here on stops the run after the chunk in flight
         except BaseException:
             if bar is not None:
@@ -142,7 +155,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
         try:
             writer.compiled(compile_seconds)
             with bar:
-                _train(cfg, out, writer, start, compiled, stop, bar, checkpoint_epochs, checkpoint_minutes)
+                _train(cfg, out, writer, start, compiled, stop, bar, checkpoint_epochs, checkpoint_minutes, hint)
         finally:
             lock.release()
     return out
@@ -160,6 +173,9 @@ class _StartUp(NamedTuple):
     steps_per_epoch: int  # over all runs, for the progress bar
     zero_grad: bool  # record the zero-gradient flags (rundir.layout's "zero_grad")
     open_writer: Callable[[], rundir.RunWriter]  # creates, or reopens, the run directory
+    cfg: RunConfig  # the configuration trained, its step resolved
+    layout: dict  # config.json's "trajectory" section (`rundir.layout`)
+    source: str  # the data source, as config.json names it
 
 
 def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _StartUp:
@@ -191,11 +207,12 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
         open_writer = lambda: rundir.RunWriter.create(out, cfg, layout, source, tracked, _named(state.params), state)
     return _StartUp(state, hyper, device_data, tuple(tracked), epoch, chunk_plan(cfg, epoch),
                     len(seeds) * layout["steps_per_epoch"], layout["zero_grad"],
-                    open_writer)
+                    open_writer, cfg, layout, source)
 
 
 def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp, compiled: dict,
-           stop: StopSignal, bar: "_Progress", checkpoint_epochs: int | None, checkpoint_minutes: float) -> None:
+           stop: StopSignal, bar: "_Progress", checkpoint_epochs: int | None, checkpoint_minutes: float,
+           hint: str) -> None:
     """Dispatch the planned chunks, write each, checkpoint when due and at the end; then finish."""
     state = start.state
     total = sum(count for _, count in start.plan)
@@ -225,7 +242,7 @@ def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp,
         _write(writer, chunk, result, state, window, state, bar)
     if stop.requested and writer.epoch < cfg.epochs:
         raise Interrupted(f"stopped by {stop.name} after epoch {writer.epoch} of {cfg.epochs}; checkpoint written "
-                          f"at epoch {writer.checkpointed}; continue with: socjax train --resume {out}")
+                          f"at epoch {writer.checkpointed}; continue with: {hint}")
     stats = None if state.stats is None else weight_stats.to_arrays(jax.device_get(state.stats))
     writer.finish(_named(state.params), stats)
 
@@ -289,7 +306,7 @@ def _shard(state: train.TrainState) -> train.TrainState:
     """With several devices, put the runs axis of the state across them (a 'seeds' mesh axis);
     the vmapped trainer then runs each device's runs there. Unchanged on one device or when the
     number of runs does not divide evenly."""
-    devices = jax.devices()
+    devices = jax.local_devices()  # this process's: under jax.distributed, jax.devices() holds every process's
     num_runs = jax.tree.leaves(state.params)[0].shape[0]
     if len(devices) < 2 or num_runs % len(devices):
         return jax.device_put(state)

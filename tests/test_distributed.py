@@ -1,0 +1,187 @@
+"""One sweep over several processes (socjax.distributed, socjax launch): the runs laid over the
+processes' devices, a sharded sweep equal to the same sweep in one process bit for bit on both
+steps, a lost process stopping the others and a rerun resuming every shard bitwise, SIGINT
+forwarded by the launcher, and refusals in one line that write nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from socjax import distributed, rundir
+from socjax import launch as launcher
+from socjax.config import ConfigError
+from socjax.native import build
+
+from test_long_runs import finish, start
+
+SMALL = ["--preset", "smoke", "--hidden", "16", "12", "--train-limit", "200", "--seeds", "2", "--lr", "2e-3", "1e-3",
+         "--track", "4", "--no-progress"]  # 4 runs: 2 seeds x 2 learning rates
+
+
+def launch(processes, args, env=None):
+    return finish(["launch", "--processes", str(processes), "--", "train", *args], env)
+
+
+def shard_files(run, name, load):
+    """A file of every shard of a sharded run, concatenated along the runs (by hand: the reference
+    for rundir's own reading of a sharded run)."""
+    n = len(rundir.read_shards(run))
+    return [load(rundir.shard_dir(run, i) / name) for i in range(n)]
+
+
+def epochs_done(run, shard: int) -> int:
+    path = rundir.shard_dir(run, shard) / rundir.PROGRESS
+    return json.loads(path.read_text())["epochs_done"] if path.exists() else -1
+
+
+def tree_of_files(run) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file() and p.name != rundir.LOCK}
+
+
+def test_runs_are_laid_over_the_processes_devices_in_order():
+    for runs, devices in [(4, [1, 1]), (5, [1, 1]), (7, [2, 1, 3]), (3, [1, 1, 1]), (64, [8] * 8), (10, [4, 4])]:
+        bounds = distributed.shards(runs, devices)
+        # the second way: each run's device (the last whose first run is at or before it), then that device's process
+        total = sum(devices)
+        owner = np.repeat(np.arange(len(devices)), devices)
+        firsts = [k * runs // total for k in range(total)]
+        process = [owner[max(k for k in range(total) if firsts[k] <= r and (k + 1) * runs // total > r)]
+                   for r in range(runs)]
+        for p, (a, b) in enumerate(bounds):
+            assert [r for r in range(runs) if process[r] == p] == list(range(a, b)), (runs, devices)
+        assert bounds[0][0] == 0 and bounds[-1][1] == runs
+    with pytest.raises(ConfigError, match="3 processes .* for 2 run"):
+        distributed.shards(2, [1, 1, 1])
+
+
+def test_the_flags_and_the_launchers_environment():
+    assert not distributed.check_flags(None, None, None)
+    assert distributed.check_flags("h:1234", 2, 1)
+    for args, message in [(("h:1234", 2, None), "go together"), (("h", 2, 0), "HOST:PORT"),
+                          (("h:99999", 2, 0), "HOST:PORT"), (("h:1234", 2, 2), r"0\.\.1"), (("h:1", 0, 0), ">= 1")]:
+        with pytest.raises(ConfigError, match=message):
+            distributed.check_flags(*args)
+    assert distributed.launched_processes({}) == 1
+    assert distributed.launched_processes({"SLURM_STEP_NUM_TASKS": "1"}) == 1
+    assert distributed.launched_processes({"SLURM_STEP_NUM_TASKS": "8"}) == 8
+    assert distributed.launched_processes({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
+
+
+@pytest.mark.parametrize("step", ["xla", "native"])
+def test_two_processes_of_two_runs_equal_four_runs_in_one_bitwise(tmp_path, step):
+    if step == "native" and build.unavailable() is not None:
+        pytest.skip(f"native step: {build.unavailable()}")
+    args = [*SMALL, "--epochs", "3", "--record-epochs", "2", "--weight-stats", "--save-order", "--step", step]
+    code, err = launch(2, [*args, "--out", str(tmp_path / "two")])
+    assert code == 0, err
+    code, err = finish(["train", *args, "--out", str(tmp_path / "one")])
+    assert code == 0, err
+    one, two = tmp_path / "one", tmp_path / "two"
+    top = rundir.load_config(two)
+    assert top["processes"] == {"count": 2, "shards": [[0, 2], [2, 4]]}
+    assert top["config"]["runs"] == rundir.load_config(one)["config"]["runs"] and top["config"]["step"] == step
+    for i, (a, b) in enumerate(top["processes"]["shards"]):
+        assert rundir.read_info(rundir.shard_dir(two, i)).config.shard == (a, b)
+    npy = lambda p: np.load(p)
+    arrays = ["trajectory.npy", "order.npy"] + (["zero_grad.npy"] if step == "xla" else [])
+    for name in arrays:
+        np.testing.assert_array_equal(np.concatenate(shard_files(two, name, npy)), np.load(one / name), err_msg=name)
+    for name in ("params_init.npz", "params_final.npz", "weight_stats.npz"):
+        parts, whole = shard_files(two, name, np.load), np.load(one / name)
+        for k in whole.files:
+            if whole[k].shape[:1] == (4,):  # per run
+                np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k], err_msg=f"{name}:{k}")
+            else:  # shared (the histograms' edges)
+                for part in parts:
+                    np.testing.assert_array_equal(part[k], whole[k], err_msg=f"{name}:{k}")
+    metrics, whole = shard_files(two, "metrics.json", lambda p: json.loads(p.read_text())), rundir.load_metrics(one)
+    for k in whole:
+        if k == "epoch":
+            assert all(m[k] == whole[k] for m in metrics)
+        elif k != "timing":
+            np.testing.assert_array_equal(np.concatenate([np.array(m[k]) for m in metrics], axis=1), np.array(whole[k]),
+                                          err_msg=k)
+    leaves = shard_files(two, rundir.CHECKPOINT, np.load)
+    reference = np.load(one / rundir.CHECKPOINT)
+    compared = 0
+    for k in reference.files:
+        v = reference[k]
+        if v.ndim and v.shape[0] == 4:  # the run axis (the state's leaves), not the metadata
+            np.testing.assert_array_equal(np.concatenate([leaf[k] for leaf in leaves]), v, err_msg=k)
+            compared += 1
+    assert compared >= 6  # the parameters at least
+
+
+def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwise(tmp_path):
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    args = [*SMALL, "--epochs", "300", "--record-epochs", "2", "--checkpoint-epochs", "1"]
+    # the two processes by hand, as a cluster launcher starts them (socjax launch is the test below)
+    port = str(launcher.free_port())
+    job = lambda i: start(["train", *args, "--out", str(run), "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                           "2", "--process-id", str(i), "--heartbeat-seconds", "2"])
+    procs = [job(0), job(1)]
+    deadline = time.time() + 300
+    while min(epochs_done(run, i) for i in range(2)) < 2:  # both training
+        assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGKILL)
+    killed = time.time()
+    out, err = procs[0].communicate(timeout=120)
+    waited = time.time() - killed
+    procs[1].communicate()
+    assert procs[0].returncode == 130, err
+    assert "stopped by the loss of process 1 (no heartbeat for 2 s)" in err and "--resume" in err, err
+    # bounded: the heartbeat (2 s), the runtime's own check and one chunk (an epoch of 200 steps)
+    assert waited < 30, waited
+    done = [json.loads((rundir.shard_dir(run, i) / rundir.PROGRESS).read_text()) for i in range(2)]
+    assert all(d["checkpoint_epoch"] >= 1 for d in done) and done[0]["epochs_done"] < 300
+    # the rerun, through socjax launch; SIGINT to the launcher reaches both processes, which keep their checkpoints
+    p = start(["launch", "--processes", "2", "--", "train", "--resume", str(run), "--no-progress"])
+    first = [d["epochs_done"] for d in done]
+    while any(epochs_done(run, i) == first[i] for i in range(2)):  # both training again
+        assert p.poll() is None, p.communicate()
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and err.count("stopped by SIGINT") == 2, err
+    code, err = launch(2, ["--resume", str(run), "--no-progress"])
+    assert code == 0, err
+    code, err = finish(["train", *args, "--out", str(reference)])
+    assert code == 0, err
+    np.testing.assert_array_equal(np.concatenate(shard_files(run, "trajectory.npy", np.load)),
+                                  np.load(reference / "trajectory.npy"))
+    final = shard_files(run, "params_final.npz", np.load)
+    for k, v in np.load(reference / "params_final.npz").items():
+        np.testing.assert_array_equal(np.concatenate([f[k] for f in final]), v, err_msg=k)
+    metrics = shard_files(run, "metrics.json", lambda p: json.loads(p.read_text()))
+    np.testing.assert_array_equal(np.concatenate([np.array(m["test_loss"]) for m in metrics], axis=1),
+                                  np.array(rundir.load_metrics(reference)["test_loss"]))
+
+
+def test_refusals_are_one_line_and_write_nothing(tmp_path):
+    run = tmp_path / "run"
+    code, err = launch(2, [*SMALL, "--epochs", "1", "--record-epochs", "1", "--out", str(run)])
+    assert code == 0, err
+    before = tree_of_files(run)
+    for job, message in [
+        (["launch", "--processes", "3", "--", "train", "--resume", str(run), "--epochs", "2"],
+         f"{run}: trained by 2 processes; resume it with as many (this job has 3)"),
+        (["train", "--resume", str(run), "--epochs", "2"],
+         f"{run}: trained by 2 processes (shards/); resume it with as many: socjax launch --processes 2 -- train"),
+        (["launch", "--processes", "2", "--", "train", *SMALL, "--out", str(run)], f"{run}: already holds a run"),
+        (["launch", "--processes", "5", "--", "train", *SMALL, "--out", str(tmp_path / "new")],
+         "5 processes (5 devices) for 4 run(s)"),
+        (["launch", "--processes", "2", "--", "analyze", str(run)], "socjax launch runs train"),
+    ]:
+        code, err = finish(job)
+        lines = [line for line in err.splitlines() if not line.startswith("W1")]  # JAX's runtime's own warning
+        assert code == 2 and len(lines) == 1 and message in lines[0], (job, err)
+    assert tree_of_files(run) == before
+    assert not (tmp_path / "new").exists()
