@@ -68,7 +68,7 @@ def load_inputs(run: Path) -> tuple[rundir.RunInfo, tuple[TrackedWeight, ...], i
     if not tracked:
         raise AnalysisError(f"{run / rundir.TRACKED}: lists no weights (the run was trained with --track 0); "
                             "nothing to analyse")
-    if not (run / rundir.TRAJECTORY).exists():
+    if not rundir.has(run, rundir.TRAJECTORY):
         published = "a published copy (rundir.publish); `socjax plot` redraws its figures from its analysis" \
             if (run / rundir.ANALYSIS).exists() or (run / rundir.AGES).exists() else "nothing to analyse"
         raise AnalysisError(f"{run}: no {rundir.TRAJECTORY} ({published})")
@@ -581,7 +581,7 @@ def neurons_part(run: Path, info: rundir.RunInfo, data_dir: str | None, warnings
     def skipped(why):
         return [dict(skipped=why) for _ in range(num_runs)], {}
 
-    if not (run / params).exists():
+    if not rundir.has(run, params):
         if info.config is not None:
             warnings.append(f"no {params} (the run has not finished): Fig. 1 is not drawn")
         return skipped(f"no {params}")

@@ -84,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "weights, neuron distributions, per group of runs (a setting) and across seeds; writes "
                     "DIR/analysis.json, DIR/analysis.npz, the figures and DIR/report.md.",
     )
-    a.add_argument("run", metavar="DIR", help="run directory (from socjax train)")
+    a.add_argument("run", metavar="DIR", nargs="?", help="run directory (from socjax train)")
+    a.add_argument("--merge", metavar="DIR", nargs="+",
+                   help="instead of DIR: analyse these run directories of one protocol (e.g. a job array's, a seed "
+                        "each) as one sweep, in --out (which links to them); only their seeds may differ")
+    a.add_argument("--out", help="with --merge: the directory the merged sweep and its analysis are written to")
     _add_analysis_args(a)
 
     pl = sub.add_parser(
@@ -377,7 +381,7 @@ def _command(args, stop) -> int:
             stop.kept = KEPT["analyze"]
             _analyze(out, args, data_dir=None)
     elif args.command == "analyze":
-        _analyze(args.run, args, data_dir=args.data_dir)
+        _analyze(_merged(args) if args.merge else _one_run(args), args, data_dir=args.data_dir)
     elif args.command == "plot":
         return _plot(args.run)
     elif args.command == "prune":
@@ -385,6 +389,26 @@ def _command(args, stop) -> int:
     elif args.command == "toy":
         _toy(args)
     return 0
+
+
+def _one_run(args) -> str:
+    if args.run is None:
+        raise ConfigError("name the run directory to analyse (or --merge DIR... --out OUT)")
+    if args.out is not None:
+        raise ConfigError("--out goes with --merge; a run's analysis is written into the run directory")
+    return args.run
+
+
+def _merged(args) -> Path:
+    """--merge DIR... --out OUT: the run directories as one sweep in OUT (`rundir.merge`)."""
+    from socjax import rundir
+
+    if args.run is not None:
+        raise ConfigError(f"give either a run directory ({args.run}) or --merge DIR..., not both")
+    if args.out is None:
+        raise ConfigError("--merge needs --out OUT, the directory to write the merged sweep's analysis to")
+    _check_out(args.out)
+    return rundir.merge(args.merge, args.out)
 
 
 def _several_processes(args) -> bool:

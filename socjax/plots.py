@@ -601,7 +601,7 @@ def redraw(path) -> Drawn:
         drawn.add(all_figures(run))  # raises, naming `socjax analyze`, when there is no analysis
     elif run.ages is None or rundir.derived_figures(run.path):  # a final recording drawn once, not analysed now
         why = run.stale or (f"no {rundir.ANALYSIS} (`socjax analyze {run.path}` writes it from the trajectory)"
-                            if (run.path / rundir.TRAJECTORY).exists() else
+                            if rundir.has(run.path, rundir.TRAJECTORY) else
                             f"no {rundir.ANALYSIS}, and no {rundir.TRAJECTORY} to analyse (a copy published without it)")
         drawn.add(Drawn([], [f"{run.path}/fig*.png not drawn: {why}"], missing=True))
     for w in run.info.layout.get("windows", []):

@@ -268,6 +268,6 @@ def load_run(path: str | Path, age: int | None = None) -> Run:
         runs = [dict(run=r, seed=listed[r].get("seed"), lr=listed[r].get("lr"), l2=listed[r].get("l2"),
                      group=group_of[r]) for r in range(num_runs)]
     metrics = None
-    if (run / rundir.METRICS).exists():
+    if rundir.has(run, rundir.METRICS):
         metrics = metrics_table(rundir.load_metrics(run), runs)
     return Run(run, info, runs, tracked, metrics, analysis, arrays, stale, age)

@@ -62,6 +62,8 @@ downstream (analysis, plots, report) reads a run through this module and nothing
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -132,8 +134,6 @@ def prune_dirs(run: Path) -> list[Path]:
 
 def digest(path: Path) -> str:
     """SHA-256 of a file, hex: binds a derived file to what it was computed from."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -235,12 +235,12 @@ class RunLock:
     The kernel drops the lock when the process ends, however it ends, so a killed run leaves no
     stale lock. A second process is refused in one line naming the holder, so nothing reads a run
     while another process writes it. create=True makes DIR (a new run); `discard()` then undoes a
-    set-up that failed: the run files, the lock and DIR itself if this lock made it."""
+    set-up that failed: the run files, the lock and DIR itself if this lock made it. On a sharded
+    run (create=False: analyze, prune, plot), every shard's lock too: none is read while its
+    process trains."""
 
     def __init__(self, out: Path, create: bool, command: str = "train"):
-        import fcntl
-
-        self.out, self.created, self.fd = out, False, None
+        self.out, self.created, self.fd, self.shards = out, False, None, []
         if create:
             try:
                 out.mkdir(parents=True)
@@ -251,25 +251,41 @@ class RunLock:
                 raise RunDirError(f"{out}: cannot create ({e.strerror})") from None
         elif not out.is_dir():
             raise RunDirError(f"{out}: run directory not found")
+        self.shards: list[int] = []  # a sharded run's shard locks (analyze, prune, plot: none may be training)
+        self.fd = self._acquire(out, command, discard=True)
         try:
-            self.fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            for d in ([] if create else shard_dirs(out)):
+                self.shards.append(self._acquire(d, command))
+        except BaseException:
+            self.release()
+            raise
+
+    def _acquire(self, out: Path, command: str, discard: bool = False) -> int:
+        import fcntl
+
+        try:
+            fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            self.discard()
+            if discard:
+                self.discard()
             raise RunDirError(f"{out}: cannot write ({e.strerror})") from None
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(self.fd, 64, 0).decode(errors="replace").split()
-            os.close(self.fd)
-            self.fd = None
+            holder = os.pread(fd, 64, 0).decode(errors="replace").split()
+            os.close(fd)
             pid, what = (holder[0] if holder else "unknown"), (holder[1] if len(holder) > 1 else "")
             doing = "writing this run" if what in ("train", "") else "using this run"
             raise RunDirError(f"{out}: another socjax process (pid {pid}{f', socjax {what}' if what else ''}) is "
                               f"{doing}; wait for it to end or stop it") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()} {command}\n".encode(), 0)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {command}\n".encode(), 0)
+        return fd
 
     def release(self) -> None:
+        for fd in self.shards:
+            os.close(fd)
+        self.shards = []
         if self.fd is not None:
             os.close(self.fd)  # closing the last descriptor drops the flock
             self.fd = None
@@ -499,6 +515,18 @@ def read_shards(run: str | Path) -> list[tuple[int, int]] | None:
     return shards
 
 
+def shard_dirs(run: str | Path) -> list[Path]:
+    """The shards' run directories of a sharded run, in process order; [] for a run of one process."""
+    shards = read_shards(run)
+    return [] if shards is None else [shard_dir(run, i) for i in range(len(shards))]
+
+
+def has(run: str | Path, name: str) -> bool:
+    """Whether the run holds file `name` (a sharded run: every shard does)."""
+    shards = shard_dirs(run)
+    return all((d / name).exists() for d in shards) if shards else (Path(run) / name).exists()
+
+
 def write_sharded(out: Path, cfg: RunConfig, layout: dict, source: str, tracked: tuple[TrackedWeight, ...],
                   shards: list[tuple[int, int]]) -> None:
     """The top-level files of a sharded run (process 0): config.json (the whole sweep's `cfg` and
@@ -510,6 +538,82 @@ def write_sharded(out: Path, cfg: RunConfig, layout: dict, source: str, tracked:
         write_json(out / TRACKED, _tracked_json(tracked))
     except OSError as e:
         raise RunDirError(f"{out}: cannot write ({e.strerror or e})") from None
+
+
+# what may differ between run directories merged as one sweep (`merge`): their seeds, and labels
+MERGE_FREE = ("seeds", "shard", "preset", "data_dir")
+
+
+def merge(dirs: list[str | Path], out: str | Path) -> Path:
+    """Present independent run directories of one protocol (a job array's, a seed or a few each)
+    as one sweep in `out`: a sharded run directory whose shards are links to them, in the given
+    order, with config.json holding their seeds in that order and "merged" naming them. Everything
+    is checked before anything is written, each refusal one RunDirError line naming the field:
+    every configuration field but MERGE_FREE, the data source, the recording layout and the tracked
+    weights must agree, the seeds must be distinct, and no input may itself be sharded. `out` must
+    be new, empty or an earlier merge (its links are replaced; its analysis outputs, which may
+    describe other inputs, are removed)."""
+    dirs, out = [Path(d) for d in dirs], Path(out)
+    if not dirs:
+        raise RunDirError("--merge needs at least one run directory")
+    infos, tracked = [], []
+    for d in dirs:
+        if not (d / CONFIG).exists():
+            raise RunDirError(f"{d}: not a run directory (no {CONFIG})")
+        if read_shards(d) is not None:
+            raise RunDirError(f"{d}: a sharded run directory; it is one sweep already, merge its own inputs instead")
+        info = read_info(d)
+        if info.config is None:
+            raise RunDirError(f"{d}: {CONFIG} holds no run configuration (a minimal directory cannot be merged)")
+        infos.append(info)
+        tracked.append([str(t) for t in load_tracked(d)])
+    first, first_flat = infos[0], _flat(_as_json(infos[0].config))
+    seen: dict[int, Path] = {}
+    for d, info, weights in zip(dirs, infos, tracked):
+        flat = _flat(_as_json(info.config))
+        differ = [k for k in sorted(set(flat) | set(first_flat))
+                  if k.split(".")[0] not in MERGE_FREE and flat.get(k) != first_flat.get(k)]
+        if differ:
+            k = differ[0]
+            raise RunDirError(f"{d}: its protocol differs from {dirs[0]}'s ({k}: {first_flat.get(k)!r} -> "
+                              f"{flat.get(k)!r}); only the seeds may differ between merged runs")
+        layout = {k: v for k, v in info.layout.items() if k != "num_runs"}
+        if layout != {k: v for k, v in first.layout.items() if k != "num_runs"}:
+            k = next(k for k in sorted(set(layout) | set(first.layout)) if k != "num_runs"
+                     and layout.get(k) != first.layout.get(k))
+            raise RunDirError(f"{d}: its recording layout differs from {dirs[0]}'s (trajectory.{k}: "
+                              f"{first.layout.get(k)!r} -> {layout.get(k)!r})")
+        if info.data_source != first.data_source:
+            raise RunDirError(f"{d}: trained on {info.data_source}, {dirs[0]} on {first.data_source}")
+        if weights != tracked[0]:
+            raise RunDirError(f"{d}: tracks other weights than {dirs[0]} ({TRACKED} differs)")
+        for seed in info.config.seeds:
+            if seed in seen:
+                raise RunDirError(f"{d}: seed {seed} is also in {seen[seed]}; merged runs need distinct seeds")
+            seen[seed] = d
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and "merged" not in (
+            load_config(out) if (out / CONFIG).exists() else {}))):
+        raise RunDirError(f"{out}: exists and is not an earlier merge; choose a new --out")
+    cfg = dataclasses.replace(first.config, seeds=tuple(s for info in infos for s in info.config.seeds), shard=None)
+    bounds, start = [], 0
+    for info in infos:
+        bounds.append((start, start + len(info.config.runs())))
+        start = bounds[-1][1]
+    try:
+        if out.is_dir():
+            remove_derived(out)
+            shutil.rmtree(out / SHARDS, ignore_errors=True)
+        (out / SHARDS).mkdir(parents=True)
+        for i, d in enumerate(dirs):
+            (out / SHARDS / str(i)).symlink_to(d.resolve(), target_is_directory=True)
+        write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=dict(first.layout, num_runs=start),
+                                      data_source=first.data_source, environment=first.environment,
+                                      processes=dict(count=len(dirs), shards=[list(b) for b in bounds]),
+                                      merged=[str(d.resolve()) for d in dirs]))
+        write_json(out / TRACKED, _tracked_json(load_tracked(dirs[0])))
+    except OSError as e:
+        raise RunDirError(f"{out}: cannot write ({e.strerror or e})") from None
+    return out
 
 
 def _tracked_json(tracked) -> list[dict]:
@@ -765,8 +869,9 @@ def published_files(run: str | Path) -> list[Path]:
     temporary files: config, metrics, tracked weights, progress, each recording's analysis.json,
     analysis.npz, figures and report.md, the age table, and prune outputs."""
     run = Path(run)
+    tops = {run, *shard_dirs(run)}  # a sharded run's shards hold its bulk
     return sorted(p.relative_to(run) for p in run.rglob("*")
-                  if p.is_file() and not p.name.startswith(".") and not (p.parent == run and is_bulk(p.name)))
+                  if p.is_file() and not p.name.startswith(".") and not (p.parent in tops and is_bulk(p.name)))
 
 
 def publish(run: str | Path, dest: str | Path) -> list[Path]:
@@ -856,7 +961,11 @@ def load_tracked(run: str | Path) -> tuple[TrackedWeight, ...]:
 
 
 def load_trajectory(run: str | Path) -> np.ndarray:
-    """trajectory.npy memory-mapped read-only: float32 (R, T, K)."""
+    """trajectory.npy memory-mapped read-only: float32 (R, T, K); of a sharded run, the shards'
+    concatenated along the runs (in memory)."""
+    shards = shard_dirs(run)
+    if shards:
+        return np.concatenate([np.load(_require(d / TRAJECTORY), mmap_mode="r") for d in shards])
     return np.load(_require(Path(run) / TRAJECTORY), mmap_mode="r")
 
 
@@ -900,8 +1009,16 @@ def load_npz(path: Path, remedy: str) -> dict[str, np.ndarray]:
 
 def read_progress(run: str | Path) -> dict | None:
     """progress.json (how much of the run is written: epochs_done, trajectory_rows, ...), or None
-    for a directory without one (a minimal directory: every trajectory row counts as written)."""
-    return _optional_json(Path(run) / PROGRESS)
+    for a directory without one (a minimal directory: every trajectory row counts as written). Of
+    a sharded run: what every shard has written (the least of each count; None while one has none)."""
+    shards = shard_dirs(run)
+    if not shards:
+        return _optional_json(Path(run) / PROGRESS)
+    parts = [_optional_json(d / PROGRESS) for d in shards]
+    if any(p is None for p in parts):
+        return None
+    return {k: (min(p[k] for p in parts) if all(isinstance(p.get(k), int) for p in parts) else parts[0][k])
+            for k in parts[0]}
 
 
 class TrajectoryReader:
@@ -947,9 +1064,29 @@ class TrajectoryReader:
         return out
 
 
-def open_trajectory(run: str | Path, rows: int | None = None, start: int = 0) -> TrajectoryReader:
+class ShardedReader:
+    """TrajectoryReaders of a sharded run's shards as one: reader[:, t0:t1, :] is their rows
+    concatenated along the runs, in the sweep's order."""
+
+    def __init__(self, readers: list):
+        self.readers = readers
+        first = readers[0]
+        self.shape = (sum(r.shape[0] for r in readers), *first.shape[1:])
+        self.dtype, self.ndim = first.dtype, first.ndim
+        if any(r.shape[1:] != first.shape[1:] for r in readers):
+            raise RunDirError(f"{first.path.parent.parent}: the shards' trajectories differ in shape "
+                              f"({', '.join(str(r.shape) for r in readers)})")
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.concatenate([r[key] for r in self.readers])
+
+
+def open_trajectory(run: str | Path, rows: int | None = None, start: int = 0) -> TrajectoryReader | ShardedReader:
     """trajectory.npy as a TrajectoryReader (bounded memory, for streaming analysis) of `rows`
-    rows from row `start` (default all)."""
+    rows from row `start` (default all); of a sharded run, its shards' as one (`ShardedReader`)."""
+    shards = shard_dirs(run)
+    if shards:
+        return ShardedReader([TrajectoryReader(_require(d / TRAJECTORY), rows, start) for d in shards])
     return TrajectoryReader(_require(Path(run) / TRAJECTORY), rows, start)
 
 
@@ -958,8 +1095,9 @@ class ZeroGradReader:
     (R, t1 - t0, K), flag k of row t set when weight k's data-loss gradient was exactly 0 at every
     step of the increment ending at row t."""
 
-    def __init__(self, path: Path, rows: int | None, start: int, num_tracked: int):
-        self.packed, self.k = TrajectoryReader(path, rows, start), num_tracked
+    def __init__(self, paths: list[Path], rows: int | None, start: int, num_tracked: int):
+        readers = [TrajectoryReader(path, rows, start) for path in paths]
+        self.packed, self.k = readers[0] if len(readers) == 1 else ShardedReader(readers), num_tracked
         self.shape = (*self.packed.shape[:2], num_tracked)
 
     def __getitem__(self, key) -> np.ndarray:
@@ -969,24 +1107,41 @@ class ZeroGradReader:
 def open_zero_grad(run: str | Path, num_tracked: int, rows: int | None = None, start: int = 0) -> ZeroGradReader | None:
     """zero_grad.npy as a ZeroGradReader of `rows` rows from `start`, or None for a run without it
     (the native step, or a run made before the flags were recorded)."""
-    path = Path(run) / ZERO_GRAD
     info = read_info(run)
-    if not path.exists() or not info.layout.get("zero_grad"):
+    if not has(run, ZERO_GRAD) or not info.layout.get("zero_grad"):
         return None
-    return ZeroGradReader(path, rows, start, num_tracked)
+    paths = [d / ZERO_GRAD for d in shard_dirs(run)] or [Path(run) / ZERO_GRAD]
+    return ZeroGradReader(paths, rows, start, num_tracked)
 
 
 def load_params(run: str | Path, which: str = "final") -> dict[str, np.ndarray]:
     """params_{init,final}.npz (which "init" or "final"), or another parameter file of the run
     (a window's, `window_params`), as {"w1": (R, 784, 700), "b1": (R, 700), ...}."""
     name = {"final": PARAMS_FINAL, "init": PARAMS_INIT}.get(which, which)
+    shards = shard_dirs(run)
+    if shards:
+        parts = [load_params(d, name) for d in shards]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     path = _require(Path(run) / name)
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
 
 def load_metrics(run: str | Path) -> dict:
-    return json.loads(_require(Path(run) / METRICS).read_text())
+    """metrics.json: {"epoch": [...], name: [[R values] per epoch], "timing": {...}}. Of a sharded
+    run: the epochs every shard has, each epoch's values of every run in the sweep's order, and
+    process 0's timing, with every process's under timing["processes"]."""
+    shards = shard_dirs(run)
+    if not shards:
+        return json.loads(_require(Path(run) / METRICS).read_text())
+    parts = [load_metrics(d) for d in shards]
+    epochs = min(len(p["epoch"]) for p in parts)
+    out = {"epoch": parts[0]["epoch"][:epochs]}
+    for k in parts[0]:
+        if k not in ("epoch", "timing"):
+            out[k] = [sum((p[k][e] for p in parts), []) for e in range(epochs)]
+    out["timing"] = dict(parts[0].get("timing", {}), processes=[p.get("timing", {}) for p in parts])
+    return out
 
 
 def load_analysis(run: str | Path) -> dict | None:
@@ -1005,9 +1160,15 @@ def load_weight_stats(run: str | Path, cfg: RunConfig) -> dict[str, np.ndarray]:
     """weight_stats.npz of a run trained with --weight-stats, checked against its configuration: every
     per-element array present has the shape (runs, *element's shape). A damaged file is one line
     (it cannot be rebuilt: the statistics are gathered during training)."""
-    path = _require(Path(run) / WEIGHT_STATS)
     remedy = "the statistics are gathered during training: train the run again with --weight-stats"
-    stats = load_npz(path, remedy)
+    shards = shard_dirs(run)
+    if shards:  # every array but the shared edges has a leading run axis
+        parts = [load_npz(_require(d / WEIGHT_STATS), remedy) for d in shards]
+        stats = {k: parts[0][k] if k == "hist_edges" else np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        path = Path(run) / SHARDS / "*" / WEIGHT_STATS
+    else:
+        path = _require(Path(run) / WEIGHT_STATS)
+        stats = load_npz(path, remedy)
     runs = len(list(cfg.runs()))
     sizes = cfg.model.sizes
     shapes = {f"w{l + 1}": (runs, sizes[l], sizes[l + 1]) for l in range(len(sizes) - 1)}
@@ -1036,9 +1197,9 @@ def not_final(run: str | Path) -> str | None:
     if cfg is not None and done is not None and done < cfg.epochs:
         return (f"{run}: the run has not finished (epoch {done} of {cfg.epochs}); finish it with "
                 f"`socjax train --resume {run}`, then prune it")
-    if not (run / WEIGHT_STATS).exists():
+    if not has(run, WEIGHT_STATS):
         return f"{run} has no {WEIGHT_STATS}: train it with --weight-stats to prune by amplitude"
-    if not (run / PARAMS_FINAL).exists():
+    if not has(run, PARAMS_FINAL):
         return f"{run} has no {PARAMS_FINAL}: the run has not finished"
     return None
 
@@ -1057,8 +1218,11 @@ def load_prune(out: str | Path) -> dict | None:
 def prune_state(run: Path) -> dict:
     """What a prune describes, to tell a stale one: the SHA-256 of the parameters and weight
     statistics it read, and the run's epochs."""
+    files = lambda name: [d / name for d in shard_dirs(run)] or [run / name]
+    combined = lambda name: (digest(files(name)[0]) if len(files(name)) == 1 else  # a sharded run: of the shards' digests
+                             hashlib.sha256("".join(digest(f) for f in files(name)).encode()).hexdigest())
     return dict(epochs_done=(read_progress(run) or {}).get("epochs_done"),
-                params_final_sha256=digest(run / PARAMS_FINAL), weight_stats_sha256=digest(run / WEIGHT_STATS))
+                params_final_sha256=combined(PARAMS_FINAL), weight_stats_sha256=combined(WEIGHT_STATS))
 
 
 def prune_is_current(run: Path, result: dict) -> bool:
@@ -1092,4 +1256,7 @@ def load_arrays(run: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_order(run: str | Path) -> np.ndarray:
+    shards = shard_dirs(run)
+    if shards:
+        return np.concatenate([np.load(_require(d / ORDER), mmap_mode="r") for d in shards])
     return np.load(_require(Path(run) / ORDER), mmap_mode="r")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 
 import numpy as np
 import pytest
 
-from socjax import distributed, rundir
+from socjax import distributed, results, rundir
 from socjax import launch as launcher
 from socjax.config import ConfigError
 from socjax.native import build
@@ -117,6 +118,37 @@ def test_two_processes_of_two_runs_equal_four_runs_in_one_bitwise(tmp_path, step
             np.testing.assert_array_equal(np.concatenate([leaf[k] for leaf in leaves]), v, err_msg=k)
             compared += 1
     assert compared >= 6  # the parameters at least
+    # rundir reads the sharded run as one: every reader equals the one-process run's
+    for which in ("init", "final"):
+        for k, v in rundir.load_params(one, which).items():
+            np.testing.assert_array_equal(rundir.load_params(two, which)[k], v, err_msg=k)
+    for k, v in rundir.load_weight_stats(one, rundir.read_info(one).config).items():
+        np.testing.assert_array_equal(rundir.load_weight_stats(two, rundir.read_info(two).config)[k], v, err_msg=k)
+    np.testing.assert_array_equal(rundir.load_order(two), rundir.load_order(one))
+    np.testing.assert_array_equal(rundir.load_trajectory(two), rundir.load_trajectory(one))
+    assert rundir.read_progress(two) == rundir.read_progress(one)
+    merged, whole = rundir.load_metrics(two), rundir.load_metrics(one)
+    assert {k: v for k, v in merged.items() if k != "timing"} == {k: v for k, v in whole.items() if k != "timing"}
+    assert len(merged["timing"]["processes"]) == 2
+    rows = rundir.read_progress(one)["trajectory_rows"]
+    np.testing.assert_array_equal(rundir.open_trajectory(two, rows - 7, 5)[:, 3:90, :],
+                                  rundir.open_trajectory(one, rows - 7, 5)[:, 3:90, :])
+    if step == "xla":
+        np.testing.assert_array_equal(rundir.open_zero_grad(two, 4)[:, 0:50, :], rundir.open_zero_grad(one, 4)[:, 0:50, :])
+    else:
+        assert rundir.open_zero_grad(two, 4) is None and rundir.open_zero_grad(one, 4) is None
+        return
+    # and so does the analysis: the same analysis.json but for the run's path, the same arrays
+    for run in (one, two):
+        code, err = finish(["analyze", str(run), "--no-progress"])
+        assert code == 0, err
+    a, b = json.loads((one / rundir.ANALYSIS).read_text()), json.loads((two / rundir.ANALYSIS).read_text())
+    assert b.pop("run") == str(two) and a.pop("run") == str(one)
+    assert a == b
+    arrays = rundir.load_arrays(one)
+    for k, v in rundir.load_arrays(two).items():
+        np.testing.assert_array_equal(v, arrays[k], err_msg=k)
+    assert results.load_run(two).runs == results.load_run(one).runs
 
 
 def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwise(tmp_path):
@@ -185,3 +217,61 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path):
         assert code == 2 and len(lines) == 1 and message in lines[0], (job, err)
     assert tree_of_files(run) == before
     assert not (tmp_path / "new").exists()
+    # nothing reads a sharded run while one of its processes writes its shard
+    with rundir.RunLock(rundir.shard_dir(run, 1), create=False, command="train"):
+        code, err = finish(["analyze", str(run), "--no-progress"])
+    assert code == 2 and err.strip() == (f"socjax: error: {rundir.shard_dir(run, 1)}: another socjax process (pid "
+                                         f"{os.getpid()}, socjax train) is writing this run; wait for it to end or stop it")
+    assert tree_of_files(run) == before
+    # a published copy leaves out every shard's bulk, as a run's
+    published = rundir.published_files(run)
+    assert {rundir.CONFIG, rundir.TRACKED, f"shards/1/{rundir.METRICS}"} <= {str(p) for p in published}
+    assert not [p for p in published if rundir.is_bulk(p.name)]
+
+
+def test_a_merged_analysis_of_four_single_seed_runs_equals_the_four_seeds_trained_together(tmp_path):
+    args = ["--preset", "smoke", "--hidden", "16", "12", "--train-limit", "200", "--epochs", "3", "--record-epochs", "2",
+            "--track", "4", "--no-progress", "--step", "xla"]
+    parts = [tmp_path / f"seed{s}" for s in range(4)]
+    for s, d in enumerate(parts):  # a job array's directories
+        code, err = finish(["train", *args, "--seed", str(s), "--out", str(d)])
+        assert code == 0, err
+    code, err = finish(["train", *args, "--seeds", "4", "--out", str(tmp_path / "together")])
+    assert code == 0, err
+    code, err = finish(["analyze", "--merge", *map(str, parts), "--out", str(tmp_path / "merged"), "--no-progress"])
+    assert code == 0, err
+    merged = tmp_path / "merged"
+    assert rundir.read_info(merged).config.seeds == (0, 1, 2, 3)
+    code, err = finish(["analyze", str(tmp_path / "together"), "--no-progress"])
+    assert code == 0, err
+    a = json.loads((merged / rundir.ANALYSIS).read_text())
+    b = json.loads((tmp_path / "together" / rundir.ANALYSIS).read_text())
+    assert a.pop("run") == str(merged) and b.pop("run") == str(tmp_path / "together")
+    assert a == b
+    arrays = rundir.load_arrays(tmp_path / "together")
+    for k, v in rundir.load_arrays(merged).items():
+        np.testing.assert_array_equal(v, arrays[k], err_msg=k)
+    # the runs come in the order the directories are given
+    other_order = rundir.merge([parts[2], parts[0]], tmp_path / "m20")
+    assert rundir.read_info(other_order).config.seeds == (2, 0)
+    np.testing.assert_array_equal(rundir.load_trajectory(other_order), rundir.load_trajectory(tmp_path / "together")[[2, 0]])
+    # refusals: one line each, nothing written
+    other = [a if a != "2" else "3" for a in args]  # another protocol: every epoch recorded
+    code, err = finish(["train", *other, "--seed", "7", "--out", str(tmp_path / "other")])
+    assert code == 0, err
+    before = tree_of_files(merged)
+    m2 = str(tmp_path / "m2")
+    for job, message in [
+        (["--merge", str(parts[0]), str(tmp_path / "together"), "--out", m2],
+         f"{tmp_path / 'together'}: seed 0 is also in {parts[0]}; merged runs need distinct seeds"),
+        (["--merge", str(parts[0]), str(tmp_path / "other"), "--out", m2],
+         f"{tmp_path / 'other'}: its protocol differs from {parts[0]}'s (epochs_equilibrate: 1 -> 0); only the seeds"),
+        (["--merge", str(parts[0]), "--out", str(parts[1])], f"{parts[1]}: exists and is not an earlier merge"),
+        (["--merge", str(parts[0]), str(merged), "--out", m2], f"{merged}: a sharded run directory"),
+        ([str(parts[0]), "--merge", str(parts[1]), "--out", m2], "give either a run directory"),
+        (["--merge", str(parts[0])], "--merge needs --out OUT"),
+    ]:
+        code, err = finish(["analyze", *job, "--no-progress"])
+        assert code == 2 and err.count("\n") == 1 and message in err, (job, err)
+        assert not (tmp_path / "m2").exists()
+    assert tree_of_files(merged) == before
