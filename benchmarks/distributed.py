@@ -1,11 +1,12 @@
 """One machine's cores as one process or as several (`socjax launch`): seed-steps/s of the paper's
-network (784-700-476-10, per-example SGD, --step auto) trained on the embedded subset, for each
-layout of processes x runs.
+network (784-700-476-10, per-example SGD, --step auto) trained on the embedded subset or, with
+--data-dir, on full MNIST as the paper's protocol does (an epoch of 60,000 steps and one test
+evaluation), for each layout of processes x runs.
 
     python benchmarks/distributed.py [--epochs 60] [--cases 1x2 2x1 2x2] [--hidden 700 476]
-                                     [--train-limit N] [--out FILE]
+                                     [--train-limit N] [--data-dir MNIST_DIR] [--out FILE]
 
-A case PxR is a job of P processes training R runs in all (R / P each); with P > 1 each process is
+A case PxR is a job of P processes training R runs each (P R in all); with P > 1 each process is
 pinned to its own cores (--cpus-per-process, the machine's cores / P), with P = 1 the process has
 them all. The rate is the runs' steps over the training wall time: of each process the sum of its
 chunks' wall times (metrics.json's timing, compilation and start-up excluded), of the job the
@@ -30,10 +31,11 @@ from analysis_stream import machine, write_result  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def case(processes: int, runs: int, epochs: int, base: Path, extra: list[str]) -> dict:
-    out = base / f"p{processes}r{runs}"
-    train = ["train", "--preset", "smoke", "--seeds", str(runs), "--epochs", str(epochs), "--record-epochs", "1",
-             "--track", "4", "--no-progress", "--out", str(out), *extra]
+def case(processes: int, each: int, epochs: int, base: Path, extra: list[str]) -> dict:
+    runs = processes * each
+    out = base / f"p{processes}r{each}"
+    train = ["train", "--seeds", str(runs), "--epochs", str(epochs), "--record-epochs", "1", "--track", "4",
+             "--no-progress", "--out", str(out), *extra]
     if processes == 1:
         cmd = [sys.executable, "-m", "socjax", *train]
     else:
@@ -59,23 +61,27 @@ def case(processes: int, runs: int, epochs: int, base: Path, extra: list[str]) -
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=60, help="epochs per run, 2,000 steps each (default 60)")
-    p.add_argument("--cases", nargs="+", default=["1x2", "2x1", "2x2"], help="PROCESSESxRUNS (default 1x2 2x1 2x2)")
+    p.add_argument("--epochs", type=int, default=60, help="epochs per run (default 60)")
+    p.add_argument("--cases", nargs="+", default=["1x2", "2x1", "2x2"], help="PROCESSESxRUNS, runs per process (default 1x2 2x1 2x2)")
     p.add_argument("--out", help="JSON file (default benchmarks/results/distributed-<host>.json)")
     p.add_argument("--hidden", nargs="+", default=["700", "476"], help="hidden sizes (default the paper's 700 476)")
-    p.add_argument("--train-limit", type=int, default=None, help="training examples (default the subset's 2,000)")
+    p.add_argument("--train-limit", type=int, default=None, help="training examples (default all)")
+    p.add_argument("--data-dir", help="full MNIST's IDX files: the paper's data and epochs of 60,000 steps (default the "
+                                      "embedded subset, 2,000)")
     args = p.parse_args()
-    extra = ["--hidden", *args.hidden] + (["--train-limit", str(args.train_limit)] if args.train_limit else [])
+    data = ["--preset", "paper", "--data-dir", args.data_dir] if args.data_dir else ["--preset", "smoke"]
+    extra = [*data, "--hidden", *args.hidden] + (["--train-limit", str(args.train_limit)] if args.train_limit else [])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in args.cases:
-            processes, runs = (int(v) for v in c.split("x"))
-            rows.append(case(processes, runs, args.epochs, Path(tmp), extra))
+            processes, each = (int(v) for v in c.split("x"))
+            rows.append(case(processes, each, args.epochs, Path(tmp), extra))
             r = rows[-1]
-            print(f"{processes} process(es) x {runs} run(s): {r['seed_steps_per_s']:,.0f} seed-steps/s "
+            print(f"{processes} process(es) x {each} run(s) each: {r['seed_steps_per_s']:,.0f} seed-steps/s "
                   f"(train {max(r['train_seconds']):.1f} s, command {r['command_seconds']:.1f} s, step {r['step']})")
     write_result("distributed", dict(machine=machine(), network="-".join(["784", *args.hidden, "10"]),
-                                     data=f"embedded subset, {args.train_limit or 2000:,} examples", cases=rows),
+                                     data=("MNIST" if args.data_dir else "embedded subset") +
+                                     f", {rows[0]['steps_per_run'] // args.epochs:,} examples", cases=rows),
                  args.out)
 
 
