@@ -360,6 +360,9 @@ def _command(args, stop) -> int:
         return launch.launch(job, args.processes, stop, args.cpus_per_process)
     if args.command == "train" and _several_processes(args):
         return _train_processes(args, stop)
+    if args.command == "reproduce" and _launched():
+        raise ConfigError("reproduce runs in one process; under a cluster launcher, train (its processes share the "
+                          "sweep), then socjax analyze DIR")
     if args.command in ("train", "reproduce"):
         from socjax.interrupt import Interrupted
 
@@ -409,6 +412,12 @@ def _merged(args) -> Path:
         raise ConfigError("--merge needs --out OUT, the directory to write the merged sweep's analysis to")
     _check_out(args.out)
     return rundir.merge(args.merge, args.out)
+
+
+def _launched() -> bool:
+    from socjax import distributed  # no JAX
+
+    return distributed.launched_processes() > 1
 
 
 def _several_processes(args) -> bool:

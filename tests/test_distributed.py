@@ -75,6 +75,13 @@ def test_the_flags_and_the_launchers_environment():
     assert distributed.launched_processes({"OMPI_COMM_WORLD_SIZE": "4"}) == 4
 
 
+def test_reproduce_under_a_cluster_launcher_is_refused(tmp_path):
+    code, err = finish(["reproduce", "--preset", "smoke", "--out", str(tmp_path / "r")], env={"SLURM_STEP_NUM_TASKS": "2"})
+    assert code == 2 and err == ("socjax: error: reproduce runs in one process; under a cluster launcher, train (its "
+                                 "processes share the sweep), then socjax analyze DIR\n")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("step", ["xla", "native"])
 def test_two_processes_of_two_runs_equal_four_runs_in_one_bitwise(tmp_path, step):
     if step == "native" and build.unavailable() is not None:
