@@ -17,7 +17,6 @@ reported beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -108,7 +108,6 @@ class Group:
 
     def __init__(self, index: int, count: int, client, heartbeat: int):
         self.index, self.count, self.client, self.heartbeat = index, count, client, heartbeat
-        self._ended_early = False
 
     def _key(self, stage: str, index: int | None = None) -> str:
         return f"socjax/{stage}" + ("" if index is None else f"/{index}")
@@ -144,7 +143,7 @@ class Group:
             stop.check()
             time.sleep(POLL_SECONDS)
 
-    def end(self, outcome: str, stop: StopSignal) -> list[str]:
+    def end(self, outcome: str) -> list[str]:
         """Say that this process has ended (`outcome`: "done" or why not), so that its exit is not
         taken for a loss. Process 0 first asks the others to stop if it ended early, then waits
         for every other process to end (its exit would end them): their outcomes, as lines, for
@@ -166,8 +165,8 @@ class Group:
 
     @contextlib.contextmanager
     def watch(self, stop: StopSignal) -> Iterator[None]:
-        """While the block runs, a thread that stops this process (`stop.request`, after its chunk
-        in flight) when another is lost, or when process 0 asks."""
+        """While the block runs, a thread that looks every second and stops this process
+        (`stop.request`, after its chunk in flight) when another is lost, or when process 0 asks."""
         done = threading.Event()
 
         def look():
@@ -195,7 +194,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                heartbeat: int = HEARTBEAT_SECONDS) -> Group:
     """Start JAX's distributed runtime (before anything else uses JAX) and join the job: from the
     flags, or with none from a cluster launcher's environment. Recoverable: a process that dies
-    does not end the others (JAX's default), which see it in `Group.lost` and stop on their own."""
+    does not end the others (as JAX's default would: SIGABRT), which see it in `Group.lost` and
+    stop on their own."""
     import jax
     from jax._src import distributed as _distributed
 
@@ -274,7 +274,7 @@ def train(cfg: RunConfig, out: str | Path, group: Group, *, progress: bool, resu
                 group.client.key_value_set(group._key("started", group.index), json.dumps(outcome))
         raise
     finally:
-        problems = group.end(outcome, stop)
+        problems = group.end(outcome)
         if group.index == 0 and not (out / rundir.CONFIG).exists():
             for d in (out / rundir.SHARDS, out):  # a set-up that failed somewhere: the empty directories it left
                 with contextlib.suppress(OSError):

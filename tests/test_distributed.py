@@ -1,13 +1,15 @@
 """One sweep over several processes (socjax.distributed, socjax launch): the runs laid over the
 processes' devices, a sharded sweep equal to the same sweep in one process bit for bit on both
-steps, a lost process stopping the others and a rerun resuming every shard bitwise, SIGINT
-forwarded by the launcher, and refusals in one line that write nothing."""
+steps and read by rundir as one, a lost process stopping the others (and process 0's death ending
+them) with a rerun resuming every shard bitwise, SIGINT forwarded by the launcher, independent
+run directories merged into one analysis, and refusals in one line that write nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
 
@@ -144,32 +146,27 @@ def test_two_processes_of_two_runs_equal_four_runs_in_one_bitwise(tmp_path, step
         np.testing.assert_array_equal(rundir.open_zero_grad(two, 4)[:, 0:50, :], rundir.open_zero_grad(one, 4)[:, 0:50, :])
     else:
         assert rundir.open_zero_grad(two, 4) is None and rundir.open_zero_grad(one, 4) is None
-        return
-    # and so does the analysis: the same analysis.json but for the run's path, the same arrays
-    for run in (one, two):
-        code, err = finish(["analyze", str(run), "--no-progress"])
-        assert code == 0, err
-    a, b = json.loads((one / rundir.ANALYSIS).read_text()), json.loads((two / rundir.ANALYSIS).read_text())
-    assert b.pop("run") == str(two) and a.pop("run") == str(one)
-    assert a == b
-    arrays = rundir.load_arrays(one)
-    for k, v in rundir.load_arrays(two).items():
-        np.testing.assert_array_equal(v, arrays[k], err_msg=k)
     assert results.load_run(two).runs == results.load_run(one).runs
+    # the analysis of a sharded directory: the merged test below (a merge is one)
 
 
 def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwise(tmp_path):
     run, reference = tmp_path / "run", tmp_path / "reference"
     args = [*SMALL, "--epochs", "300", "--record-epochs", "2", "--checkpoint-epochs", "1"]
     # the two processes by hand, as a cluster launcher starts them (socjax launch is the test below)
-    port = str(launcher.free_port())
-    job = lambda i: start(["train", *args, "--out", str(run), "--coordinator", f"127.0.0.1:{port}", "--num-processes",
-                           "2", "--process-id", str(i), "--heartbeat-seconds", "2"])
-    procs = [job(0), job(1)]
-    deadline = time.time() + 300
-    while min(epochs_done(run, i) for i in range(2)) < 2:  # both training
-        assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
-        time.sleep(0.05)
+    def job(port, i, *more):
+        return start(["train", *more, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id",
+                      str(i), "--heartbeat-seconds", "2"])
+
+    def both_training(procs, since=(0, 0)):
+        deadline = time.time() + 300
+        while any(epochs_done(run, i) < since[i] + 2 for i in range(2)):
+            assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+            time.sleep(0.05)
+
+    port = launcher.free_port()
+    procs = [job(port, i, *args, "--out", str(run)) for i in range(2)]
+    both_training(procs)
     procs[1].send_signal(signal.SIGKILL)
     killed = time.time()
     out, err = procs[0].communicate(timeout=120)
@@ -190,6 +187,16 @@ def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwi
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.count("stopped by SIGINT") == 2, err
+    # process 0 hosts JAX's coordination service: when it dies, JAX ends the others at once (SIGABRT)
+    port, since = launcher.free_port(), [epochs_done(run, i) for i in range(2)]
+    procs = [job(port, i, "--resume", str(run), "--no-progress") for i in range(2)]
+    both_training(procs, since)
+    procs[0].send_signal(signal.SIGKILL)
+    killed = time.time()
+    out, err = procs[1].communicate(timeout=120)
+    assert time.time() - killed < 30 and procs[1].returncode == -signal.SIGABRT, err
+    assert "the JAX distributed service detected fatal errors" in err, err
+    procs[0].communicate()
     code, err = launch(2, ["--resume", str(run), "--no-progress"])
     assert code == 0, err
     code, err = finish(["train", *args, "--out", str(reference)])
@@ -258,14 +265,16 @@ def test_a_merged_analysis_of_four_single_seed_runs_equals_the_four_seeds_traine
     arrays = rundir.load_arrays(tmp_path / "together")
     for k, v in rundir.load_arrays(merged).items():
         np.testing.assert_array_equal(v, arrays[k], err_msg=k)
-    # the runs come in the order the directories are given
+    # a merge is a sharded run read as one: and in the order the directories are given
     other_order = rundir.merge([parts[2], parts[0]], tmp_path / "m20")
     assert rundir.read_info(other_order).config.seeds == (2, 0)
     np.testing.assert_array_equal(rundir.load_trajectory(other_order), rundir.load_trajectory(tmp_path / "together")[[2, 0]])
     # refusals: one line each, nothing written
-    other = [a if a != "2" else "3" for a in args]  # another protocol: every epoch recorded
-    code, err = finish(["train", *other, "--seed", "7", "--out", str(tmp_path / "other")])
-    assert code == 0, err
+    other = tmp_path / "other"  # another protocol: a copy of seed 3's run, its config.json recording every epoch
+    shutil.copytree(parts[3], other)
+    edited = rundir.load_config(other)
+    edited["config"].update(epochs_equilibrate=0, epochs_record=3, seeds=[7])
+    (other / rundir.CONFIG).write_text(json.dumps(edited))
     before = tree_of_files(merged)
     m2 = str(tmp_path / "m2")
     for job, message in [
