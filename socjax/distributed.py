@@ -190,17 +190,37 @@ class Group:
             thread.join()
 
 
+SERVED = "SOCJAX_COORDINATOR_SERVED"  # set by `socjax launch`: the coordination service runs in the launcher
+
+
+def serve(address: str, count: int, heartbeat: int):
+    """JAX's coordination service for a job of `count` processes at `address`, in this process
+    (`socjax launch`, so that it outlives any of them); keep the returned object alive, and call
+    its shutdown() once they have all ended."""
+    from jax._src.lib import _jax  # the service itself has no public spelling
+
+    return _jax.get_distributed_runtime_service(address, count, heartbeat_timeout=heartbeat, shutdown_timeout=5,
+                                               recoverable=True)
+
+
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
                heartbeat: int = HEARTBEAT_SECONDS) -> Group:
     """Start JAX's distributed runtime (before anything else uses JAX) and join the job: from the
     flags, or with none from a cluster launcher's environment. Recoverable: a process that dies
     does not end the others (as JAX's default would: SIGABRT), which see it in `Group.lost` and
-    stop on their own."""
+    stop on their own. Under `socjax launch` (SERVED) the coordination service is the launcher's,
+    and process 0's own, which JAX always starts, listens on a port nothing uses."""
     import jax
     from jax._src import distributed as _distributed
 
     jax.config.update("jax_enable_recoverability", True)
-    jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=heartbeat)
+    bind = None
+    if os.environ.get(SERVED) == "1" and process_id == 0:
+        from socjax.launch import free_port
+
+        bind = f"127.0.0.1:{free_port()}"
+    jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=heartbeat,
+                               coordinator_bind_address=bind)
     # the key-value store and the live list are the runtime client's (no public spelling yet)
     return Group(jax.process_index(), jax.process_count(), _distributed.global_state.client, heartbeat)
 

@@ -1,9 +1,11 @@
 """`socjax launch --processes N -- train ...`: a job of N local processes, as a cluster launcher
 (srun, mpirun) would start it, for tests and for a many-core workstation.
 
-The launcher picks a free port on 127.0.0.1 for the coordinator (JAX's coordination service, in
-process 0), starts N copies of the command with --coordinator, --num-processes and --process-id
-added, each in a session of its own (a Ctrl-C reaches the launcher alone, which forwards it, so
+The launcher picks a free port on 127.0.0.1 and runs JAX's coordination service there itself
+(`distributed.serve`; under srun or mpirun process 0 hosts it, and its death ends the others),
+so that the loss of any process, process 0 included, stops the others cleanly. It starts N copies
+of the command with --coordinator, --num-processes and --process-id added, each in a session of
+its own (a Ctrl-C reaches the launcher alone, which forwards it, so
 every process gets one signal however it was sent), optionally pinned to its own group of cores,
 and waits for all. SIGINT and SIGTERM are forwarded to every process still running; each stops
 after its chunk in flight and keeps its checkpoint. The exit status is the worst of the processes'
@@ -47,6 +49,18 @@ def command(args: list[str], port: int, processes: int, index: int) -> list[str]
             "--num-processes", str(processes), "--process-id", str(index)]
 
 
+def _heartbeat(args: list[str]) -> int:
+    """The job's --heartbeat-seconds (the service's limit must be the processes' own)."""
+    from socjax.distributed import HEARTBEAT_SECONDS
+
+    for i, a in enumerate(args):
+        if a == "--heartbeat-seconds" and i + 1 < len(args) and args[i + 1].isdigit():
+            return int(args[i + 1])
+        if a.startswith("--heartbeat-seconds=") and a.split("=", 1)[1].isdigit():
+            return int(a.split("=", 1)[1])
+    return HEARTBEAT_SECONDS
+
+
 def launch(args: list[str], processes: int, stop: StopSignal, cpus_per_process: int | None = None) -> int:
     """Run `socjax ARGS` as a job of `processes` local processes; their worst exit status."""
     if not args or args[0] != "train":
@@ -55,11 +69,16 @@ def launch(args: list[str], processes: int, stop: StopSignal, cpus_per_process: 
         if any(a == flag or a.startswith(flag + "=") for a in args):
             raise ConfigError(f"socjax launch sets {flag} itself; remove it")
     cores = core_groups(processes, cpus_per_process) if cpus_per_process else None
+    from socjax import distributed
+
     port = free_port()
+    service = distributed.serve(f"127.0.0.1:{port}", processes, _heartbeat(args))
+    env = {**os.environ, distributed.SERVED: "1"}
     children = []
     for i in range(processes):
         pin = (lambda c=cores[i]: os.sched_setaffinity(0, c)) if cores else None
-        children.append(subprocess.Popen(command(args, port, processes, i), start_new_session=True, preexec_fn=pin))
+        children.append(subprocess.Popen(command(args, port, processes, i), start_new_session=True, preexec_fn=pin,
+                                         env=env))
     forwarded = None
     while any(c.poll() is None for c in children):
         if stop.requested and forwarded is None:
@@ -68,6 +87,7 @@ def launch(args: list[str], processes: int, stop: StopSignal, cpus_per_process: 
                 if c.poll() is None:
                     c.send_signal(forwarded)
         time.sleep(0.05)
+    service.shutdown()
     codes = []
     for i, c in enumerate(children):
         code = c.returncode

@@ -1,7 +1,7 @@
 """One sweep over several processes (socjax.distributed, socjax launch): the runs laid over the
 processes' devices, a sharded sweep equal to the same sweep in one process bit for bit on both
-steps and read by rundir as one, a lost process stopping the others (and process 0's death ending
-them) with a rerun resuming every shard bitwise, SIGINT forwarded by the launcher, independent
+steps and read by rundir as one, a lost process stopping the others (process 0's too under socjax
+launch; under another launcher JAX ends them) with a rerun resuming every shard bitwise, SIGINT forwarded by the launcher, independent
 run directories merged into one analysis, and refusals in one line that write nothing."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,6 +42,23 @@ def shard_files(run, name, load):
 def epochs_done(run, shard: int) -> int:
     path = rundir.shard_dir(run, shard) / rundir.PROGRESS
     return json.loads(path.read_text())["epochs_done"] if path.exists() else -1
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def cmdline(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "cmdline").read_text() + "\x00"
 
 
 def tree_of_files(run) -> dict[str, str]:
@@ -158,9 +176,9 @@ def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwi
         return start(["train", *more, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id",
                       str(i), "--heartbeat-seconds", "2"])
 
-    def both_training(procs, since=(0, 0)):
+    def both_training(procs, since=(0, 0), where=run):
         deadline = time.time() + 300
-        while any(epochs_done(run, i) < since[i] + 2 for i in range(2)):
+        while any(epochs_done(where, i) < since[i] + 2 for i in range(2)):
             assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
             time.sleep(0.05)
 
@@ -209,6 +227,19 @@ def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwi
     metrics = shard_files(run, "metrics.json", lambda p: json.loads(p.read_text()))
     np.testing.assert_array_equal(np.concatenate([np.array(m["test_loss"]) for m in metrics], axis=1),
                                   np.array(rundir.load_metrics(reference)["test_loss"]))
+    # under socjax launch the service is the launcher's: process 0's death stops the others cleanly
+    # (a run far longer than the test, so that process 1 is still training when it hears)
+    long = tmp_path / "long"
+    p = start(["launch", "--processes", "2", "--", "train", *SMALL, "--epochs", "100000", "--record-epochs", "1",
+               "--heartbeat-seconds", "2", "--out", str(long)])
+    both_training([p], where=long)
+    process_0 = next(pid for pid in children(p.pid) if "--process-id\x000\x00" in cmdline(pid))
+    os.kill(process_0, signal.SIGKILL)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGKILL, err
+    assert "socjax: stopped by the loss of process 0 (no heartbeat for 2 s) after epoch" in err, err
+    assert "socjax launch: process 0 was ended by SIGKILL" in err, err
+    assert json.loads((rundir.shard_dir(long, 1) / rundir.PROGRESS).read_text())["checkpoint_epoch"] > 0
 
 
 def test_refusals_are_one_line_and_write_nothing(tmp_path):
