@@ -425,8 +425,7 @@ def _several_processes(args) -> bool:
     cluster launcher's environment (socjax.distributed.launched_processes)."""
     from socjax import distributed  # no JAX
 
-    return distributed.check_flags(args.coordinator, args.num_processes, args.process_id) or (
-        distributed.launched_processes() > 1)
+    return distributed.check_flags(args.coordinator, args.num_processes, args.process_id) or _launched()
 
 
 def _train_processes(args, stop) -> int:

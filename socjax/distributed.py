@@ -16,17 +16,18 @@ checkpoints and progress; process 0 also writes DIR/config.json (the sweep and w
 which runs) and DIR/tracked.json (`rundir`). The processes meet through the runtime's key-value
 store (`Group.agree`): before anything is written (process 0 checks DIR), and once each has
 started (data, state and compiled programs ready), so that a failed start-up anywhere leaves
-nothing anywhere. Then each trains alone. Process 0 hosts the runtime's coordination service, so
-it waits for every other process to end before it exits (an exit would end them), and asks them
-to stop after their chunk in flight when it ends early itself.
+nothing anywhere. Then each trains alone. Under srun, mpirun or the flags, process 0 hosts the
+runtime's coordination service, so it waits for every other process to end before it exits (an
+exit would end them), and asks them to stop after their chunk in flight when it ends early
+itself; under `socjax launch` the launcher hosts it (`serve`).
 
 Faults: `Group.watch` polls the runtime's list of live processes (its heartbeats, every
 `heartbeat` seconds). A process gone without saying it ended (SIGKILL, a lost node) stops the
 others after their chunk in flight, each keeping its checkpoint and naming the lost process;
 rerunning the same command with `train --resume DIR` resumes every shard where its checkpoint
-left it. When process 0 itself dies, the coordination service dies with it and JAX ends the others
-at once (SIGABRT: "the JAX distributed service detected fatal errors"); their last checkpoints are
-intact all the same, as after any crash.
+left it. When process 0 dies where it hosts the coordination service, the service dies with it and
+JAX ends the others at once (SIGABRT: "the JAX distributed service detected fatal errors"); their
+last checkpoints are intact all the same, as after any crash.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import dataclasses
 import json
 import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -155,8 +157,7 @@ class Group:
             self.client.key_value_set(self._key("stop", 0), f"process 0 ending early ({outcome})")
         problems = []
         while True:
-            ended = self._entries("end")
-            lost = [k for k in self.lost() if k not in ended]
+            ended, lost = self._entries("end"), self.lost()
             if len(ended) + len(lost) == self.count:
                 problems += [f"process {k} was lost (no heartbeat for {self.heartbeat} s)" for k in lost]
                 problems += [f"process {k}: {v}" for k, v in sorted(ended.items()) if v != "done" and k != 0]
@@ -193,6 +194,13 @@ class Group:
 SERVED = "SOCJAX_COORDINATOR_SERVED"  # set by `socjax launch`: the coordination service runs in the launcher
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (the OS's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serve(address: str, count: int, heartbeat: int):
     """JAX's coordination service for a job of `count` processes at `address`, in this process
     (`socjax launch`, so that it outlives any of them); keep the returned object alive, and call
@@ -216,8 +224,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     jax.config.update("jax_enable_recoverability", True)
     bind = None
     if os.environ.get(SERVED) == "1" and process_id == 0:
-        from socjax.launch import free_port
-
         bind = f"127.0.0.1:{free_port()}"
     jax.distributed.initialize(coordinator, num_processes, process_id, heartbeat_timeout_seconds=heartbeat,
                                coordinator_bind_address=bind)
@@ -272,16 +278,16 @@ def train(cfg: RunConfig, out: str | Path, group: Group, *, progress: bool, resu
 
     outcome = "done"
     try:  # from here to the end, every process says how it ended (`Group.end`), and process 0 waits for all
-        problem = None
+        problem = bounds = None
         if group.index == 0:  # one process checks, and says what it found, once
             try:
-                _layout(cfg, out, group, resume, check=True)
+                bounds = _layout(cfg, out, group, resume, check=True)
             except ConfigError as e:
                 problem = str(e)
         group.agree("checked", problem, stop)  # every process: none goes on alone
         if problem is not None:
             raise ConfigError(problem)
-        bounds = _layout(cfg, out, group, resume)
+        bounds = bounds or _layout(cfg, out, group, resume)
         shard = dataclasses.replace(cfg, shard=bounds[group.index])
         with group.watch(stop):
             runner.run(shard, rundir.shard_dir(out, group.index), progress=progress and group.index == 0,
@@ -291,7 +297,7 @@ def train(cfg: RunConfig, out: str | Path, group: Group, *, progress: bool, resu
         outcome = f"{type(e).__name__}: {e}"
         if not said:  # the others may wait at "started" for this one: release them
             with contextlib.suppress(Exception):
-                group.client.key_value_set(group._key("started", group.index), json.dumps(outcome))
+                group.agree("started", outcome, stop)
         raise
     finally:
         problems = group.end(outcome)

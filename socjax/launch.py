@@ -17,20 +17,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 from socjax.config import ConfigError
 from socjax.interrupt import StopSignal
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the OS's choice)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def core_groups(processes: int, per_process: int) -> list[list[int]]:
@@ -50,15 +42,19 @@ def command(args: list[str], port: int, processes: int, index: int) -> list[str]
 
 
 def _heartbeat(args: list[str]) -> int:
-    """The job's --heartbeat-seconds (the service's limit must be the processes' own)."""
+    """The job's --heartbeat-seconds as train reads it (the service's limit must be the
+    processes' own); the rest of the command is the processes' to check."""
+    import argparse
+
     from socjax.distributed import HEARTBEAT_SECONDS
 
-    for i, a in enumerate(args):
-        if a == "--heartbeat-seconds" and i + 1 < len(args) and args[i + 1].isdigit():
-            return int(args[i + 1])
-        if a.startswith("--heartbeat-seconds=") and a.split("=", 1)[1].isdigit():
-            return int(a.split("=", 1)[1])
-    return HEARTBEAT_SECONDS
+    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    p.add_argument("--heartbeat-seconds")
+    try:
+        value = p.parse_known_args(args)[0].heartbeat_seconds
+    except argparse.ArgumentError:  # no value: the processes refuse it themselves
+        value = None
+    return int(value) if value is not None and value.isdigit() else HEARTBEAT_SECONDS
 
 
 def launch(args: list[str], processes: int, stop: StopSignal, cpus_per_process: int | None = None) -> int:
@@ -71,7 +67,7 @@ def launch(args: list[str], processes: int, stop: StopSignal, cpus_per_process: 
     cores = core_groups(processes, cpus_per_process) if cpus_per_process else None
     from socjax import distributed
 
-    port = free_port()
+    port = distributed.free_port()
     service = distributed.serve(f"127.0.0.1:{port}", processes, _heartbeat(args))
     env = {**os.environ, distributed.SERVED: "1"}
     children = []

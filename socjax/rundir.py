@@ -489,9 +489,11 @@ def _grow(path: Path, shape) -> np.memmap:
     return np.load(path, mmap_mode="r+")
 
 
-def _write_config(out: Path, cfg: RunConfig, layout: dict, source: str) -> None:
+def _write_config(out: Path, cfg: RunConfig, layout: dict, source: str, env: dict | None = None, **extra) -> None:
+    """config.json: the configuration, the recording layout, the data source and the environment
+    (this process's unless given), with any `extra` sections (a sharded run's "processes")."""
     write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
-                                  environment=environment()))
+                                  environment=environment() if env is None else env, **extra))
 
 
 def shard_dir(run: str | Path, index: int) -> Path:
@@ -528,13 +530,12 @@ def has(run: str | Path, name: str) -> bool:
 
 
 def write_sharded(out: Path, cfg: RunConfig, layout: dict, source: str, tracked: tuple[TrackedWeight, ...],
-                  shards: list[tuple[int, int]]) -> None:
-    """The top-level files of a sharded run (process 0): config.json (the whole sweep's `cfg` and
-    `layout`, the processes and their shards) and tracked.json."""
+                  shards: list[tuple[int, int]], env: dict | None = None, **extra) -> None:
+    """The top-level files of a sharded run (process 0, or `merge`): config.json (the whole sweep's
+    `cfg` and `layout`, the processes and their shards, any `extra` section) and tracked.json."""
     try:
-        write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=layout, data_source=source,
-                                      environment=environment(),
-                                      processes=dict(count=len(shards), shards=[list(s) for s in shards])))
+        _write_config(out, cfg, layout, source, env, processes=dict(count=len(shards), shards=[list(s) for s in shards]),
+                      **extra)
         write_json(out / TRACKED, _tracked_json(tracked))
     except OSError as e:
         raise RunDirError(f"{out}: cannot write ({e.strerror or e})") from None
@@ -568,21 +569,22 @@ def merge(dirs: list[str | Path], out: str | Path) -> Path:
         infos.append(info)
         tracked.append([str(t) for t in load_tracked(d)])
     first, first_flat = infos[0], _flat(_as_json(infos[0].config))
+
+    def first_difference(a: dict, b: dict, free) -> str | None:
+        """The first key (sorted) whose values differ, ignoring those `free` takes; None if none."""
+        return next((k for k in sorted(set(a) | set(b)) if not free(k) and a.get(k) != b.get(k)), None)
+
     seen: dict[int, Path] = {}
     for d, info, weights in zip(dirs, infos, tracked):
         flat = _flat(_as_json(info.config))
-        differ = [k for k in sorted(set(flat) | set(first_flat))
-                  if k.split(".")[0] not in MERGE_FREE and flat.get(k) != first_flat.get(k)]
-        if differ:
-            k = differ[0]
+        k = first_difference(first_flat, flat, lambda k: k.split(".")[0] in MERGE_FREE)
+        if k is not None:
             raise RunDirError(f"{d}: its protocol differs from {dirs[0]}'s ({k}: {first_flat.get(k)!r} -> "
                               f"{flat.get(k)!r}); only the seeds may differ between merged runs")
-        layout = {k: v for k, v in info.layout.items() if k != "num_runs"}
-        if layout != {k: v for k, v in first.layout.items() if k != "num_runs"}:
-            k = next(k for k in sorted(set(layout) | set(first.layout)) if k != "num_runs"
-                     and layout.get(k) != first.layout.get(k))
+        k = first_difference(first.layout, info.layout, lambda k: k == "num_runs")
+        if k is not None:
             raise RunDirError(f"{d}: its recording layout differs from {dirs[0]}'s (trajectory.{k}: "
-                              f"{first.layout.get(k)!r} -> {layout.get(k)!r})")
+                              f"{first.layout.get(k)!r} -> {info.layout.get(k)!r})")
         if info.data_source != first.data_source:
             raise RunDirError(f"{d}: trained on {info.data_source}, {dirs[0]} on {first.data_source}")
         if weights != tracked[0]:
@@ -606,13 +608,10 @@ def merge(dirs: list[str | Path], out: str | Path) -> Path:
         (out / SHARDS).mkdir(parents=True)
         for i, d in enumerate(dirs):
             (out / SHARDS / str(i)).symlink_to(d.resolve(), target_is_directory=True)
-        write_json(out / CONFIG, dict(config=cfg.to_json(), trajectory=dict(first.layout, num_runs=start),
-                                      data_source=first.data_source, environment=first.environment,
-                                      processes=dict(count=len(dirs), shards=[list(b) for b in bounds]),
-                                      merged=[str(d.resolve()) for d in dirs]))
-        write_json(out / TRACKED, _tracked_json(load_tracked(dirs[0])))
     except OSError as e:
         raise RunDirError(f"{out}: cannot write ({e.strerror or e})") from None
+    write_sharded(out, cfg, dict(first.layout, num_runs=start), first.data_source, load_tracked(dirs[0]), bounds,
+                  env=first.environment, merged=[str(d.resolve()) for d in dirs])
     return out
 
 

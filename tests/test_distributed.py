@@ -1,8 +1,9 @@
 """One sweep over several processes (socjax.distributed, socjax launch): the runs laid over the
 processes' devices, a sharded sweep equal to the same sweep in one process bit for bit on both
-steps and read by rundir as one, a lost process stopping the others (process 0's too under socjax
-launch; under another launcher JAX ends them) with a rerun resuming every shard bitwise, SIGINT forwarded by the launcher, independent
-run directories merged into one analysis, and refusals in one line that write nothing."""
+steps and read by rundir as one, a lost process stopping the others (process 0's too under
+socjax launch; under another launcher JAX ends them) with a rerun resuming every shard bitwise,
+SIGINT forwarded by the launcher, independent run directories merged into one analysis, and
+refusals in one line that write nothing."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ import numpy as np
 import pytest
 
 from socjax import distributed, results, rundir
-from socjax import launch as launcher
 from socjax.config import ConfigError
 from socjax.native import build
 
@@ -182,7 +182,7 @@ def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwi
             assert time.time() < deadline and all(p.poll() is None for p in procs), [p.communicate() for p in procs]
             time.sleep(0.05)
 
-    port = launcher.free_port()
+    port = distributed.free_port()
     procs = [job(port, i, *args, "--out", str(run)) for i in range(2)]
     both_training(procs)
     procs[1].send_signal(signal.SIGKILL)
@@ -206,7 +206,7 @@ def test_a_lost_process_stops_the_others_and_the_rerun_resumes_every_shard_bitwi
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130 and err.count("stopped by SIGINT") == 2, err
     # process 0 hosts JAX's coordination service: when it dies, JAX ends the others at once (SIGABRT)
-    port, since = launcher.free_port(), [epochs_done(run, i) for i in range(2)]
+    port, since = distributed.free_port(), [epochs_done(run, i) for i in range(2)]
     procs = [job(port, i, "--resume", str(run), "--no-progress") for i in range(2)]
     both_training(procs, since)
     procs[0].send_signal(signal.SIGKILL)
