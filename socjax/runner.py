@@ -155,7 +155,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, resume: bool = F
         try:
             writer.compiled(compile_seconds)
             with bar:
-                _train(cfg, out, writer, start, compiled, stop, bar, checkpoint_epochs, checkpoint_minutes, hint)
+                _train(cfg, writer, start, compiled, stop, bar, checkpoint_epochs, checkpoint_minutes, hint)
         finally:
             lock.release()
     return out
@@ -210,7 +210,7 @@ def _start_up(cfg: RunConfig, out: Path, resume: bool, stop: StopSignal) -> _Sta
                     open_writer, cfg, layout, source)
 
 
-def _train(cfg: RunConfig, out: Path, writer: rundir.RunWriter, start: _StartUp, compiled: dict,
+def _train(cfg: RunConfig, writer: rundir.RunWriter, start: _StartUp, compiled: dict,
            stop: StopSignal, bar: "_Progress", checkpoint_epochs: int | None, checkpoint_minutes: float,
            hint: str) -> None:
     """Dispatch the planned chunks, write each, checkpoint when due and at the end; then finish."""
