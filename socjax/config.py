@@ -291,6 +291,10 @@ class RunConfig:
     data_dir: str | None = None
     train_limit: int | None = None  # use only the first N training examples (smoke tests)
     pixel_scale: float = 255.0  # DEFAULT: pixels / 255, so blank pixels stay exactly 0
+    # The random-labels control (Zhang et al. 2017): the training labels (after train_limit) replaced
+    # by a fixed random permutation of themselves drawn from this seed, the same for every run; the
+    # test labels stay true. None: the true labels.
+    random_labels: int | None = None
     epochs_equilibrate: int = 0
     epochs_record: int = 1
     stride: int = 1
@@ -405,6 +409,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"--weight-stats covers the paper's pure-function MLP (--model mlp), not --model {m.arch}")
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise ConfigError(f"train_limit must be >= 1, got {cfg.train_limit}")
+    if cfg.random_labels is not None:
+        check_seed("random_labels", cfg.random_labels)
     if not (cfg.pixel_scale > 0 and math.isfinite(cfg.pixel_scale)):
         raise ConfigError(f"pixel_scale must be positive and finite, got {cfg.pixel_scale}")
     if cfg.epochs > MAX_EPOCHS:
@@ -648,6 +654,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("teacher_seed", "--dataset teacher: seed of the teacher and its inputs (default 0)", "teacher.seed",
          dict(type=seed_int)),
     Flag("train_limit", "use only the first N training examples", "train_limit", dict(type=positive_int)),
+    Flag("random_labels", "the random-labels control: train on the training labels permuted at random by this seed "
+         "(the same permutation for every run; test labels stay true; default: the true labels)", "random_labels",
+         dict(type=seed_int, metavar="SEED")),
     Flag("pixel_scale", "pixels are divided by this (default 255: blank pixels stay exactly 0)", "pixel_scale",
          dict(type=finite_positive)),
     Flag("model", "the network: mlp (the paper's, as pure functions; default), flax-mlp (the same as a flax Module), "

@@ -362,7 +362,7 @@ def _prune(run: Path, out: Path, sparsities, draws, scope, finetune_epochs, step
     step_name = choose_step(step, cfg) if finetune_epochs else None
     analysis, no_fits = _analysis_for_correlation(run)
     raw, source = load_raw(cfg.dataset, data_dir or cfg.data_dir, cfg.teacher)
-    ds = jax.device_put(decode(raw, cfg.pixel_scale, cfg.train_limit))
+    ds = jax.device_put(decode(raw, cfg.pixel_scale, cfg.train_limit, cfg.random_labels))
     settings = list(cfg.runs())  # (seed, lr, l2) of each run, in the order of the run axis
     keys = train.init_runs([seed for seed, _, _ in settings], cfg.model).key  # each run's example-order key
     names = [(c, d) for c in CRITERIA for d in range(draws if c == "random" else 1)]

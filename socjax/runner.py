@@ -279,8 +279,10 @@ def _load_data(cfg: RunConfig):
         raise config.ConfigError(f"{source}: {'x'.join(map(str, raw.image_shape))} images of {raw.num_classes} "
                                  f"classes, but the model takes {'x'.join(map(str, m.input_shape))} inputs and "
                                  f"{m.sizes[-1]} classes (config.json edited?)")
-    dataset = data.decode(raw, cfg.pixel_scale, cfg.train_limit)
+    dataset = data.decode(raw, cfg.pixel_scale, cfg.train_limit, cfg.random_labels)
     config.check_data(cfg, dataset.train_x.shape[0])
+    if cfg.random_labels is not None:
+        source += f", training labels permuted at random (seed {cfg.random_labels})"
     return dataset, source
 
 

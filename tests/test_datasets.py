@@ -44,6 +44,33 @@ def test_the_teacher_labels_follow_its_recorded_settings():
     assert not np.array_equal(other.train_images, raw.train_images)
 
 
+def test_random_labels_permute_the_kept_training_labels_only():
+    """The random-labels control: the training labels kept (after train_limit) are those same labels
+    permuted by NumPy's PCG64 from the seed (recomputed here), so every class keeps its count; the
+    images and the test labels are untouched; another seed is another permutation."""
+    raw = data.load_raw("digits")[0]
+    true, shuffled = data.decode(raw, train_limit=1000), data.decode(raw, train_limit=1000, random_labels=7)
+    np.testing.assert_array_equal(shuffled.train_y, raw.train_labels[:1000][np.random.default_rng(7).permutation(1000)])
+    np.testing.assert_array_equal(np.bincount(shuffled.train_y), np.bincount(true.train_y))
+    assert np.mean(shuffled.train_y == true.train_y) < 0.2  # about 1 in 10 by chance
+    np.testing.assert_array_equal(shuffled.train_x, true.train_x)
+    np.testing.assert_array_equal(shuffled.test_y, true.test_y)
+    assert not np.array_equal(data.decode(raw, random_labels=8).train_y[:1000], shuffled.train_y)
+
+
+def test_a_random_labels_run_records_it_and_cannot_generalise(tmp_path):
+    """Trained on digits with random labels the network fits some training labels but the test
+    accuracy stays near chance (true labels: far above it, the test below); config and data source
+    say so."""
+    run = tmp_path / "r"
+    assert main(["train", "--preset", "quick", "--dataset", "digits", "--random-labels", "3", "--hidden", "32", "16",
+                 "--epochs", "12", "--record-epochs", "1", "--lr", "0.01", "--no-progress", "--out", str(run)]) == 0
+    info = rundir.read_info(run)
+    assert info.config.random_labels == 3 and "permuted at random (seed 3)" in info.data_source
+    acc = json.loads((run / "metrics.json").read_text())["test_acc"][-1][0]
+    assert acc < 0.25, acc
+
+
 def test_digits_and_teacher_train_and_analyse_end_to_end(tmp_path):
     """Both learn (test accuracy far above chance), and the config records the data's shape."""
     for name, extra in (("digits", []), ("teacher", ["--teacher-dim", "32", "--teacher-seed", "3", "--train-limit",
@@ -95,6 +122,7 @@ def test_the_default_configuration_is_mnists_shape():
     (["--dataset", "no_such_set"], "--dataset no_such_set: tensorflow-datasets has no such data set"),
     (["--dataset", "Bad Name!"], "unknown dataset 'Bad Name!'"),
     (["--teacher-dim", "8"], "--teacher-dim applies to --dataset teacher"),
+    (["--random-labels", "-1"], "--random-labels: must be in 0..4294967295, got -1"),
     (["--dataset", "digits"], "train_limit 2000 exceeds the 1,437 training examples of digits"),
     (["--dataset", "teacher", "--train-limit", "100", "--batch-size", "101"],
      "batch_size 101 exceeds the 100 training examples"),

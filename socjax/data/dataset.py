@@ -66,15 +66,26 @@ def check_raw(raw: RawImages, where: str) -> RawImages:
     return raw
 
 
-def decode(raw: RawImages, pixel_scale: float = 255.0, train_limit: int | None = None) -> Dataset:
+def decode(raw: RawImages, pixel_scale: float = 255.0, train_limit: int | None = None,
+           random_labels: int | None = None) -> Dataset:
     """Pixels as float32, divided by pixel_scale on the 0..255 scale (by pixel_scale * max_value / 255:
     for 8-bit images exactly pixel_scale), float inputs as they are; int32 labels; optionally the
-    first train_limit training examples."""
+    first train_limit training examples. random_labels: a seed; the training labels (of the examples
+    kept) are then a random permutation of themselves (`random_permutation`), the test labels true."""
     n = raw.train_images.shape[0] if train_limit is None else min(train_limit, raw.train_images.shape[0])
     scale = np.float32(1.0 if raw.train_images.dtype.kind == "f" else pixel_scale * raw.max_value / 255)
+    train_y = raw.train_labels[:n].astype(np.int32)
+    if random_labels is not None:
+        train_y = train_y[random_permutation(n, random_labels)]
     return Dataset(
         train_x=raw.train_images[:n].astype(np.float32) / scale,
-        train_y=raw.train_labels[:n].astype(np.int32),
+        train_y=train_y,
         test_x=raw.test_images.astype(np.float32) / scale,
         test_y=raw.test_labels.astype(np.int32),
     )
+
+
+def random_permutation(n: int, seed: int) -> np.ndarray:
+    """The permutation of n training labels of the random-labels control: NumPy's PCG64 from `seed`,
+    so it is the same on every machine and backend. Permuting keeps each class's count."""
+    return np.random.default_rng(seed).permutation(n)
