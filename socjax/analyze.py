@@ -30,7 +30,7 @@ import numpy as np
 import socjax
 from socjax import report, results, rundir
 from socjax.analysis import groups as grouping
-from socjax.analysis import increments, neurons, sensitivity, spectrum, verdicts
+from socjax.analysis import increments, neurons, nulls, peers, sensitivity, spectrum, verdicts
 from socjax.config import ConfigError, TrackedWeight
 
 ANALYSIS, ARRAYS, FIGURES = rundir.ANALYSIS, rundir.ARRAYS, rundir.FIGURES
@@ -350,10 +350,20 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
     with tqdm(total=len(series), unit="weight", desc="fitting", disable=not progress, dynamic_ncols=True) as bar:
         per_weight = increments.per_series(st, series, progress=_polling(bar.update))
     _, rows = spectrum_summary(sp, np.arange(len(series)))
+    a_series = {"a_low": [None] * len(series), "a_high": [None] * len(series)}
     if rows is not None:
         a = spectrum.fit_bands(sp.f, sp.psd[rows], sp.settings["segment"], stride)["per_series"]
         for pos, s in enumerate(rows):
             per_weight[s]["spectrum"] = {name: a[name][pos] for name in ("a_low", "a_high")}
+            for name in a_series:
+                a_series[name][s] = a[name][pos]
+    null = spectrum_null(traj, sp, window, warnings)
+    samples = increments.recent(traj, lr, l2, stride, zero)
+    for s, x in enumerate(samples):
+        per_weight[s]["peers"] = dict(alpha={str(e["m"]): e["values"][0] for e in peers.tail_index_per_series([x])},
+                                      increments=len(x))
+        if null is not None and "spectrum" in per_weight[s]:
+            per_weight[s]["spectrum"]["null"] = {key: null[key][s] for key in ("a_low", "a_high", "phi", "corner")}
 
     tests, test_loss = test_metrics(run, num_runs, warnings, None if rec.final else end_epoch)
     neuron_runs, neuron_data = neurons_part(run, info, data_dir, warnings, num_runs, rec.params, data_cache,
@@ -384,7 +394,11 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
             inc["sensitivity"] = sensitivity.table(st, linear, widths, _series_of(g.runs, k), per_weight,
                                                    inc.get("model"), progress=_polling(bar.update))
         spec, rows = spectrum_summary(sp, _series_of(g.runs, k))
+        if null is not None and "error" not in spec:
+            spec["null"] = spectrum_versus_null(a_series, null, _series_of(g.runs, k))
         entry = group_entry(g, inc, spec, per_run, neuron_runs, _group_test(g, tests, test_loss), steps, warnings)
+        entry["peers"] = peer_estimates([samples[s] for s in _series_of(g.runs, k)], inc,
+                                        increments.recent_rows(num_runs * k, steps))
         picks = paper_weights(tracked, g.runs[0], k)
         entry["paper_weights"] = picks
         group_entries.append(entry)
@@ -407,6 +421,59 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
         per_weight=per_weight,
     ))
     return Recorded(rec, result, arrays)
+
+
+def spectrum_null(traj, sp: Spectra, window: str, warnings: list[str]) -> dict | None:
+    """Every series' Ornstein-Uhlenbeck (AR(1)) null through the same Welch estimate and band fits
+    (`nulls.ou_spectra`); None, with a warning, where the data have no spectrum."""
+    if sp.error is not None:
+        return None
+    try:
+        return nulls.ou_spectra(traj, sp.settings["stride"], sp.settings["segment"], window)
+    except ValueError as e:
+        warnings.append(f"spectrum null: {e}")
+        return None
+
+
+def spectrum_versus_null(a_series: dict, null: dict, series: list[int]) -> dict:
+    """analysis.json's spectrum "null" of a set of series: per band the null's exponent and the
+    data's difference from it (`nulls.versus`), and the low band's verdict (`verdicts.below` of
+    the difference's 95% interval against 0): "yes" when the data's a lies below its null's, "no"
+    when at or above it, "not resolved" when the interval holds 0."""
+    out = dict(model="each weight's AR(1) (Ornstein-Uhlenbeck) null with its own phi and innovation variance, "
+               "simulated over the same rows and fitted on the same bands")
+    for name in ("a_low", "a_high"):
+        out[name] = nulls.versus(a_series[name], null[name], series)
+    diff = out["a_low"].get("difference")
+    out["verdict_low_below_null"] = verdicts.below(None if diff is None else diff["ci95"], 0.0)
+    return out
+
+
+def peer_estimates(samples: list[np.ndarray], inc: dict, rows: int) -> dict:
+    """analysis.json's "peers" of a set of series from their non-decay increments (`increments.recent`):
+    Simsekli et al.'s tail index pooled and per weight, the pooled one on the Gaussian scale-mixture
+    null, Clauset et al.'s unbounded power law on the pooled |dw| in median units beside socjax's
+    range fit, and Zhang & Tang's linear bins (the representation table's row). rows: the recorded
+    steps the increments come from (the last ones)."""
+    per_weight = peers.tail_index_per_series(samples)
+    for e in per_weight:
+        e.pop("values")
+    units = [np.abs(x) / np.median(np.abs(x)) for x in samples if len(x)]
+    csn = peers.csn_fit(np.concatenate(units)) if units else None
+    ranged = inc.get("powerlaw")
+    if csn is not None and ranged:
+        csn["socjax_range_exponent"] = ranged.get("exponent")
+        csn["socjax_range"] = [ranged.get("xmin"), ranged.get("xmax")]
+        csn["minus_socjax"] = None if ranged.get("exponent") is None else csn["alpha"] - ranged["exponent"]
+    linear = next((r for r in inc.get("sensitivity") or () if r.get("key") == "nondecay_linear"), None)
+    return dict(
+        increments=int(sum(len(x) for x in samples)), weights=len(samples), last_steps=rows,
+        tail_index=dict(pooled=peers.tail_index_pooled(samples),
+                        pooled_gaussian_null=peers.tail_index_pooled(nulls.gaussian_scale_mixture(samples)),
+                        per_weight=per_weight),
+        csn=csn,
+        zhang_tang_linear_bins=None if linear is None else linear.get("pooled"),
+    )
 
 
 def _polling(update):

@@ -215,6 +215,66 @@ def _sensitivity(rows: list[dict] | None) -> list[str]:
     return lines
 
 
+PEERS_TITLE = "What other estimators say"
+
+
+def _value_ci(e: dict | None, key: str = "value", digits: int = 2) -> str:
+    if e is None or e.get(key) is None:
+        return "too few"
+    ci = e.get("ci95")
+    return f"{e[key]:.{digits}f}" + (f" [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]" if ci else "")
+
+
+def peers_section(g: dict) -> list[str]:
+    """The peers' estimators on this group's increments, beside the nulls (analyze.peer_estimates,
+    analyze.spectrum_versus_null), as report.md's table "What other estimators say"."""
+    p = g.get("peers")
+    if not p:
+        return []
+    t = p["tail_index"]
+    lines = ["", f"### {PEERS_TITLE}", "",
+             f"On the same non-decay increments ({p['increments']:,} of {p['weights']} weights over the last "
+             f"{p['last_steps']:,} recorded steps): Simsekli et al.'s tail index alpha of a stable law (Mohammadi et "
+             "al.'s block sums of m; 2 = Gaussian), pooled as they pool and per weight over time, with the pooled "
+             "one's null (Gaussian increments with each weight's own scale: alpha below 2 there is the pooling's); "
+             "Clauset, Shalizi & Newman's unbounded power law beside socjax's bounded range fit; Zhang & Tang's "
+             "linear bins; and the spectrum's exponent against each weight's Ornstein-Uhlenbeck null.", "",
+             "| estimator | m = " + " | m = ".join(str(e["m"]) for e in t["pooled"]) + " |",
+             "| --- " * (1 + len(t["pooled"])) + "|",
+             "| alpha, pooled [95%] | " + " | ".join(_value_ci(e) for e in t["pooled"]) + " |",
+             "| alpha, pooled, Gaussian scale-mixture null | " + " | ".join(_value_ci(e) for e in t["pooled_gaussian_null"])
+             + " |",
+             "| alpha per weight: median [quartiles] (weights) | " + " | ".join(
+                 "too few" if e.get("median") is None else
+                 f"{e['median']:.2f} [{e['q25']:.2f}, {e['q75']:.2f}] ({e['series']} of {e['of']})"
+                 for e in t["per_weight"]) + " |",
+             "| share of weights with alpha < 2 | " + " | ".join(
+                 "-" if e.get("below_2") is None else f"{e['below_2']:.0%}" for e in t["per_weight"]) + " |", ""]
+    csn = p.get("csn")
+    if csn:
+        ranged = csn.get("socjax_range_exponent")
+        lines.append(f"- Unbounded power law (Clauset et al.): alpha {csn['alpha']:.2f} +- {csn['stderr']:.2f} above "
+                     f"xmin {csn['xmin']:.3g} median units ({csn['tail_fraction']:.1%} of {csn['sampled']:,} "
+                     f"increments; KS distance {csn['ks']:.3f})"
+                     + ("" if ranged is None else f"; socjax's range fit on [{csn['socjax_range'][0]:.3g}, "
+                        f"{csn['socjax_range'][1]:.3g}]: {ranged:.2f}, a difference of {csn['minus_socjax']:+.2f}") + ".")
+    zt = p.get("zhang_tang_linear_bins")
+    if zt:
+        beta = "no cutoff" if zt.get("beta") is None else f"beta {zt['beta']:.2f}"
+        lines.append(f"- Zhang & Tang's linear bins, through socjax's model: gamma {zt['gamma']:.2f} "
+                     f"[{zt['gamma_ci95'][0]:.2f}, {zt['gamma_ci95'][1]:.2f}], {beta}; power law: "
+                     f"{zt['verdicts']['power_law']}, Gaussian: {zt['verdicts']['gaussian']}.")
+    null = (g.get("spectrum") or {}).get("null")
+    if null and "difference" in null["a_low"]:
+        lo, hi = null["a_low"], null["a_high"]
+        lines.append(f"- Spectrum against each weight's Ornstein-Uhlenbeck null: at low f the null's a is "
+                     f"{_value_ci(lo['null'])}, the data's minus the null's {_value_ci(lo['difference'])} "
+                     f"({lo['series']} weights, {lo['below_null']:.0%} below their null): a below its null: "
+                     f"{null['verdict_low_below_null']}. At high f: null {_value_ci(hi['null'])}, difference "
+                     f"{_value_ci(hi['difference'])}.")
+    return lines
+
+
 def _powerlaw_needed(model: dict, weights: dict | None = None) -> str:
     lead = ""
     if weights:
@@ -369,6 +429,7 @@ def _group(run: Path, result: dict, g: dict, several: bool) -> list[str]:
         for r in rows:
             lines.append(f"| {table_cell(r['claim'])} | {table_cell(r['measured'])} | {mark(verdicts.of_claim(r))} |")
     lines += _sensitivity(g["increments"].get("sensitivity"))
+    lines += peers_section(g)
     lines += ["", "Where a claim does not hold, is not resolved, or was not tested:", ""]
     lines += [f"- {r['claim']} ({verdicts.of_claim(r)}): {r['needed']}." for r in rows if verdicts.of_claim(r) != verdicts.YES] \
         or ["- none"]

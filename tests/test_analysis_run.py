@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from socjax import analyze, model, rundir, train
-from socjax.analysis import increments, loghist
+from socjax.analysis import increments, loghist, peers, verdicts
 from socjax.config import ModelConfig, TrackedWeight
 from socjax.step import xla_step
 
@@ -162,6 +162,22 @@ def test_minimal_run_directory(tmp_path):
     assert group["paper_weights"] and all(0 <= s < 3 for s in group["paper_weights"])
     assert not (run / "fig1_neurons.png").exists()
     json.loads((run / "analysis.json").read_text())  # strict JSON: no NaN
+    # the peers' estimators on the increments taken a second way: np.diff of the whole trajectory
+    # (no lr/l2 recorded, so no increment is decay; steps that round to 0 in float32 are left out,
+    # as from every fit), series s = r * 3 + k
+    traj = np.load(run / "trajectory.npy")
+    diffs = [np.diff(traj[r, :, k]).astype(np.float64) for r in range(2) for k in range(3)]
+    samples = [d[d != 0] for d in diffs]
+    peers_entry = group["peers"]
+    assert peers_entry["last_steps"] == 19_999 and peers_entry["increments"] == sum(map(len, samples)) > 6 * 19_990
+    assert peers_entry["tail_index"]["pooled"] == json.loads(json.dumps(peers.tail_index_pooled(samples)))
+    per = [{k: v for k, v in e.items() if k != "values"} for e in peers.tail_index_per_series(samples)]
+    assert peers_entry["tail_index"]["per_weight"] == json.loads(json.dumps(per))
+    assert res["per_weight"][4]["peers"]["alpha"]["100"] == pytest.approx(peers.mohammadi(samples[4] - samples[4].mean(), 100))
+    units = np.concatenate([np.abs(x) / np.median(np.abs(x)) for x in samples])
+    assert peers_entry["csn"]["alpha"] == pytest.approx(peers.csn_fit(units)["alpha"], rel=1e-12)
+    null = group["spectrum"]["null"]
+    assert null["a_low"]["series"] == 6 and null["verdict_low_below_null"] in verdicts.VERDICTS
 
 
 def test_bad_run_directories(tmp_path, capsys):

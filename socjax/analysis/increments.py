@@ -219,6 +219,41 @@ def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress)
                 progress(t1 - t0)
 
 
+RECENT_VALUES = 1 << 23  # increments `recent` holds at once, over all series
+RECENT_ROWS = (1 << 14, 1 << 16)  # its fewest and most rows per series
+
+
+def recent_rows(series: int, steps: int) -> int:
+    """The recorded steps `recent` reads by default: RECENT_VALUES shared over the series, within
+    RECENT_ROWS, at most the recording's steps - 1 increments."""
+    return min(int(np.clip(RECENT_VALUES // series, *RECENT_ROWS)), steps - 1)
+
+
+def recent(trajectory, lr, l2, stride: int, zero_grad=None, rows: int | None = None) -> list[np.ndarray]:
+    """Each series' non-decay increments (the set every fit uses: finite, not pure decay, not
+    zero) over the last `rows` recorded steps, in time order, float64: the raw samples the peers'
+    estimators need (`socjax.analysis.peers`). Default rows: RECENT_VALUES shared over the
+    series, within RECENT_ROWS, at most the recording. The decay rule is `stream`'s (`_classify`)."""
+    num_runs, steps, k = trajectory.shape
+    s = num_runs * k
+    rows = min(recent_rows(s, steps) if rows is None else rows, steps - 1)
+    t0 = steps - 1 - rows
+    w = np.asarray(trajectory[:, t0:, :], np.float32).transpose(1, 0, 2).reshape(rows + 1, s)
+    zero = None
+    if zero_grad is not None:
+        zero = np.asarray(zero_grad[:, t0 + 1 :, :], bool).transpose(1, 0, 2).reshape(rows, s)
+    if lr is None or l2 is None:
+        q = np.full(s, np.nan)
+    else:
+        q = np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
+    with jax.enable_x64(True):
+        dw, finite, decay = jax.device_get(_classify(jnp.asarray(w), jnp.asarray(q), None if zero is None else
+                                                     jnp.asarray(zero), rows, stride))
+    dw = np.asarray(dw, np.float64)
+    keep = finite & ~decay & (dw != 0)
+    return [dw[keep[:, j], j] for j in range(s)]
+
+
 LINEAR_BINS = 60  # Zhang & Tang's MNIST histograms: 60 linear bins over the range of |dw|
 
 
