@@ -107,6 +107,20 @@ def pooling_heterogeneity(tmp, run):
     return [out]
 
 
+def universality(tmp, run):
+    """One cell (the random-labels control) at its smallest; a rerun finds it done and trains nothing."""
+    out = tmp / "universality"
+    args = ("--out", str(out), "--cells", "random-labels", "--tiny", "--no-progress")
+    assert run_script(REPO / "experiments" / "universality.py", *args) == 0
+    before = (out / "random-labels" / rundir.ANALYSIS).stat().st_mtime_ns
+    assert run_script(REPO / "experiments" / "universality.py", *args) == 0
+    assert (out / "random-labels" / rundir.ANALYSIS).stat().st_mtime_ns == before
+    a = json.loads((out / "random-labels" / rundir.ANALYSIS).read_text())
+    assert a["groups"][0]["peers"]["tail_index"]["pooled"][0]["m"] == 10
+    assert rundir.read_info(out / "random-labels").config.random_labels == 0
+    return [out / "random-labels" / "report.md"]
+
+
 SCRIPTS = {
     "benchmarks/throughput.py": bench("throughput", "--steps", "40", "--loop-steps", "5", "--rounds", "1",
                                       "--seeds", "2"),
@@ -130,6 +144,7 @@ SCRIPTS = {
     "experiments/reproduce_paper.py": reproduce_paper,
     "experiments/sweep_l2.py": sweep_l2,
     "experiments/toy_model.py": toy_model,
+    "experiments/universality.py": universality,
 }
 
 
