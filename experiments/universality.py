@@ -3,13 +3,16 @@ the peers' estimators and the null models, one cell (setting) per run directory.
 
     python experiments/universality.py --out runs/universality [--cells NAME,...]
     python experiments/universality.py --out runs/universality --analyze-only
+    python experiments/universality.py --out runs/universality --results experiments/results/universality
 
 Every cell is a `socjax reproduce` run of 3 seeds (all vmapped in one process), with recording
 windows at several ages so that its age table shows whether the measures have stopped moving by
 the final recording. Cells run one after another; rerunning the command continues the cell in
 progress from its checkpoint (SIGINT or SIGTERM stops it after the epoch in flight) and skips the
 finished ones. `--analyze-only` analyses every cell again (after a change to the analysis) without
-training. `--tiny` trains each cell for 3 epochs on 500 examples (a check that every cell runs,
+training. `--results DIR` writes the cross-setting table (results.json, README.md) and figure
+(claims.png) into DIR from the analysed cells and the committed paper-scale results (`--paper`),
+with each cell's report.md, analysis.json and age table beside them. `--tiny` trains each cell for 3 epochs on 500 examples (a check that every cell runs,
 not a result).
 
 The cells and why each is as it is are in CELLS; `--list` prints them. All but the paper's own
@@ -23,15 +26,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from socjax import rundir
+from socjax.analysis import verdicts
 from socjax.cli import main as socjax
 
 SEEDS = 3
+PAPER_RESULTS = Path(__file__).resolve().parent / "results" / "paper_scale"
 TRACK = 32  # weights per run: half from the first weight layer, half from the second
 
 
@@ -66,7 +76,8 @@ class Cell:
 MINI = ("--dataset", "mnist-mini")
 PAPER_SGD = ("--lr", "2e-3", "--l2", "5e-4")  # the paper's network (784-700-476-10, MSE) is the default
 XENT_NO_L2 = ("--loss", "xent", "--l2", "0")
-BATCH1 = dict(epochs=104, record=4, ages=(1, 3, 10, 30), window_epochs=2)  # 10,000 steps an epoch
+# 10,000 steps an epoch; native step, about 4 minutes of training on 2 cores
+BATCH1 = dict(epochs=304, record=4, ages=(1, 3, 10, 30, 100), window_epochs=2)
 
 CELLS: tuple[Cell, ...] = (
     Cell("paper-mini", "the paper's network and protocol on the 10,000-image subset", (*MINI, *PAPER_SGD), **BATCH1,
@@ -150,12 +161,232 @@ def run_cell(cell: Cell, out: Path, quiet: list[str]) -> int:
     return rc
 
 
+# --- the cross-setting results ------------------------------------------------------------------
+
+# (claim key, the across-seeds number it is judged on, its name in the table)
+CLAIM_NUMBERS = (("bimodal", "bimodal_kde", "bimodal share"), ("decay", "decay_fraction", "pure decay"),
+                 ("powerlaw", "gamma", "gamma"), ("gaussian", "beta", "beta"), ("a_high", "a_high", "a_high"),
+                 ("a_low", "a_low", "a_low"), ("overfit", "test_loss", "test loss"))
+
+
+def _across(group: dict, name: str) -> dict:
+    """A group's number across its seeds (mean and 95% t interval), or its pooled value with one seed."""
+    x = (group.get("across_seeds") or {}).get(name)
+    if x and x.get("mean") is not None:
+        return dict(value=x["mean"], ci95=x["ci95"], seeds=x["n"])
+    return dict(value=None, ci95=None, seeds=0)
+
+
+def _training_seconds(run: Path) -> float | None:
+    try:
+        t = json.loads((run / rundir.METRICS).read_text())["timing"]
+    except (OSError, KeyError, ValueError):
+        return None
+    return float(sum(t.get("chunk_seconds", [])) + sum(t.get("compile_seconds", [])))
+
+
+def setting_rows(name: str, what: str, run: Path) -> list[dict]:
+    """One row per group (setting) of an analysed cell: its claims' verdicts with their numbers,
+    the peers' estimators, the spectrum against its null, and which claims' measures still moved
+    between the last two ages (ages.json)."""
+    analysis = json.loads((run / rundir.ANALYSIS).read_text())
+    ages = json.loads((run / rundir.AGES).read_text()) if (run / rundir.AGES).exists() else None
+    rows = []
+    for g in analysis["groups"]:
+        label = name if len(analysis["groups"]) == 1 else f"{name} {g['label']}"
+        claims = {c["key"]: c for c in g["claims"]}
+        row = dict(setting=label, cell=name, what=what, group=g["group"], seeds=g["seeds"],
+                   claims={key: dict(verdict=verdicts.of_claim(claims[key]), measure=measure, **_across(g, measure))
+                           for key, measure, _ in CLAIM_NUMBERS if key in claims},
+                   peers=g.get("peers"), spectrum_null=(g.get("spectrum") or {}).get("null"),
+                   steps=analysis["trajectory"]["steps"], training_seconds=_training_seconds(run))
+        if ages is not None:
+            ag = next(a for a in ages["groups"] if a["group"] == g["group"])
+            row["moving"] = {c["key"]: c["moving"] for c in ag["claims"]}
+            row["last_ages"] = [r["age"] for r in ag["rows"][-2:]]
+        rows.append(row)
+    return rows
+
+
+def _cell(claim: dict) -> str:
+    v = claim.get("value")
+    if v is None:
+        return f"{claim['verdict']}"
+    ci = claim.get("ci95")
+    return f"{claim['verdict']}: {v:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+
+def _alpha(e: dict | None) -> str:
+    if not e or e.get("value") is None:
+        return "-"
+    ci = e.get("ci95")
+    return f"{e['value']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and None not in ci else "")
+
+
+def results_markdown(rows: list[dict]) -> list[str]:
+    """README.md of the results: the claims table, the peers' table, the nulls, settling and cost."""
+    head = [name for _, _, name in CLAIM_NUMBERS]
+    lines = ["# Is it universal? The paper's claims across settings", "",
+             "Written by `experiments/universality.py --results`. One row per setting; each claim's verdict by "
+             "socjax's fixed rules (report.md of each cell gives the rule), with the number it is judged on: the "
+             "mean over the seeds and its 95% t interval. `paper` is the committed full-scale run "
+             "(experiments/results/paper_scale), analysed before the peers' estimators existed.", "",
+             "## The paper's claims", "",
+             "| setting | " + " | ".join(f"{n} ({k})" for k, _, n in CLAIM_NUMBERS) + " |",
+             "| --- " * (1 + len(head)) + "|"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | " + " | ".join(
+            _cell(r["claims"][k]) if k in r["claims"] else "-" for k, _, _ in CLAIM_NUMBERS).replace("|dw|", "dw")
+            + " |")
+    lines += ["", "## What other estimators say, and the nulls", "",
+              "Simsekli et al.'s tail index alpha (2 = Gaussian) pooled over weights at m = 10, 100, 1000 and on "
+              "the pooled Gaussian scale-mixture null (each weight's own scale); per weight in time order (median "
+              "over weights); Clauset et al.'s unbounded power law against socjax's bounded range fit; Zhang & "
+              "Tang's linear bins through socjax's model; the low-band spectral exponent minus each weight's "
+              "Ornstein-Uhlenbeck null's, and whether the data lie below their null.", "",
+              "| setting | alpha pooled m=10 | m=100 | m=1000 | null pooled m=10 | m=1000 | per weight m=10 | m=100 "
+              "| CSN alpha (xmin) | socjax range exponent | linear bins gamma, beta | a_low - a_null | below null |",
+              "| --- " * 13 + "|"]
+    for r in rows:
+        p, n = r.get("peers"), r.get("spectrum_null")
+        if not p:
+            lines.append(f"| {r['setting']} | " + " | ".join(["not computed"] * 12) + " |")
+            continue
+        t = p["tail_index"]
+        per = [f"{e['median']:.2f}" if e.get("median") is not None else "-" for e in t["per_weight"][:2]]
+        csn = p.get("csn") or {}
+        zt = p.get("zhang_tang_linear_bins") or {}
+        d = (n or {}).get("a_low", {}).get("difference")
+        cells = [_alpha(e) for e in t["pooled"]] + [_alpha(t["pooled_gaussian_null"][0]),
+                                                      _alpha(t["pooled_gaussian_null"][2])] + per + [
+            f"{csn['alpha']:.2f} ({csn['xmin']:.2g})" if csn else "-",
+            f"{csn['socjax_range_exponent']:.2f}" if csn.get("socjax_range_exponent") is not None else "-",
+            (f"{zt['gamma']:.2f}, " + ("none" if zt.get("beta") is None else f"{zt['beta']:.2f}")) if zt else "-",
+            _alpha(d) if d else "-", (n or {}).get("verdict_low_below_null", "-")]
+        lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Had the measures stopped moving?", "",
+              "A claim's measure is still moving when its change between the last two recording ages is "
+              "significant in a paired t test over the seeds (p < 0.05; ages.json of each cell).", "",
+              "| setting | last two ages (epochs) | still moving | recorded steps analysed | training time |",
+              "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        moving = [k for k, m in (r.get("moving") or {}).items() if m]
+        secs = r.get("training_seconds")
+        lines.append(f"| {r['setting']} | {', '.join(map(str, r.get('last_ages') or [])) or '-'} | "
+                     f"{', '.join(moving) or 'none'} | {r['steps']:,} | "
+                     f"{'-' if secs is None else f'{secs / 60:.1f} min'} |")
+    lines += ["", "![Each claim's measure across the settings](claims.png)", ""]
+    return lines
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    """claims.png: per panel one measure across the settings, mean and 95% interval over the seeds
+    (the tail index: pooled, its Gaussian null, and per-weight median; a_low beside its null)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("gamma", "gamma (power law: > 0.1)"), ("beta", "beta (Gaussian: 2)"), ("a_high", "a_high (2)"),
+              ("a_low", "a_low (< 2), and its OU null"), ("bimodal", "bimodal share (> 1/2)"),
+              ("alpha", "tail index alpha, m = 10 / 100 / 1000")]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.7 * len(rows)), 2.3 * len(panels)), sharex=True)
+    x = np.arange(len(rows))
+    for ax, (key, title) in zip(axes, panels):
+        ax.set_title(title, fontsize=9, loc="left")
+        if key == "alpha":
+            for j, (m, c) in enumerate(zip(("10", "100", "1000"), ("C0", "C1", "C2"))):
+                vals = [((r.get("peers") or {}).get("tail_index", {}).get("pooled") or [{}] * 3)[j] for r in rows]
+                _points(ax, x + (j - 1) * 0.15, vals, c, f"pooled m={m}")
+            nulls = [((r.get("peers") or {}).get("tail_index", {}).get("pooled_gaussian_null") or [{}])[0] for r in rows]
+            _points(ax, x + 0.3, nulls, "0.5", "Gaussian null m=10", marker="x")
+            ax.axhline(2, color="k", lw=0.5)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6, ncol=4)
+            continue
+        claim = {"bimodal": "bimodal", "gamma": "powerlaw", "beta": "gaussian", "a_high": "a_high", "a_low": "a_low"}[key]
+        vals = [r["claims"].get(claim, {}) for r in rows]
+        colors = ["C2" if v.get("verdict") == "yes" else "C3" if v.get("verdict") == "no" else "0.4" for v in vals]
+        for xi, v, c in zip(x, vals, colors):
+            _points(ax, [xi], [v], c, None)
+        if key == "a_low":
+            nulls = [((r.get("spectrum_null") or {}).get("a_low") or {}).get("null") for r in rows]
+            _points(ax, x + 0.2, nulls, "0.5", "OU null", marker="x")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
+        ref = {"gamma": 0.1, "beta": 2, "a_high": 2, "a_low": 2, "bimodal": 0.5}[key]
+        ax.axhline(ref, color="k", lw=0.5)
+        if key in ("gamma", "beta"):  # a seed-to-seed interval of a few units would flatten the rest
+            ax.set_ylim(-1 if key == "gamma" else 0, 3)
+    axes[-1].set_xticks(x, [r["setting"] for r in rows], rotation=40, ha="right", fontsize=7)
+    fig.suptitle("The paper's claims across settings (green: yes, red: no, grey: not resolved; bars: 95%)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _points(ax, xs, vals, color, label, marker="o"):
+    first = True
+    for xi, v in zip(xs, vals):
+        if not v or v.get("value") is None:
+            continue
+        ci = v.get("ci95")
+        err = None if not ci or None in ci else [[v["value"] - ci[0]], [ci[1] - v["value"]]]
+        ax.errorbar([xi], [v["value"]], yerr=err, fmt=marker, color=color, ms=4, capsize=2,
+                    label=label if first else None)
+        first = False
+
+
+def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path) -> int:
+    """The cross-setting table, figure and per-cell reports into dest (see the module docstring)."""
+    rows = []
+    if (paper / rundir.ANALYSIS).exists():
+        rows += setting_rows("paper", "the paper's network and protocol on full MNIST (committed)", paper)
+    missing = [c.name for c in cells if state(out / c.name) != "done"]
+    for c in cells:
+        if c.name not in missing:
+            rows += setting_rows(c.name, c.what, out / c.name)
+    if not rows:
+        sys.exit(f"universality: no analysed cell in {out}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for c in cells:
+        if c.name in missing:
+            continue
+        cell_dir = dest / c.name
+        cell_dir.mkdir(exist_ok=True)
+        for name in (rundir.ANALYSIS, rundir.AGES, "report.md", "config.json"):
+            if (out / c.name / name).exists():
+                shutil.copy2(out / c.name / name, cell_dir / name)
+    results = dict(cells=[dataclasses.asdict(c) for c in cells], seeds=SEEDS, tracked=TRACK, rows=rows,
+                   missing=missing)
+    (dest / "results.json").write_text(json.dumps(_clean(results), indent=1) + "\n")
+    (dest / "README.md").write_text("\n".join(results_markdown(rows)) + "\n")
+    figure(rows, dest / "claims.png")
+    print(f"universality: wrote {dest}/results.json, README.md and claims.png ({len(rows)} settings"
+          + (f"; not yet analysed: {', '.join(missing)}" if missing else "") + ")")
+    return 0
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="directory of the cells' run directories (created, or continued)")
     p.add_argument("--cells", help=f"comma-separated cells to run (default all: {', '.join(CELL_NAMES)})")
     p.add_argument("--list", action="store_true", help="print the cells and stop")
     p.add_argument("--analyze-only", action="store_true", help="analyse every trained cell again; do not train")
+    p.add_argument("--results", metavar="DIR", help="write the cross-setting table, figure and each cell's report "
+                   "into DIR, and stop")
+    p.add_argument("--paper", default=str(PAPER_RESULTS),
+                   help="the paper-scale results' directory for the paper's row (default: the committed ones)")
     p.add_argument("--tiny", action="store_true", help="3 epochs on 500 examples per cell: a check, not a result")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -169,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     quiet = ["--no-progress"] if args.no_progress else []
     cells = [c.tiny() if args.tiny else c for c in _cells(args.cells)]
+    if args.results:
+        return write_results(out, cells, Path(args.results), Path(args.paper))
     worst = 0
     for cell in cells:
         if args.analyze_only:

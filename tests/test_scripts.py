@@ -118,7 +118,15 @@ def universality(tmp, run):
     a = json.loads((out / "random-labels" / rundir.ANALYSIS).read_text())
     assert a["groups"][0]["peers"]["tail_index"]["pooled"][0]["m"] == 10
     assert rundir.read_info(out / "random-labels").config.random_labels == 0
-    return [out / "random-labels" / "report.md"]
+    res = tmp / "universality-results"
+    assert run_script(REPO / "experiments" / "universality.py", "--out", str(out), "--cells", "random-labels", "--tiny",
+                      "--results", str(res)) == 0
+    rows = json.loads((res / "results.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["paper", "random-labels"]  # the committed paper-scale run, then the cell
+    want = {c["key"]: c["verdict"] for c in a["groups"][0]["claims"]}
+    assert {k: c["verdict"] for k, c in rows[1]["claims"].items()} == want
+    assert rows[1]["peers"] == a["groups"][0]["peers"] and (res / "random-labels" / "report.md").exists()
+    return [out / "random-labels" / "report.md", res / "README.md", res / "claims.png"]
 
 
 SCRIPTS = {
