@@ -142,3 +142,18 @@ def test_a_spectrum_flatter_than_its_null_is_below_it():
     v = nulls.versus(data["per_series"]["a_low"], null["a_low"], range(weights))
     assert abs(data["a_low"]["value"] - 1) < 0.1 and v["null"]["value"] > 1.5, (data["a_low"], v)
     assert v["difference"]["ci95"][1] < 0 and v["below_null"] == 1.0
+
+
+def test_streamed_ar1_parameters_equal_the_direct_fit_in_any_chunking():
+    """ar1_streamed (sums over chunks of rows, bounded memory) against ar1_parameters on the whole
+    array, for chunks of 7 rows, 1000 rows and the default; a constant series is NaN in both."""
+    rng = np.random.default_rng(7)
+    x = nulls.simulate_ar1(np.array([0.99, 0.5, 0.9999]), np.array([1e-3, 1e-4, 1e-5]), 10_001, rng)
+    x = np.concatenate([x + np.array([0.1, -0.3, 0.05]), np.full((10_001, 1), 0.2)], axis=1)
+    traj = x.T[:, :, None].astype(np.float32)  # 4 runs of one weight
+    phi, s = nulls.ar1_parameters(traj[:, :, 0].T.astype(np.float64))
+    for chunk in (7, 1000, None):
+        sphi, ss = nulls.ar1_streamed(traj, traj.shape[1], chunk)
+        np.testing.assert_allclose(sphi[:3], phi[:3], rtol=1e-9)
+        np.testing.assert_allclose(ss[:3], s[:3], rtol=1e-9)
+        assert np.isnan(sphi[3]) and np.isnan(phi[3])

@@ -220,7 +220,7 @@ def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress)
 
 
 RECENT_VALUES = 1 << 23  # increments `recent` holds at once, over all series
-RECENT_ROWS = (1 << 14, 1 << 16)  # its fewest and most rows per series
+RECENT_ROWS = (1 << 12, 1 << 16)  # its fewest and most rows per series
 
 
 def recent_rows(series: int, steps: int) -> int:
@@ -238,20 +238,23 @@ def recent(trajectory, lr, l2, stride: int, zero_grad=None, rows: int | None = N
     s = num_runs * k
     rows = min(recent_rows(s, steps) if rows is None else rows, steps - 1)
     t0 = steps - 1 - rows
-    w = np.asarray(trajectory[:, t0:, :], np.float32).transpose(1, 0, 2).reshape(rows + 1, s)
-    zero = None
-    if zero_grad is not None:
-        zero = np.asarray(zero_grad[:, t0 + 1 :, :], bool).transpose(1, 0, 2).reshape(rows, s)
     if lr is None or l2 is None:
         q = np.full(s, np.nan)
     else:
         q = np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
-    with jax.enable_x64(True):
-        dw, finite, decay = jax.device_get(_classify(jnp.asarray(w), jnp.asarray(q), None if zero is None else
-                                                     jnp.asarray(zero), rows, stride))
-    dw = np.asarray(dw, np.float64)
-    keep = finite & ~decay & (dw != 0)
-    return [dw[keep[:, j], j] for j in range(s)]
+    rows_all = np.asarray(trajectory[:, t0:, :], np.float32)  # (R, rows + 1, K): float32, the readers' one slice
+    flags = None if zero_grad is None else np.asarray(zero_grad[:, t0 + 1 :, :], bool)
+    out = []
+    for r in range(num_runs):  # one run's series at a time through the float64 classification
+        w = rows_all[r]
+        zero = None if flags is None else jnp.asarray(flags[r])
+        with jax.enable_x64(True):
+            dw, finite, decay = jax.device_get(_classify(jnp.asarray(w), jnp.asarray(q[r * k : (r + 1) * k]), zero,
+                                                         rows, stride))
+        dw = np.asarray(dw, np.float64)
+        keep = finite & ~decay & (dw != 0)
+        out += [dw[keep[:, j], j] for j in range(k)]
+    return out
 
 
 LINEAR_BINS = 60  # Zhang & Tang's MNIST histograms: 60 linear bins over the range of |dw|

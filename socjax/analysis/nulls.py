@@ -48,6 +48,37 @@ def ar1_parameters(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return phi, s
 
 
+def ar1_streamed(traj, rows: int, chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`ar1_parameters` of the first `rows` rows of every series of traj (R, T, K) (series
+    s = r * K + k), from sums accumulated over chunks of rows, so memory stays bounded whatever the
+    length. Each series is shifted by its first value before summing (float64), which changes
+    neither phi nor s and keeps the sums' cancellation small."""
+    num_runs, _, k = traj.shape
+    n = num_runs * k
+    chunk_rows = chunk_rows or max(2, VALUES_PER_GROUP // n)
+    first = np.asarray(traj[:, :1, :], np.float64).reshape(n)
+    sums = np.zeros((6, n))  # x_t (t < T-1), x_t (t >= 1), x_t^2 (t < T-1), x_t^2 (t >= 1), x_t x_t+1, x (all)
+    for t0 in range(0, rows - 1, chunk_rows):
+        t1 = min(rows - 1, t0 + chunk_rows)  # increments t0 .. t1-1 read rows t0 .. t1
+        x = np.asarray(traj[:, t0 : t1 + 1, :], np.float64).transpose(1, 0, 2).reshape(t1 + 1 - t0, n) - first
+        prev, nxt = x[:-1], x[1:]
+        sums += np.stack([prev.sum(0), nxt.sum(0), (prev * prev).sum(0), (nxt * nxt).sum(0), (prev * nxt).sum(0),
+                          np.zeros(n)])
+    last = np.asarray(traj[:, rows - 1 : rows, :], np.float64).reshape(n) - first
+    m = rows - 1
+    mu = (sums[0] + last) / rows  # the mean over all rows, as ar1_parameters removes it
+    spp = sums[2] - 2 * mu * sums[0] + m * mu**2  # sum (x_t - mu)^2, t < T-1
+    snn = sums[3] - 2 * mu * sums[1] + m * mu**2  # sum (x_t+1 - mu)^2
+    spn = sums[4] - mu * (sums[0] + sums[1]) + m * mu**2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = spn / spp
+        se = (sums[1] - m * mu) - phi * (sums[0] - m * mu)  # sum of the residuals
+        s = np.sqrt(np.maximum((snn - 2 * phi * spn + phi**2 * spp) / m - (se / m) ** 2, 0.0))
+    bad = ~(np.isfinite(phi) & np.isfinite(s) & (spp > 0))
+    phi[bad], s[bad] = np.nan, np.nan
+    return phi, s
+
+
 def simulate_ar1(phi: np.ndarray, s: np.ndarray, steps: int, rng: np.random.Generator) -> np.ndarray:
     """(steps, S) AR(1) paths, one per (phi, s), each started from its stationary law (from 0
     where phi is at PHI_MAX, a walk). A column with NaN parameters is NaN."""
@@ -73,16 +104,12 @@ def ou_spectra(traj, stride: int, segment: int, window: str, seed: int = 0) -> d
         raise ValueError(f"a trajectory of {steps} recorded steps is too short for segment {segment}")
     rng = np.random.default_rng(seed)
     n = num_runs * k
-    phi, s = np.full(n, np.nan), np.full(n, np.nan)
+    phi, s = ar1_streamed(traj, rows)
     a = {"a_low": [None] * n, "a_high": [None] * n}
-    # the measured rows, (rows, S) float32, as the trajectory reader gives them ([:, t0:t1, :] only)
-    data = np.asarray(traj[:, :rows, :], np.float32).transpose(1, 0, 2).reshape(rows, n)
     group = max(1, VALUES_PER_GROUP // rows)
     for g0 in range(0, n, group):
         idx = np.arange(g0, min(n, g0 + group))
-        ph, sd = ar1_parameters(data[:, idx])
-        phi[idx], s[idx] = ph, sd
-        sim = simulate_ar1(ph, sd, rows, rng)
+        sim = simulate_ar1(phi[idx], s[idx], rows, rng)
         ok = np.all(np.isfinite(sim), axis=0)
         if not ok.any():
             continue
@@ -125,4 +152,4 @@ def _num(v) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-__all__ = ["ar1_parameters", "gaussian_scale_mixture", "ou_spectra", "simulate_ar1", "versus"]
+__all__ = ["ar1_parameters", "ar1_streamed", "gaussian_scale_mixture", "ou_spectra", "simulate_ar1", "versus"]
