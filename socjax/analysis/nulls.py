@@ -8,7 +8,7 @@ Ornstein-Uhlenbeck process; sampled every `stride` steps that is the AR(1) proce
 whose spectrum is 1/f^2 above its corner frequency and flat below, so over a low-frequency band
 it too has a < 2 (../shared/PEERS.md, "Spectra and diffusion"). `ou_spectra` measures each
 weight's own phi (lag-1 regression of its mean-removed trajectory) and innovation variance s^2 on
-the rows Welch's method reads, simulates that AR(1) process with those rows' length, and passes
+the rows Welch's method reads (`ar1_streamed`: sums over chunks of rows, bounded memory), simulates that AR(1) process with those rows' length, and passes
 it through the very same Welch estimate and band fits (`socjax.analysis.spectrum`). The claim
 "a < 2 at low f" then means something only where the data's a is below its own null's: `versus`
 gives the per-weight difference a - a_null with its interval over the weights.

@@ -37,7 +37,7 @@ import numpy as np
 from scipy import stats as sps
 
 BLOCK_SIZES = (10, 100, 1000)
-MIN_BLOCKS = 10  # fewest block sums an estimate rests on (per weight, and per pooled part)
+MIN_BLOCKS = 10  # fewest block sums an estimate rests on
 CSN_MAX_SAMPLE = 1 << 18  # the pooled |dw| fitted by the Clauset-Shalizi-Newman method: a random subset of at most this
 CSN_MIN_TAIL = 100  # fewest values above a candidate xmin
 CSN_CANDIDATES = 100  # candidate xmins: these quantiles of the sample, geometric in 1 - q
