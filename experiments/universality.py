@@ -304,7 +304,7 @@ def figure(rows: list[dict], path: Path) -> None:
             _points(ax, x + 0.3, nulls, "0.5", "Gaussian null m=10", marker="x")
             ax.axhline(2, color="k", lw=0.5)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6, ncol=4)
+                ax.legend(fontsize=6, ncol=4, loc="lower right")
             continue
         claim = {"bimodal": "bimodal", "gamma": "powerlaw", "beta": "gaussian", "a_high": "a_high", "a_low": "a_low"}[key]
         vals = [r["claims"].get(claim, {}) for r in rows]
@@ -315,7 +315,7 @@ def figure(rows: list[dict], path: Path) -> None:
             nulls = [((r.get("spectrum_null") or {}).get("a_low") or {}).get("null") for r in rows]
             _points(ax, x + 0.2, nulls, "0.5", "OU null", marker="x")
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=6)
+                ax.legend(fontsize=6, loc="upper right")
         ref = {"gamma": 0.1, "beta": 2, "a_high": 2, "a_low": 2, "bimodal": 0.5}[key]
         ax.axhline(ref, color="k", lw=0.5)
         if key in ("gamma", "beta"):  # a seed-to-seed interval of a few units would flatten the rest

@@ -657,7 +657,7 @@ def toy_figure(path, result: dict, samples: dict, p, curves: dict) -> None:
     bx.set_xlabel("(x - xb) / rms")
     bx.set_ylabel("p(x|q) x rms")
     bx.set_title("p(x|q): analytic (lines), exact sampler (histograms)", fontsize=10)
-    bx.legend(fontsize=8)
+    bx.legend(fontsize=8, loc="upper right")  # "best" searches the histograms: seconds, and a warning, on a busy machine
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

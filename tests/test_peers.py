@@ -41,6 +41,8 @@ def test_tail_index_is_the_formula_on_a_hand_sum():
     lx = sum(math.log(abs(v)) for v in x[: k2 * m]) / (k2 * m)
     assert peers.mohammadi(x, m) == pytest.approx(1 / ((ly - lx) / math.log(m)), rel=1e-12)
     assert math.isnan(peers.mohammadi(x[:99], m))  # fewer than MIN_BLOCKS blocks
+    zigzag = np.tile([1.0, -1.0], 500)  # every block sums to exactly 0: no estimate, no warning
+    assert math.isnan(peers.mohammadi(zigzag, m)) and peers.mohammadi_ci(zigzag, m)[1] is None
 
 
 def test_pooling_gaussians_of_different_scales_looks_heavy_tailed():

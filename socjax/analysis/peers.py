@@ -46,8 +46,8 @@ CSN_CANDIDATES = 100  # candidate xmins: these quantiles of the sample, geometri
 def block_terms(x: np.ndarray, m: int) -> np.ndarray | None:
     """d_i = log|Y_i| - mean of log|X_j| over block i, for the floor(n / m) blocks of m consecutive
     values of x: 1/alpha is their mean over log m (the module docstring), so its standard error is
-    theirs. None when fewer than MIN_BLOCKS blocks, or a zero in x; blocks summing to exactly zero
-    (possible for discrete data) are left out."""
+    theirs. None when fewer than MIN_BLOCKS blocks (those summing to exactly zero, possible for
+    discrete data, are left out and not counted), or a zero in x."""
     x = np.asarray(x, np.float64)
     k2 = x.size // m
     if m < 2 or k2 < MIN_BLOCKS or np.any(x[: k2 * m] == 0):
@@ -55,6 +55,8 @@ def block_terms(x: np.ndarray, m: int) -> np.ndarray | None:
     blocks = x[: k2 * m].reshape(k2, m)
     y = np.abs(blocks.sum(axis=1))
     keep = y > 0
+    if keep.sum() < MIN_BLOCKS:
+        return None
     return np.log(y[keep]) - np.log(np.abs(blocks[keep])).mean(axis=1)
 
 
