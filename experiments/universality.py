@@ -269,7 +269,8 @@ def results_markdown(rows: list[dict]) -> list[str]:
     lines += ["", "## Had the measures stopped moving?", "",
               "A claim's measure is still moving when its change between the last two recording ages is "
               "significant in a paired t test over the seeds (p < 0.05; ages.json of each cell).", "",
-              "| setting | last two ages (epochs) | still moving | recorded steps analysed | training time |",
+              "| setting | last two ages (epochs) | still moving | recorded steps analysed | training time (the "
+              "cell's: one run trains all its settings) |",
               "| --- | --- | --- | --- | --- |"]
     for r in rows:
         moving = [k for k, m in (r.get("moving") or {}).items() if m]
