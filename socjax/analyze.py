@@ -359,9 +359,9 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
                 a_series[name][s] = a[name][pos]
     null = spectrum_null(traj, sp, window, warnings)
     samples = increments.recent(traj, lr, l2, stride, zero)
+    alphas = peers.tail_index_per_series(samples)  # every series' own, once: the groups summarise them
     for s, x in enumerate(samples):
-        per_weight[s]["peers"] = dict(alpha={str(e["m"]): e["values"][0] for e in peers.tail_index_per_series([x])},
-                                      increments=len(x))
+        per_weight[s]["peers"] = dict(alpha={str(e["m"]): e["values"][s] for e in alphas}, increments=len(x))
         if null is not None and "spectrum" in per_weight[s]:
             per_weight[s]["spectrum"]["null"] = {key: null[key][s] for key in ("a_low", "a_high", "phi", "corner")}
 
@@ -397,8 +397,10 @@ def analyze_recording(run: Path, info: rundir.RunInfo, tracked, rec: rundir.Reco
         if null is not None and "error" not in spec:
             spec["null"] = spectrum_versus_null(a_series, null, _series_of(g.runs, k))
         entry = group_entry(g, inc, spec, per_run, neuron_runs, _group_test(g, tests, test_loss), steps, warnings)
-        entry["peers"] = peer_estimates([samples[s] for s in _series_of(g.runs, k)], inc,
-                                        increments.recent_rows(num_runs * k, steps))
+        members = _series_of(g.runs, k)
+        entry["peers"] = peer_estimates([samples[s] for s in members],
+                                        [peers.series_summary(e["m"], [e["values"][s] for s in members]) for e in alphas],
+                                        inc, increments.recent_rows(num_runs * k, steps))
         picks = paper_weights(tracked, g.runs[0], k)
         entry["paper_weights"] = picks
         group_entries.append(entry)
@@ -449,15 +451,13 @@ def spectrum_versus_null(a_series: dict, null: dict, series: list[int]) -> dict:
     return out
 
 
-def peer_estimates(samples: list[np.ndarray], inc: dict, rows: int) -> dict:
+def peer_estimates(samples: list[np.ndarray], per_weight: list[dict], inc: dict, rows: int) -> dict:
     """analysis.json's "peers" of a set of series from their non-decay increments (`increments.recent`):
     Simsekli et al.'s tail index pooled and per weight, the pooled one on the Gaussian scale-mixture
     null, Clauset et al.'s unbounded power law on the pooled |dw| in median units beside socjax's
-    range fit, and Zhang & Tang's linear bins (the representation table's row). rows: the recorded
-    steps the increments come from (the last ones)."""
-    per_weight = peers.tail_index_per_series(samples)
-    for e in per_weight:
-        e.pop("values")
+    range fit, and Zhang & Tang's linear bins (the representation table's row). per_weight: the
+    summaries of the series' own tail indices (`peers.series_summary`), one per block size; rows:
+    the recorded steps the increments come from (the last ones)."""
     units = [np.abs(x) / np.median(np.abs(x)) for x in samples if len(x)]
     csn = peers.csn_fit(np.concatenate(units)) if units else None
     ranged = inc.get("powerlaw")

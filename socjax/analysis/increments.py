@@ -182,6 +182,14 @@ def _flat_size(n: int) -> int:
     return -(-n // unit) * unit
 
 
+def _decay_factors(lr, l2, stride: int, num_runs: int, k: int) -> np.ndarray:
+    """(R * K,) float64: each series' decay factor over one recorded interval, (1 - lr l2)^stride
+    of its run; NaN for all when lr or l2 is None (nothing matches NaN: no increment is decay)."""
+    if lr is None or l2 is None:
+        return np.full(num_runs * k, np.nan)
+    return np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
+
+
 def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress):
     """The chunks of a streamed pass: (time block, rows (Tc + 1, S) float32, zero-gradient flags
     (Tc, S) or None, live: how many of the Tc increments are the chunk's own, the decay factor q
@@ -194,11 +202,7 @@ def _chunks(trajectory, lr, l2, stride, zero_grad, blocks, chunk_rows, progress)
     chunk_rows = chunk_rows or max(2, ELEMENTS_PER_CHUNK // s)
     if steps < 2:
         raise ValueError(f"a trajectory of {steps} recorded steps has no increments")
-    if lr is None or l2 is None:
-        q = np.full(s, np.nan)  # nothing matches NaN: no increment is classified as decay
-    else:
-        q = np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
-    qj = jnp.asarray(q)
+    qj = jnp.asarray(_decay_factors(lr, l2, stride, num_runs, k))
     bounds = np.linspace(0, steps - 1, blocks + 1).round().astype(int)  # increment indices
     for b in range(blocks):
         for t0 in range(bounds[b], bounds[b + 1], chunk_rows):
@@ -238,10 +242,7 @@ def recent(trajectory, lr, l2, stride: int, zero_grad=None, rows: int | None = N
     s = num_runs * k
     rows = min(recent_rows(s, steps) if rows is None else rows, steps - 1)
     t0 = steps - 1 - rows
-    if lr is None or l2 is None:
-        q = np.full(s, np.nan)
-    else:
-        q = np.repeat((1.0 - np.asarray(lr, np.float64) * np.asarray(l2, np.float64)) ** stride, k)
+    q = _decay_factors(lr, l2, stride, num_runs, k)
     rows_all = np.asarray(trajectory[:, t0:, :], np.float32)  # (R, rows + 1, K): float32, the readers' one slice
     flags = None if zero_grad is None else np.asarray(zero_grad[:, t0 + 1 :, :], bool)
     out = []

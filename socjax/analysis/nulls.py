@@ -24,9 +24,9 @@ import math
 
 import numpy as np
 from scipy import signal
-from scipy import stats as sps
 
 from socjax.analysis import spectrum
+from socjax.analysis.groups import across_seeds
 
 PHI_MAX = 1.0 - 1e-12  # a measured phi at or above 1 (a walk with no restoring force) is simulated just below it
 VALUES_PER_GROUP = 1 << 24  # simulated float64 values held at once (128 MB)
@@ -136,9 +136,8 @@ def versus(observed: list, null: list, series) -> dict:
 
 
 def _mean_ci(v: np.ndarray) -> dict:
-    half = sps.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
-    return dict(value=float(v.mean()), ci95=[float(v.mean() - half), float(v.mean() + half)],
-                median=float(np.median(v)))
+    x = across_seeds(v)
+    return dict(value=x["mean"], ci95=x["ci95"], median=float(np.median(v)))
 
 
 def gaussian_scale_mixture(samples: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:

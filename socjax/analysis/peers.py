@@ -36,6 +36,8 @@ import math
 import numpy as np
 from scipy import stats as sps
 
+from socjax.analysis.groups import across_seeds
+
 BLOCK_SIZES = (10, 100, 1000)
 MIN_BLOCKS = 10  # fewest block sums an estimate rests on
 CSN_MAX_SAMPLE = 1 << 18  # the pooled |dw| fitted by the Clauset-Shalizi-Newman method: a random subset of at most this
@@ -96,15 +98,6 @@ def centered(samples: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def _t_interval(values: np.ndarray) -> list[float] | None:
-    """mean +- t sd / sqrt(n) of the finite values; None for fewer than 2."""
-    v = values[np.isfinite(values)]
-    if v.size < 2:
-        return None
-    half = sps.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
-    return [float(v.mean() - half), float(v.mean() + half)]
-
-
 def tail_index_pooled(samples: list[np.ndarray], sizes=BLOCK_SIZES, seed: int = 0) -> list[dict]:
     """Simsekli et al.'s pooled alpha per block size m: every series' centred increments in one
     sample, randomly ordered (fixed seed), so its blocks are independent; value and 95% interval
@@ -121,20 +114,25 @@ def tail_index_pooled(samples: list[np.ndarray], sizes=BLOCK_SIZES, seed: int = 
 
 def tail_index_per_series(samples: list[np.ndarray], sizes=BLOCK_SIZES) -> list[dict]:
     """alpha of each series from its own centred increments in time order, per block size m:
-    the per-series values (None where too short) and their median, quartiles, mean with a t
-    interval over the series, and the fraction of series below 2."""
+    the per-series values (None where too short) and their `series_summary`."""
     xs = [np.asarray(x, np.float64) for x in samples]
     out = []
     for m in sizes:
-        vals = np.array([mohammadi(x - x.mean(), m) if x.size >= 2 else math.nan for x in xs])
-        good = vals[np.isfinite(vals)]
-        summary = dict(m=m, series=int(good.size), of=len(xs), values=[_num(v) for v in vals])
-        if good.size:
-            q25, med, q75 = np.percentile(good, [25, 50, 75])
-            summary.update(median=float(med), q25=float(q25), q75=float(q75), mean=float(good.mean()),
-                           ci95=_t_interval(good), below_2=float(np.mean(good < 2)))
-        out.append(summary)
+        vals = [_num(mohammadi(x - x.mean(), m)) if x.size >= 2 else None for x in xs]
+        out.append(dict(series_summary(m, vals), values=vals))
     return out
+
+
+def series_summary(m: int, values: list) -> dict:
+    """The per-series alphas `values` at block size m (None where not estimated) summarised: their
+    count, median, quartiles, mean with a t interval over the series, and the share below 2."""
+    good = np.array([v for v in values if v is not None], np.float64)
+    summary = dict(m=m, series=int(good.size), of=len(values))
+    if good.size:
+        q25, med, q75 = np.percentile(good, [25, 50, 75])
+        summary.update(median=float(med), q25=float(q25), q75=float(q75), mean=float(good.mean()),
+                       ci95=across_seeds(good)["ci95"], below_2=float(np.mean(good < 2)))
+    return summary
 
 
 def _num(v: float) -> float | None:
@@ -184,4 +182,4 @@ def csn_fit(x: np.ndarray, seed: int = 0, max_sample: int = CSN_MAX_SAMPLE, min_
                 n_tail=int(nt), tail_fraction=float(nt / n), n=int(n_all), sampled=int(n))
 
 
-__all__ = ["BLOCK_SIZES", "block_terms", "centered", "csn_fit", "mohammadi", "mohammadi_ci", "tail_index_per_series", "tail_index_pooled"]
+__all__ = ["BLOCK_SIZES", "block_terms", "centered", "csn_fit", "mohammadi", "mohammadi_ci", "series_summary", "tail_index_per_series", "tail_index_pooled"]
