@@ -76,8 +76,10 @@ class Cell:
 MINI = ("--dataset", "mnist-mini")
 PAPER_SGD = ("--lr", "2e-3", "--l2", "5e-4")  # the paper's network (784-700-476-10, MSE) is the default
 XENT_NO_L2 = ("--loss", "xent", "--l2", "0")
-# 10,000 steps an epoch; native step, about 4 minutes of training on 2 cores
-BATCH1 = dict(epochs=304, record=4, ages=(1, 3, 10, 30, 100), window_epochs=2)
+# 10,000 steps an epoch; native step, about 4 minutes of training per 300 epochs on 2 cores. 1,000
+# epochs are 10 relaxation times of the L2 decay, 1 / (lr l2) = 10^6 steps = 100 epochs: a run of
+# 300 still had measures moving between its last two ages (100 and 300)
+BATCH1 = dict(epochs=1004, record=4, ages=(1, 3, 10, 30, 100, 300), window_epochs=2)
 
 CELLS: tuple[Cell, ...] = (
     Cell("paper-mini", "the paper's network and protocol on the 10,000-image subset", (*MINI, *PAPER_SGD), **BATCH1,
@@ -87,11 +89,13 @@ CELLS: tuple[Cell, ...] = (
     Cell("teacher", "the paper's protocol on the synthetic teacher task (100-dim Gaussian inputs)",
          ("--dataset", "teacher", *PAPER_SGD), **BATCH1, why="a synthetic data set"),
     Cell("no-learning", "the teacher task with lr 1e-6, 2,000x below the paper's", ("--dataset", "teacher", "--lr",
-         "1e-6", "--l2", "5e-4"), **BATCH1,
-         why="control: the same noise source at a step so small the weights never leave their initial basin"),
+         "1e-6", "--l2", "5e-4"), epochs=304, record=4, ages=(1, 3, 10, 30, 100), window_epochs=2,
+         why="control: the same noise source at a step so small the weights never leave their initial basin; its "
+             "relaxation time 1 / (lr l2) is 2 x 10^9 steps, so a longer run would not settle it either: 300 epochs"),
     Cell("digits", "the paper's protocol on scikit-learn's 1,797 8x8 digits", ("--dataset", "digits", *PAPER_SGD),
-         epochs=610, record=10, ages=(10, 30, 100, 300), window_epochs=10,
-         why="a second real data set; 10-epoch windows hold 17,970 steps as paper-mini's 2 hold 20,000"),
+         epochs=2010, record=10, ages=(10, 30, 100, 300, 1000), window_epochs=10,
+         why="a second real data set; 10-epoch windows hold 17,970 steps as paper-mini's 2 hold 20,000; "
+             "2,000 epochs (3.6 x 10^6 steps, the L2 relaxation time 3.6 times) as a run of 600 still moved"),
     Cell("batch-512", "the paper's network at batch 512, lr 2e-3 x sqrt(512) = 0.0453",
          (*MINI, "--batch-size", "512", "--lr", "0.0453", "--l2", "5e-4", "--chunk-epochs", "50"),
          epochs=700, record=200, ages=(50, 150, 300), window_epochs=50,
@@ -99,8 +103,9 @@ CELLS: tuple[Cell, ...] = (
              "lr^2 var(g)/B equal to the paper's (19 steps an epoch, so windows of 50 epochs and a final "
              "recording of 200, 3,800 steps, the fewest a spectrum's two bands need)"),
     Cell("momentum", "the paper's network with momentum 0.9, lr 2e-4", (*MINI, "--optimizer", "momentum",
-         "--momentum", "0.9", "--lr", "2e-4", "--l2", "5e-4"), epochs=34, record=4, ages=(1, 3, 10), window_epochs=2,
-         why="lr / (1 - momentum) = 2e-3 keeps the long-run step of the paper's SGD"),
+         "--momentum", "0.9", "--lr", "2e-4", "--l2", "5e-4"), epochs=104, record=4, ages=(1, 3, 10, 30),
+         window_epochs=2, why="lr / (1 - momentum) = 2e-3 keeps the long-run step of the paper's SGD; 100 epochs "
+         "(XLA's step, about 7 minutes per 30 epochs) as a run of 30 still moved"),
     Cell("adam", "the paper's network with Adam, lr 1e-4", (*MINI, "--optimizer", "adam", "--lr", "1e-4", "--l2",
          "5e-4"), epochs=34, record=4, ages=(1, 3, 10), window_epochs=2,
          why="Adam moves every weight by about lr a step; 1e-4, a tenth of the usual 1e-3, for single examples"),
@@ -109,16 +114,18 @@ CELLS: tuple[Cell, ...] = (
          why="another architecture; batch 1 through XLA is the slowest cell, so it is the shortest"),
     Cell("zhang-tang", "Zhang & Tang: MLP 784-128-10, SGD, batch 64, lr 0.1 and 0.01, no L2, cross-entropy",
          (*MINI, "--hidden", "128", "--batch-size", "64", "--lr", "0.1", "0.01", *XENT_NO_L2, "--chunk-epochs",
-          "10"), epochs=320, record=20, ages=(10, 30, 100), window_epochs=10,
-         why="their setting; 156 steps an epoch, so 10-epoch windows"),
+          "10"), epochs=1020, record=20, ages=(10, 30, 100, 300), window_epochs=10,
+         why="their setting; 156 steps an epoch, so 10-epoch windows; 1,000 epochs as a run of 300 still moved"),
     Cell("gurbuzbalaban-b1", "Gurbuzbalaban et al.: 3 hidden layers of 128, batch 1, lr 1e-3, 1e-2, 3e-2",
-         (*MINI, "--hidden", "128", "128", "128", "--lr", "1e-3", "1e-2", "3e-2", *XENT_NO_L2), epochs=34, record=4,
-         ages=(1, 3, 10), window_epochs=2,
-         why="their setting, lr/B from 1e-3 to 3e-2: at lr 0.1 two of three seeds diverged in the first epoch"),
+         (*MINI, "--hidden", "128", "128", "128", "--lr", "1e-3", "1e-2", "3e-2", *XENT_NO_L2), epochs=304, record=4,
+         ages=(1, 3, 10, 30, 100), window_epochs=2,
+         why="their setting, lr/B from 1e-3 to 3e-2: at lr 0.1 two of three seeds diverged in the first epoch; "
+             "300 epochs as a run of 30 still moved"),
     Cell("gurbuzbalaban-b10", "Gurbuzbalaban et al.: 3 hidden layers of 128, batch 10, lr 1e-3, 1e-2, 1e-1",
          (*MINI, "--hidden", "128", "128", "128", "--batch-size", "10", "--lr", "1e-3", "1e-2", "1e-1", *XENT_NO_L2,
-          "--chunk-epochs", "5"), epochs=110, record=10, ages=(10, 30), window_epochs=10,
-         why="their setting, lr/B from 1e-4 to 1e-2; 1,000 steps an epoch, so 10-epoch windows"),
+          "--chunk-epochs", "5"), epochs=310, record=10, ages=(10, 30, 100), window_epochs=10,
+         why="their setting, lr/B from 1e-4 to 1e-2; 1,000 steps an epoch, so 10-epoch windows; 300 epochs as a "
+             "run of 100 still moved"),
 )
 CELL_NAMES = tuple(c.name for c in CELLS)
 
@@ -143,10 +150,28 @@ def state(run: Path) -> str:
     return "done" if (run / rundir.ANALYSIS).exists() else "trained"
 
 
+def schedule_mismatch(cell: Cell, run: Path) -> str | None:
+    """How the run in `run` differs from the cell's schedule (epochs, final recording, windows), or
+    None: a cell whose definition changed is not continued or reported from a run of the old one."""
+    cfg = rundir.read_info(run).config
+    if cfg is None:
+        return f"{run}: config.json holds no run configuration"
+    have = (cfg.epochs, cfg.epochs_record, tuple(cfg.record_windows), cfg.window_epochs)
+    want = (cell.epochs, cell.record, tuple(cell.ages), cell.window_epochs)
+    if have == want:
+        return None
+    show = lambda e, r, a, w: f"{e} epochs, last {r} recorded, windows at {','.join(map(str, a)) or 'none'} ({w} each)"
+    return (f"{run} holds a run of {show(*have)}, but cell {cell.name} is now {show(*want)}; move that run "
+            "away (or pass another --out) to train the cell as defined")
+
+
 def run_cell(cell: Cell, out: Path, quiet: list[str]) -> int:
     """Train and analyse one cell in out/NAME, continuing it where it stopped."""
     run = out / cell.name
     s = state(run)
+    if s != "new" and (why := schedule_mismatch(cell, run)):
+        print(f"universality: {why}", file=sys.stderr)
+        return 2
     if s == "done":
         print(f"universality: {cell.name}: done")
         return 0
@@ -346,6 +371,10 @@ def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path) -> int:
     if (paper / rundir.ANALYSIS).exists():
         rows += setting_rows("paper", "the paper's network and protocol on full MNIST (committed)", paper)
     missing = [c.name for c in cells if state(out / c.name) != "done"]
+    for c in cells:
+        if c.name not in missing and (why := schedule_mismatch(c, out / c.name)):
+            print(f"universality: {why}; left out", file=sys.stderr)
+            missing.append(c.name)
     for c in cells:
         if c.name not in missing:
             rows += setting_rows(c.name, c.what, out / c.name)

@@ -126,6 +126,12 @@ def universality(tmp, run):
     want = {c["key"]: c["verdict"] for c in a["groups"][0]["claims"]}
     assert {k: c["verdict"] for k, c in rows[1]["claims"].items()} == want
     assert rows[1]["peers"] == a["groups"][0]["peers"] and (res / "random-labels" / "report.md").exists()
+    # the cell at its full size is another schedule: the tiny run is neither continued nor reported as it
+    assert run_script(REPO / "experiments" / "universality.py", *[a for a in args if a != "--tiny"]) == 2
+    assert (out / "random-labels" / rundir.ANALYSIS).stat().st_mtime_ns == before
+    assert run_script(REPO / "experiments" / "universality.py", "--out", str(out), "--cells", "random-labels",
+                      "--results", str(tmp / "full-results")) == 0
+    assert json.loads((tmp / "full-results" / "results.json").read_text())["missing"] == ["random-labels"]
     return [out / "random-labels" / "report.md", res / "README.md", res / "claims.png"]
 
 
