@@ -78,8 +78,10 @@ PAPER_SGD = ("--lr", "2e-3", "--l2", "5e-4")  # the paper's network (784-700-476
 XENT_NO_L2 = ("--loss", "xent", "--l2", "0")
 # 10,000 steps an epoch; native step, about 4 minutes of training per 300 epochs on 2 cores. 1,000
 # epochs are 10 relaxation times of the L2 decay, 1 / (lr l2) = 10^6 steps = 100 epochs: a run of
-# 300 still had measures moving between its last two ages (100 and 300)
-BATCH1 = dict(epochs=1004, record=4, ages=(1, 3, 10, 30, 100, 300), window_epochs=2)
+# 300 still had measures moving between its last two ages (100 and 300). Every cell's last window
+# opens the final recording (its first epochs), so that the age table's last two rows are recordings
+# of the same length: a spectrum or a density of 20,000 steps against one of 40,000 differs by length alone
+BATCH1 = dict(epochs=1004, record=4, ages=(1, 3, 10, 30, 100, 300, 1000), window_epochs=2)
 
 CELLS: tuple[Cell, ...] = (
     Cell("paper-mini", "the paper's network and protocol on the 10,000-image subset", (*MINI, *PAPER_SGD), **BATCH1,
@@ -89,11 +91,11 @@ CELLS: tuple[Cell, ...] = (
     Cell("teacher", "the paper's protocol on the synthetic teacher task (100-dim Gaussian inputs)",
          ("--dataset", "teacher", *PAPER_SGD), **BATCH1, why="a synthetic data set"),
     Cell("no-learning", "the teacher task with lr 1e-6, 2,000x below the paper's", ("--dataset", "teacher", "--lr",
-         "1e-6", "--l2", "5e-4"), epochs=304, record=4, ages=(1, 3, 10, 30, 100), window_epochs=2,
+         "1e-6", "--l2", "5e-4"), epochs=304, record=4, ages=(1, 3, 10, 30, 100, 300), window_epochs=2,
          why="control: the same noise source at a step so small the weights never leave their initial basin; its "
              "relaxation time 1 / (lr l2) is 2 x 10^9 steps, so a longer run would not settle it either: 300 epochs"),
     Cell("digits", "the paper's protocol on scikit-learn's 1,797 8x8 digits", ("--dataset", "digits", *PAPER_SGD),
-         epochs=2010, record=10, ages=(10, 30, 100, 300, 1000), window_epochs=10,
+         epochs=2010, record=10, ages=(10, 30, 100, 300, 1000, 2000), window_epochs=10,
          why="a second real data set; 10-epoch windows hold 17,970 steps as paper-mini's 2 hold 20,000; "
              "2,000 epochs (3.6 x 10^6 steps, the L2 relaxation time 3.6 times) as a run of 600 still moved"),
     Cell("batch-512", "the paper's network at batch 512, lr 2e-3 x sqrt(512) = 0.0453",
@@ -103,7 +105,7 @@ CELLS: tuple[Cell, ...] = (
              "lr^2 var(g)/B equal to the paper's (19 steps an epoch, so windows of 50 epochs and a final "
              "recording of 200, 3,800 steps, the fewest a spectrum's two bands need)"),
     Cell("momentum", "the paper's network with momentum 0.9, lr 2e-4", (*MINI, "--optimizer", "momentum",
-         "--momentum", "0.9", "--lr", "2e-4", "--l2", "5e-4"), epochs=104, record=4, ages=(1, 3, 10, 30),
+         "--momentum", "0.9", "--lr", "2e-4", "--l2", "5e-4"), epochs=104, record=4, ages=(1, 3, 10, 30, 100),
          window_epochs=2, why="lr / (1 - momentum) = 2e-3 keeps the long-run step of the paper's SGD; 100 epochs "
          "(XLA's step, about 7 minutes per 30 epochs) as a run of 30 still moved"),
     Cell("adam", "the paper's network with Adam, lr 1e-4", (*MINI, "--optimizer", "adam", "--lr", "1e-4", "--l2",
@@ -114,16 +116,16 @@ CELLS: tuple[Cell, ...] = (
          why="another architecture; batch 1 through XLA is the slowest cell, so it is the shortest"),
     Cell("zhang-tang", "Zhang & Tang: MLP 784-128-10, SGD, batch 64, lr 0.1 and 0.01, no L2, cross-entropy",
          (*MINI, "--hidden", "128", "--batch-size", "64", "--lr", "0.1", "0.01", *XENT_NO_L2, "--chunk-epochs",
-          "10"), epochs=1020, record=20, ages=(10, 30, 100, 300), window_epochs=10,
+          "10"), epochs=1020, record=20, ages=(10, 30, 100, 300, 1000), window_epochs=10,
          why="their setting; 156 steps an epoch, so 10-epoch windows; 1,000 epochs as a run of 300 still moved"),
     Cell("gurbuzbalaban-b1", "Gurbuzbalaban et al.: 3 hidden layers of 128, batch 1, lr 1e-3, 1e-2, 3e-2",
          (*MINI, "--hidden", "128", "128", "128", "--lr", "1e-3", "1e-2", "3e-2", *XENT_NO_L2), epochs=304, record=4,
-         ages=(1, 3, 10, 30, 100), window_epochs=2,
+         ages=(1, 3, 10, 30, 100, 300), window_epochs=2,
          why="their setting, lr/B from 1e-3 to 3e-2: at lr 0.1 two of three seeds diverged in the first epoch; "
              "300 epochs as a run of 30 still moved"),
     Cell("gurbuzbalaban-b10", "Gurbuzbalaban et al.: 3 hidden layers of 128, batch 10, lr 1e-3, 1e-2, 1e-1",
          (*MINI, "--hidden", "128", "128", "128", "--batch-size", "10", "--lr", "1e-3", "1e-2", "1e-1", *XENT_NO_L2,
-          "--chunk-epochs", "5"), epochs=310, record=10, ages=(10, 30, 100), window_epochs=10,
+          "--chunk-epochs", "5"), epochs=310, record=10, ages=(10, 30, 100, 300), window_epochs=10,
          why="their setting, lr/B from 1e-4 to 1e-2; 1,000 steps an epoch, so 10-epoch windows; 300 epochs as a "
              "run of 100 still moved"),
 )
