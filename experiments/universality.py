@@ -232,7 +232,9 @@ def setting_rows(name: str, what: str, run: Path) -> list[dict]:
         if ages is not None:
             ag = next(a for a in ages["groups"] if a["group"] == g["group"])
             row["moving"] = {c["key"]: c["moving"] for c in ag["claims"]}
+            row["change"] = {c["key"]: dict(change=c["change"], p=c["p"]) for c in ag["claims"]}
             row["last_ages"] = [r["age"] for r in ag["rows"][-2:]]
+            row["same_length"] = ag["rows"][-1]["steps"] == ag["rows"][-2]["steps"] if len(ag["rows"]) > 1 else None
         rows.append(row)
     return rows
 
@@ -295,16 +297,20 @@ def results_markdown(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
     lines += ["", "## Had the measures stopped moving?", "",
               "A claim's measure is still moving when its change between the last two recording ages is "
-              "significant in a paired t test over the seeds (p < 0.05; ages.json of each cell).", "",
-              "| setting | last two ages (epochs) | still moving | recorded steps analysed | training time (the "
-              "cell's: one run trains all its settings) |",
-              "| --- | --- | --- | --- | --- |"]
+              "significant in a paired t test over the seeds (p < 0.05; ages.json of each cell); the column gives "
+              "its mean change between those ages and p. \"Same length\": whether the two recordings compared "
+              "hold as many steps (a spectrum or density of fewer steps differs by that alone).", "",
+              "| setting | last two ages (epochs) | same length | still moving (change, p) | recorded steps analysed "
+              "| training time (the cell's: one run trains all its settings) |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        moving = [k for k, m in (r.get("moving") or {}).items() if m]
-        secs = r.get("training_seconds")
+        change = r.get("change") or {}
+        moving = [f"{k} ({change[k]['change']:+.3g}, p {change[k]['p']:.2g})" if k in change else k
+                  for k, m in (r.get("moving") or {}).items() if m]
+        secs, same = r.get("training_seconds"), r.get("same_length")
         lines.append(f"| {r['setting']} | {', '.join(map(str, r.get('last_ages') or [])) or '-'} | "
-                     f"{', '.join(moving) or 'none'} | {r['steps']:,} | "
-                     f"{'-' if secs is None else f'{secs / 60:.1f} min'} |")
+                     f"{'-' if same is None else 'yes' if same else 'no'} | {', '.join(moving) or 'none'} | "
+                     f"{r['steps']:,} | {'-' if secs is None else f'{secs / 60:.1f} min'} |")
     lines += ["", "![Each claim's measure across the settings](claims.png)", ""]
     return lines
 
@@ -397,7 +403,7 @@ def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path) -> int:
     (dest / "README.md").write_text("\n".join(results_markdown(rows)) + "\n")
     figure(rows, dest / "claims.png")
     print(f"universality: wrote {dest}/results.json, README.md and claims.png ({len(rows)} settings"
-          + (f"; not yet analysed: {', '.join(missing)}" if missing else "") + ")")
+          + (f"; left out, not analysed or of another schedule: {', '.join(missing)}" if missing else "") + ")")
     return 0
 
 
