@@ -235,8 +235,24 @@ def setting_rows(name: str, what: str, run: Path) -> list[dict]:
             row["change"] = {c["key"]: dict(change=c["change"], p=c["p"]) for c in ag["claims"]}
             row["last_ages"] = [r["age"] for r in ag["rows"][-2:]]
             row["same_length"] = ag["rows"][-1]["steps"] == ag["rows"][-2]["steps"] if len(ag["rows"]) > 1 else None
+            row["peers_by_age"] = peers_by_age(run, g["group"], [r["age"] for r in ag["rows"]])
         rows.append(row)
     return rows
+
+
+def peers_by_age(run: Path, group: int, ages: list[int]) -> list[dict]:
+    """The tail index at each age of the age table (a window's analysis, or the final recording's
+    where no window has that age): pooled, its Gaussian scale-mixture null and the per-weight
+    median, each at m = 10, 100, 1000 (None where not estimated)."""
+    out = []
+    for age in ages:
+        path = rundir.window_dir(run, age) / rundir.ANALYSIS
+        a = json.loads((path if path.exists() else run / rundir.ANALYSIS).read_text())
+        t = ((a["groups"][group].get("peers") or {}).get("tail_index")) or {}
+        value = lambda es, key="value": [e.get(key) for e in es or []]
+        out.append(dict(age=age, pooled=value(t.get("pooled")), null=value(t.get("pooled_gaussian_null")),
+                        per_weight=value(t.get("per_weight"), "median")))
+    return out
 
 
 def _cell(claim: dict) -> str:
@@ -311,6 +327,19 @@ def results_markdown(rows: list[dict]) -> list[str]:
         lines.append(f"| {r['setting']} | {', '.join(map(str, r.get('last_ages') or [])) or '-'} | "
                      f"{'-' if same is None else 'yes' if same else 'no'} | {', '.join(moving) or 'none'} | "
                      f"{r['steps']:,} | {'-' if secs is None else f'{secs / 60:.1f} min'} |")
+    lines += ["", "### The tail index by age", "",
+              "Simsekli et al.'s alpha at m = 10 at each age of the age table: pooled over weights, with its "
+              "Gaussian scale-mixture null in brackets, and the median over weights of each weight's own.", "",
+              "| setting | pooled (null) at each age | per weight at each age |", "| --- | --- | --- |"]
+    f2 = lambda v: "-" if v is None else f"{v:.2f}"
+    for r in rows:
+        first = lambda xs: xs[0] if xs else None
+        by_age = r.get("peers_by_age") or []
+        if all(first(e["pooled"]) is None for e in by_age):  # the paper's run: analysed before the peers
+            continue
+        lines.append(f"| {r['setting']} | " + ", ".join(
+            f"{e['age']}: {f2(first(e['pooled']))} ({f2(first(e['null']))})" for e in by_age) + " | " + ", ".join(
+            f"{e['age']}: {f2(first(e['per_weight']))}" for e in by_age) + " |")
     lines += ["", "![Each claim's measure across the settings](claims.png)", ""]
     return lines
 

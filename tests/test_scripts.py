@@ -126,6 +126,12 @@ def universality(tmp, run):
     want = {c["key"]: c["verdict"] for c in a["groups"][0]["claims"]}
     assert {k: c["verdict"] for k, c in rows[1]["claims"].items()} == want
     assert rows[1]["peers"] == a["groups"][0]["peers"] and (res / "random-labels" / "report.md").exists()
+    # the tail index by age: the window's (age 0) from its own analysis, the last age's from the final recording's
+    window = json.loads((rundir.window_dir(out / "random-labels", 0) / rundir.ANALYSIS).read_text())
+    by_age = rows[1]["peers_by_age"]
+    for e, analysis in ((by_age[0], window), (by_age[-1], a)):
+        assert e["pooled"] == [x["value"] for x in analysis["groups"][0]["peers"]["tail_index"]["pooled"]]
+    assert by_age[0]["age"] == 0 and len(by_age) == 2
     # the cell at its full size is another schedule: the tiny run is neither continued nor reported as it
     assert run_script(REPO / "experiments" / "universality.py", *[a for a in args if a != "--tiny"]) == 2
     assert (out / "random-labels" / rundir.ANALYSIS).stat().st_mtime_ns == before
