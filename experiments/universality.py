@@ -109,8 +109,9 @@ CELLS: tuple[Cell, ...] = (
          window_epochs=2, why="lr / (1 - momentum) = 2e-3 keeps the long-run step of the paper's SGD; 100 epochs "
          "(XLA's step, about 7 minutes per 30 epochs) as a run of 30 still moved"),
     Cell("adam", "the paper's network with Adam, lr 1e-4", (*MINI, "--optimizer", "adam", "--lr", "1e-4", "--l2",
-         "5e-4"), epochs=34, record=4, ages=(1, 3, 10), window_epochs=2,
-         why="Adam moves every weight by about lr a step; 1e-4, a tenth of the usual 1e-3, for single examples"),
+         "5e-4"), epochs=64, record=4, ages=(1, 3, 10, 30, 60), window_epochs=2,
+         why="Adam moves every weight by about lr a step; 1e-4, a tenth of the usual 1e-3, for single examples; "
+             "60 epochs (XLA's step, about 11 minutes per 30 epochs) as a run of 30 still moved"),
     Cell("cnn", "a LeNet-like CNN (conv 8, 16; dense 128) with the paper's protocol", (*MINI, "--model", "cnn",
          "--hidden", "128", *PAPER_SGD), epochs=22, record=2, ages=(1, 3, 10), window_epochs=2,
          why="another architecture; batch 1 through XLA is the slowest cell, so it is the shortest"),
@@ -232,7 +233,9 @@ def setting_rows(name: str, what: str, run: Path) -> list[dict]:
         if ages is not None:
             ag = next(a for a in ages["groups"] if a["group"] == g["group"])
             row["moving"] = {c["key"]: c["moving"] for c in ag["claims"]}
-            row["change"] = {c["key"]: dict(change=c["change"], p=c["p"]) for c in ag["claims"]}
+            row["change"] = {c["key"]: dict(change=c["change"], p=c["p"], verdicts=[r["claims"].get(c["key"])
+                                                                                 for r in ag["rows"][-2:]])
+                             for c in ag["claims"]}
             row["last_ages"] = [r["age"] for r in ag["rows"][-2:]]
             row["same_length"] = ag["rows"][-1]["steps"] == ag["rows"][-2]["steps"] if len(ag["rows"]) > 1 else None
             row["peers_by_age"] = peers_by_age(run, g["group"], [r["age"] for r in ag["rows"]])
@@ -314,15 +317,15 @@ def results_markdown(rows: list[dict]) -> list[str]:
     lines += ["", "## Had the measures stopped moving?", "",
               "A claim's measure is still moving when its change between the last two recording ages is "
               "significant in a paired t test over the seeds (p < 0.05; ages.json of each cell); the column gives "
-              "its mean change between those ages and p. \"Same length\": whether the two recordings compared "
+              "its mean change between those ages, p, and the claim's verdict at the two ages. \"Same length\": whether the two recordings compared "
               "hold as many steps (a spectrum or density of fewer steps differs by that alone).", "",
               "| setting | last two ages (epochs) | same length | still moving (change, p) | recorded steps analysed "
               "| training time (the cell's: one run trains all its settings) |",
               "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         change = r.get("change") or {}
-        moving = [f"{k} ({change[k]['change']:+.3g}, p {change[k]['p']:.2g})" if k in change else k
-                  for k, m in (r.get("moving") or {}).items() if m]
+        moving = [f"{k} ({change[k]['change']:+.3g}, p {change[k]['p']:.2g}; {' -> '.join(change[k]['verdicts'])})"
+                  if k in change else k for k, m in (r.get("moving") or {}).items() if m]
         secs, same = r.get("training_seconds"), r.get("same_length")
         lines.append(f"| {r['setting']} | {', '.join(map(str, r.get('last_ages') or [])) or '-'} | "
                      f"{'-' if same is None else 'yes' if same else 'no'} | {', '.join(moving) or 'none'} | "
