@@ -292,10 +292,11 @@ def results_markdown(rows: list[dict]) -> list[str]:
               "Simsekli et al.'s tail index alpha (2 = Gaussian) pooled over weights at m = 10, 100, 1000 and on "
               "the pooled Gaussian scale-mixture null (each weight's own scale); per weight in time order (median "
               "over weights); Clauset et al.'s unbounded power law against socjax's bounded range fit; Zhang & "
-              "Tang's linear bins through socjax's model; the low-band spectral exponent minus each weight's "
+              "Tang's linear bins through socjax's model (its power-law verdict, gamma, beta, and the |dw| / median where the fitted range begins); the low-band spectral exponent minus each weight's "
               "Ornstein-Uhlenbeck null's, and whether the data lie below their null.", "",
               "| setting | alpha pooled m=10 | m=100 | m=1000 | null pooled m=10 | m=1000 | per weight m=10 | m=100 "
-              "| CSN alpha (xmin) | socjax range exponent | linear bins gamma, beta | a_low - a_null | below null |",
+              "| CSN alpha (xmin) | socjax range exponent | linear bins: power law?, gamma, beta (from) | a_low - a_null "
+              "| below null |",
               "| --- " * 13 + "|"]
     for r in rows:
         p, n = r.get("peers"), r.get("spectrum_null")
@@ -311,7 +312,8 @@ def results_markdown(rows: list[dict]) -> list[str]:
                                                       _alpha(t["pooled_gaussian_null"][2])] + per + [
             f"{csn['alpha']:.2f} ({csn['xmin']:.2g})" if csn else "-",
             f"{csn['socjax_range_exponent']:.2f}" if csn.get("socjax_range_exponent") is not None else "-",
-            (f"{zt['gamma']:.2f}, " + ("none" if zt.get("beta") is None else f"{zt['beta']:.2f}")) if zt else "-",
+            (f"{(zt.get('verdicts') or {}).get('power_law', '-')}: {zt['gamma']:.2f}, "
+             + ("none" if zt.get("beta") is None else f"{zt['beta']:.2f}") + f" (from {zt['xmin']:.2g})") if zt else "-",
             _alpha(d) if d else "-", (n or {}).get("verdict_low_below_null", "-")]
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
     lines += ["", "## Had the measures stopped moving?", "",
