@@ -12,8 +12,8 @@ progress from its checkpoint (SIGINT or SIGTERM stops it after the epoch in flig
 finished ones. `--analyze-only` analyses every cell again (after a change to the analysis) without
 training. `--results DIR` writes the cross-setting table (results.json, README.md) and figure
 (claims.png) into DIR from the analysed cells and the committed paper-scale results (`--paper`),
-with each cell's report.md, analysis.json and age table beside them. `--tiny` trains each cell for 3 epochs on 500 examples (a check that every cell runs,
-not a result).
+with each cell's report.md, analysis.json and age table beside them. `--tiny` trains each cell
+for 3 epochs on 500 examples (a check that every cell runs, not a result).
 
 The cells and why each is as it is are in CELLS; `--list` prints them. All but the paper's own
 run use the embedded 10,000-image MNIST subset (`mnist-mini`) or the data set named, so that the
@@ -221,6 +221,8 @@ def setting_rows(name: str, what: str, run: Path) -> list[dict]:
     between the last two ages (ages.json)."""
     analysis = json.loads((run / rundir.ANALYSIS).read_text())
     ages = json.loads((run / rundir.AGES).read_text()) if (run / rundir.AGES).exists() else None
+    # every group has the same recordings: each age's analysis is read once for all of them
+    by_age = None if ages is None else recordings_by_age(run, analysis, [r["age"] for r in ages["groups"][0]["rows"]])
     rows = []
     for g in analysis["groups"]:
         label = name if len(analysis["groups"]) == 1 else f"{name} {g['label']}"
@@ -238,21 +240,28 @@ def setting_rows(name: str, what: str, run: Path) -> list[dict]:
                              for c in ag["claims"]}
             row["last_ages"] = [r["age"] for r in ag["rows"][-2:]]
             row["same_length"] = ag["rows"][-1]["steps"] == ag["rows"][-2]["steps"] if len(ag["rows"]) > 1 else None
-            row["peers_by_age"] = peers_by_age(run, g["group"], [r["age"] for r in ag["rows"]])
+            row["peers_by_age"] = peers_by_age(by_age, g["group"])
         rows.append(row)
     return rows
 
 
-def peers_by_age(run: Path, group: int, ages: list[int]) -> list[dict]:
-    """The tail index at each age of the age table (a window's analysis, or the final recording's
-    where no window has that age): pooled, its Gaussian scale-mixture null and the per-weight
-    median, each at m = 10, 100, 1000 (None where not estimated)."""
-    out = []
+def recordings_by_age(run: Path, final: dict, ages: list[int]) -> dict[int, dict]:
+    """The analysis.json of each age of the age table: its window's, or `final` (the final
+    recording's, already read) where no window has that age."""
+    out = {}
     for age in ages:
         path = rundir.window_dir(run, age) / rundir.ANALYSIS
-        a = json.loads((path if path.exists() else run / rundir.ANALYSIS).read_text())
+        out[age] = json.loads(path.read_text()) if path.exists() else final
+    return out
+
+
+def peers_by_age(by_age: dict[int, dict], group: int) -> list[dict]:
+    """The group's tail index at each age (`recordings_by_age`): pooled, its Gaussian scale-mixture
+    null and the per-weight median, each at m = 10, 100, 1000 (None where not estimated)."""
+    value = lambda es, key="value": [e.get(key) for e in es or []]
+    out = []
+    for age, a in by_age.items():
         t = ((a["groups"][group].get("peers") or {}).get("tail_index")) or {}
-        value = lambda es, key="value": [e.get(key) for e in es or []]
         out.append(dict(age=age, pooled=value(t.get("pooled")), null=value(t.get("pooled_gaussian_null")),
                         per_weight=value(t.get("per_weight"), "median")))
     return out
@@ -292,11 +301,12 @@ def results_markdown(rows: list[dict]) -> list[str]:
               "Simsekli et al.'s tail index alpha (2 = Gaussian) pooled over weights at m = 10, 100, 1000 and on "
               "the pooled Gaussian scale-mixture null (each weight's own scale); per weight in time order (median "
               "over weights); Clauset et al.'s unbounded power law against socjax's bounded range fit; Zhang & "
-              "Tang's linear bins through socjax's model (its power-law verdict, gamma, beta, and the |dw| / median where the fitted range begins); the low-band spectral exponent minus each weight's "
+              "Tang's linear bins through socjax's model (its power-law verdict, gamma, beta, and the |dw| / median "
+              "where the fitted range begins); the low-band spectral exponent minus each weight's "
               "Ornstein-Uhlenbeck null's, and whether the data lie below their null.", "",
               "| setting | alpha pooled m=10 | m=100 | m=1000 | null pooled m=10 | m=1000 | per weight m=10 | m=100 "
-              "| CSN alpha (xmin) | socjax range exponent | linear bins: power law?, gamma, beta (from) | a_low - a_null "
-              "| below null |",
+              "| CSN alpha (xmin) | socjax range exponent | linear bins: power law?, gamma, beta (from) "
+              "| a_low - a_null | below null |",
               "| --- " * 13 + "|"]
     for r in rows:
         p, n = r.get("peers"), r.get("spectrum_null")
@@ -313,14 +323,16 @@ def results_markdown(rows: list[dict]) -> list[str]:
             f"{csn['alpha']:.2f} ({csn['xmin']:.2g})" if csn else "-",
             f"{csn['socjax_range_exponent']:.2f}" if csn.get("socjax_range_exponent") is not None else "-",
             (f"{(zt.get('verdicts') or {}).get('power_law', '-')}: {zt['gamma']:.2f}, "
-             + ("none" if zt.get("beta") is None else f"{zt['beta']:.2f}") + f" (from {zt['xmin']:.2g})") if zt else "-",
+             + ("none" if zt.get("beta") is None else f"{zt['beta']:.2f}") + f" (from {zt['xmin']:.2g})")
+            if zt else "-",
             _alpha(d) if d else "-", (n or {}).get("verdict_low_below_null", "-")]
         lines.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
     lines += ["", "## Had the measures stopped moving?", "",
               "A claim's measure is still moving when its change between the last two recording ages is "
               "significant in a paired t test over the seeds (p < 0.05; ages.json of each cell); the column gives "
-              "its mean change between those ages, p, and the claim's verdict at the two ages. \"Same length\": whether the two recordings compared "
-              "hold as many steps (a spectrum or density of fewer steps differs by that alone).", "",
+              "its mean change between those ages, p, and the claim's verdict at the two ages. \"Same length\": "
+              "whether the two recordings compared hold as many steps (a spectrum or density of fewer steps "
+              "differs by that alone).", "",
               "| setting | last two ages (epochs) | same length | still moving (change, p) | recorded steps analysed "
               "| training time (the cell's: one run trains all its settings) |",
               "| --- | --- | --- | --- | --- | --- |"]
@@ -337,8 +349,8 @@ def results_markdown(rows: list[dict]) -> list[str]:
               "Gaussian scale-mixture null in brackets, and the median over weights of each weight's own.", "",
               "| setting | pooled (null) at each age | per weight at each age |", "| --- | --- | --- |"]
     f2 = lambda v: "-" if v is None else f"{v:.2f}"
+    first = lambda xs: xs[0] if xs else None
     for r in rows:
-        first = lambda xs: xs[0] if xs else None
         by_age = r.get("peers_by_age") or []
         if all(first(e["pooled"]) is None for e in by_age):  # the paper's run: analysed before the peers
             continue
