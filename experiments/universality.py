@@ -100,10 +100,13 @@ CELLS: tuple[Cell, ...] = (
              "2,000 epochs (3.6 x 10^6 steps, the L2 relaxation time 3.6 times) as a run of 600 still moved"),
     Cell("batch-512", "the paper's network at batch 512, lr 2e-3 x sqrt(512) = 0.0453",
          (*MINI, "--batch-size", "512", "--lr", "0.0453", "--l2", "5e-4", "--chunk-epochs", "50"),
-         epochs=700, record=200, ages=(50, 150, 300), window_epochs=50,
+         epochs=4000, record=200, ages=(100, 300, 1000, 3800), window_epochs=200,
          why="Panigrahi et al.'s Gaussian regime; the square-root rule keeps each step's noise variance "
-             "lr^2 var(g)/B equal to the paper's (19 steps an epoch, so windows of 50 epochs and a final "
-             "recording of 200, 3,800 steps, the fewest a spectrum's two bands need)"),
+             "lr^2 var(g)/B equal to the paper's; 19 steps an epoch, so windows as long as the final "
+             "recording (200 epochs, 3,800 steps, the fewest a spectrum's two bands need); its L2 "
+             "relaxation time 1 / (lr l2) is 44,000 steps = 2,300 epochs, so 4,000 epochs (1.7 of them, "
+             "about 55 minutes alone) as a run of 700 compared windows of 950 steps with a final recording "
+             "of 3,800"),
     Cell("momentum", "the paper's network with momentum 0.9, lr 2e-4", (*MINI, "--optimizer", "momentum",
          "--momentum", "0.9", "--lr", "2e-4", "--l2", "5e-4"), epochs=104, record=4, ages=(1, 3, 10, 30, 100),
          window_epochs=2, why="lr / (1 - momentum) = 2e-3 keeps the long-run step of the paper's SGD; 100 epochs "
@@ -113,8 +116,9 @@ CELLS: tuple[Cell, ...] = (
          why="Adam moves every weight by about lr a step; 1e-4, a tenth of the usual 1e-3, for single examples; "
              "60 epochs (XLA's step, about 11 minutes per 30 epochs) as a run of 30 still moved"),
     Cell("cnn", "a LeNet-like CNN (conv 8, 16; dense 128) with the paper's protocol", (*MINI, "--model", "cnn",
-         "--hidden", "128", *PAPER_SGD), epochs=22, record=2, ages=(1, 3, 10), window_epochs=2,
-         why="another architecture; batch 1 through XLA is the slowest cell, so it is the shortest"),
+         "--hidden", "128", *PAPER_SGD), epochs=102, record=2, ages=(1, 3, 10, 30, 100), window_epochs=2,
+         why="another architecture; batch 1 through XLA (about 22 s an epoch on 2 cores) is the slowest cell: "
+             "100 epochs (10^6 steps, one L2 relaxation time) as a run of 20 still moved"),
     Cell("zhang-tang", "Zhang & Tang: MLP 784-128-10, SGD, batch 64, lr 0.1 and 0.01, no L2, cross-entropy",
          (*MINI, "--hidden", "128", "--batch-size", "64", "--lr", "0.1", "0.01", *XENT_NO_L2, "--chunk-epochs",
           "10"), epochs=1020, record=20, ages=(10, 30, 100, 300, 1000), window_epochs=10,
