@@ -12,7 +12,9 @@ progress from its checkpoint (SIGINT or SIGTERM stops it after the epoch in flig
 finished ones. `--analyze-only` analyses every cell again (after a change to the analysis) without
 training. `--results DIR` writes the cross-setting table (results.json, README.md) and figure
 (claims.png) into DIR from the analysed cells and the committed paper-scale results (`--paper`),
-with each cell's report.md, analysis.json and age table beside them. `--tiny` trains each cell
+with each cell's report.md, analysis.json and age table beside them; with `--cells`, the rows of
+the other cells are kept from DIR's results.json where their definition there is still CELLS' (a
+cell rerun replaces its own rows; the others' run directories need not be at hand). `--tiny` trains each cell
 for 3 epochs on 500 examples (a check that every cell runs, not a result).
 
 The cells and why each is as it is are in CELLS; `--list` prints them. All but the paper's own
@@ -423,8 +425,34 @@ def _points(ax, xs, vals, color, label, marker="o"):
         first = False
 
 
-def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path) -> int:
-    """The cross-setting table, figure and per-cell reports into dest (see the module docstring)."""
+def kept_rows(dest: Path, cells: list[Cell], fresh: list[Cell]) -> dict[str, list[dict]]:
+    """The rows, by cell, that a results.json already in dest holds for the cells of `cells` not in
+    `fresh` (those not being written from their runs now), where that cell's definition there is its
+    definition in `cells`: a row of another schedule is not carried into the table."""
+    path = dest / "results.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    defined = {c["name"]: c for c in old.get("cells", [])}
+    renew = {c.name for c in fresh}
+    kept = {}
+    for c in cells:
+        if c.name in renew or c.name not in defined:
+            continue
+        if defined[c.name] != _clean(dataclasses.asdict(c)):
+            print(f"universality: {path} holds cell {c.name} of another definition; its rows are dropped",
+                  file=sys.stderr)
+            continue
+        if rows := [r for r in old["rows"] if r.get("cell") == c.name]:
+            kept[c.name] = rows
+    return kept
+
+
+def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path, keep: list[Cell] = ()) -> int:
+    """The cross-setting table, figure and per-cell reports into dest (see the module docstring).
+    `cells` are written from their runs in `out`; the rows of the cells in `keep` are carried over
+    from dest's results.json where it has them (`kept_rows`), so that one cell can be rerun and its
+    rows replaced without every other cell's run directory at hand. Rows follow CELLS' order."""
     rows = []
     if (paper / rundir.ANALYSIS).exists():
         rows += setting_rows("paper", "the paper's network and protocol on full MNIST (committed)", paper)
@@ -433,8 +461,13 @@ def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path) -> int:
         if c.name not in missing and (why := schedule_mismatch(c, out / c.name)):
             print(f"universality: {why}; left out", file=sys.stderr)
             missing.append(c.name)
-    for c in cells:
-        if c.name not in missing:
+    kept = kept_rows(dest, [*keep, *cells], cells)
+    defined = {c.name: c for c in [*keep, *cells]}
+    order = [defined[n] for n in CELL_NAMES if n in kept or n in {c.name for c in cells}]
+    for c in order:
+        if c.name in kept:
+            rows += kept[c.name]
+        elif c.name not in missing:
             rows += setting_rows(c.name, c.what, out / c.name)
     if not rows:
         sys.exit(f"universality: no analysed cell in {out}")
@@ -447,12 +480,13 @@ def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path) -> int:
         for name in (rundir.ANALYSIS, rundir.AGES, "report.md", "config.json"):
             if (out / c.name / name).exists():
                 shutil.copy2(out / c.name / name, cell_dir / name)
-    results = dict(cells=[dataclasses.asdict(c) for c in cells], seeds=SEEDS, tracked=TRACK, rows=rows,
+    results = dict(cells=[dataclasses.asdict(c) for c in order], seeds=SEEDS, tracked=TRACK, rows=rows,
                    missing=missing)
     (dest / "results.json").write_text(json.dumps(_clean(results), indent=1) + "\n")
     (dest / "README.md").write_text("\n".join(results_markdown(rows)) + "\n")
     figure(rows, dest / "claims.png")
     print(f"universality: wrote {dest}/results.json, README.md and claims.png ({len(rows)} settings"
+          + (f"; {len(kept)} cells' rows kept from the results.json there" if kept else "")
           + (f"; left out, not analysed or of another schedule: {', '.join(missing)}" if missing else "") + ")")
     return 0
 
@@ -491,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = ["--no-progress"] if args.no_progress else []
     cells = [c.tiny() if args.tiny else c for c in _cells(args.cells)]
     if args.results:
-        return write_results(out, cells, Path(args.results), Path(args.paper))
+        others = [c.tiny() if args.tiny else c for c in CELLS if c.name not in {x.name for x in cells}]
+        return write_results(out, cells, Path(args.results), Path(args.paper), keep=others)
     worst = 0
     for cell in cells:
         if args.analyze_only:

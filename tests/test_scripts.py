@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -132,6 +133,23 @@ def universality(tmp, run):
     for e, analysis in ((by_age[0], window), (by_age[-1], a)):
         assert e["pooled"] == [x["value"] for x in analysis["groups"][0]["peers"]["tail_index"]["pooled"]]
     assert by_age[0]["age"] == 0 and len(by_age) == 2
+    # the results of another cell (teacher, not trained here) keep random-labels' rows from res/results.json,
+    # its run directory away; random-labels' results again replace its rows rather than adding to them
+    script = REPO / "experiments" / "universality.py"
+    shutil.move(out / "random-labels", tmp / "away")
+    assert run_script(script, "--out", str(out), "--cells", "teacher", "--tiny", "--results", str(res)) == 0
+    merged = json.loads((res / "results.json").read_text())
+    assert merged["rows"] == rows and merged["missing"] == ["teacher"]
+    assert [c["name"] for c in merged["cells"]] == ["random-labels", "teacher"]
+    shutil.move(tmp / "away", out / "random-labels")
+    assert run_script(script, "--out", str(out), "--cells", "random-labels", "--tiny", "--results", str(res)) == 0
+    assert json.loads((res / "results.json").read_text())["rows"] == rows
+    # a kept cell whose definition has changed since is dropped, not reported under the new one
+    merged = json.loads((res / "results.json").read_text())
+    next(c for c in merged["cells"] if c["name"] == "random-labels")["epochs"] += 1
+    (res / "results.json").write_text(json.dumps(merged))
+    assert run_script(script, "--out", str(out), "--cells", "teacher", "--tiny", "--results", str(res)) == 0
+    assert [r["setting"] for r in json.loads((res / "results.json").read_text())["rows"]] == ["paper"]
     # the cell at its full size is another schedule: the tiny run is neither continued nor reported as it
     assert run_script(REPO / "experiments" / "universality.py", *[a for a in args if a != "--tiny"]) == 2
     assert (out / "random-labels" / rundir.ANALYSIS).stat().st_mtime_ns == before
