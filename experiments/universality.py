@@ -118,9 +118,9 @@ CELLS: tuple[Cell, ...] = (
          why="Adam moves every weight by about lr a step; 1e-4, a tenth of the usual 1e-3, for single examples; "
              "60 epochs (XLA's step, about 11 minutes per 30 epochs) as a run of 30 still moved"),
     Cell("cnn", "a LeNet-like CNN (conv 8, 16; dense 128) with the paper's protocol", (*MINI, "--model", "cnn",
-         "--hidden", "128", *PAPER_SGD), epochs=102, record=2, ages=(1, 3, 10, 30, 100), window_epochs=2,
+         "--hidden", "128", *PAPER_SGD), epochs=302, record=2, ages=(1, 3, 10, 30, 100, 300), window_epochs=2,
          why="another architecture; batch 1 through XLA (about 22 s an epoch on 2 cores) is the slowest cell: "
-             "100 epochs (10^6 steps, one L2 relaxation time) as a run of 20 still moved"),
+             "300 epochs (3 x 10^6 steps, three L2 relaxation times) as a run of 100 still moved"),
     Cell("zhang-tang", "Zhang & Tang: MLP 784-128-10, SGD, batch 64, lr 0.1 and 0.01, no L2, cross-entropy",
          (*MINI, "--hidden", "128", "--batch-size", "64", "--lr", "0.1", "0.01", *XENT_NO_L2, "--chunk-epochs",
           "10"), epochs=1020, record=20, ages=(10, 30, 100, 300, 1000), window_epochs=10,
