@@ -14,8 +14,8 @@ training. `--results DIR` writes the cross-setting table (results.json, README.m
 (claims.png) into DIR from the analysed cells and the committed paper-scale results (`--paper`),
 with each cell's report.md, analysis.json and age table beside them; with `--cells`, the rows of
 the other cells are kept from DIR's results.json where their definition there is still CELLS' (a
-cell rerun replaces its own rows; the others' run directories need not be at hand). `--tiny` trains each cell
-for 3 epochs on 500 examples (a check that every cell runs, not a result).
+cell rerun replaces its own rows; the others' run directories need not be at hand). `--tiny`
+trains each cell for 3 epochs on 500 examples (a check that every cell runs, not a result).
 
 The cells and why each is as it is are in CELLS; `--list` prints them. All but the paper's own
 run use the embedded 10,000-image MNIST subset (`mnist-mini`) or the data set named, so that the
@@ -425,19 +425,17 @@ def _points(ax, xs, vals, color, label, marker="o"):
         first = False
 
 
-def kept_rows(dest: Path, cells: list[Cell], fresh: list[Cell]) -> dict[str, list[dict]]:
-    """The rows, by cell, that a results.json already in dest holds for the cells of `cells` not in
-    `fresh` (those not being written from their runs now), where that cell's definition there is its
-    definition in `cells`: a row of another schedule is not carried into the table."""
+def kept_rows(dest: Path, cells: list[Cell]) -> dict[str, list[dict]]:
+    """The rows, by cell, that a results.json already in dest holds for `cells`, where that cell's
+    definition there is its definition now: a row of another schedule is not carried into the table."""
     path = dest / "results.json"
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
     defined = {c["name"]: c for c in old.get("cells", [])}
-    renew = {c.name for c in fresh}
     kept = {}
     for c in cells:
-        if c.name in renew or c.name not in defined:
+        if c.name not in defined:
             continue
         if defined[c.name] != _clean(dataclasses.asdict(c)):
             print(f"universality: {path} holds cell {c.name} of another definition; its rows are dropped",
@@ -450,9 +448,10 @@ def kept_rows(dest: Path, cells: list[Cell], fresh: list[Cell]) -> dict[str, lis
 
 def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path, keep: list[Cell] = ()) -> int:
     """The cross-setting table, figure and per-cell reports into dest (see the module docstring).
-    `cells` are written from their runs in `out`; the rows of the cells in `keep` are carried over
-    from dest's results.json where it has them (`kept_rows`), so that one cell can be rerun and its
-    rows replaced without every other cell's run directory at hand. Rows follow CELLS' order."""
+    `cells` are written from their runs in `out`; the rows of the cells in `keep` (none of `cells`)
+    are carried over from dest's results.json where it has them (`kept_rows`), so that one cell can
+    be rerun and its rows replaced without every other cell's run directory at hand. Rows follow
+    CELLS' order."""
     rows = []
     if (paper / rundir.ANALYSIS).exists():
         rows += setting_rows("paper", "the paper's network and protocol on full MNIST (committed)", paper)
@@ -461,9 +460,10 @@ def write_results(out: Path, cells: list[Cell], dest: Path, paper: Path, keep: l
         if c.name not in missing and (why := schedule_mismatch(c, out / c.name)):
             print(f"universality: {why}; left out", file=sys.stderr)
             missing.append(c.name)
-    kept = kept_rows(dest, [*keep, *cells], cells)
+    kept = kept_rows(dest, keep)
     defined = {c.name: c for c in [*keep, *cells]}
-    order = [defined[n] for n in CELL_NAMES if n in kept or n in {c.name for c in cells}]
+    written = {c.name for c in cells}
+    order = [defined[n] for n in CELL_NAMES if n in kept or n in written]
     for c in order:
         if c.name in kept:
             rows += kept[c.name]
